@@ -1,0 +1,6 @@
+//! The subcommands beyond `run` and `check-config`.
+
+pub mod audit;
+pub mod demo;
+pub mod inject;
+pub mod report;

@@ -1,0 +1,816 @@
+//! Typed configuration: defaults, validation, and errors that name the file,
+//! the line and the key (`PATH:LINE: key.path: message`).
+//!
+//! Secrets never live in the file: every secret key ends in `_env` and names
+//! an environment variable, read once at start.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::sink::SinkConfig;
+
+/// The default configuration, shipped as `config/touchgate.toml`.
+pub const DEFAULT_TOML: &str = include_str!("../config/touchgate.toml");
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub proxy: ProxyConfig,
+    #[serde(default)]
+    pub admin: AdminConfig,
+    #[serde(default)]
+    pub identity: IdentityConfig,
+    #[serde(default)]
+    pub client: ClientConfig,
+    #[serde(default)]
+    pub touch: TouchConfig,
+    #[serde(default)]
+    pub consent: ConsentConfig,
+    #[serde(default)]
+    pub privacy: PrivacyConfig,
+    #[serde(default)]
+    pub queue: QueueConfig,
+    #[serde(default)]
+    pub spool: SpoolConfig,
+    #[serde(default)]
+    pub dedupe: DedupeConfig,
+    #[serde(default)]
+    pub checks: ChecksConfig,
+    #[serde(default)]
+    pub form: Vec<FormRule>,
+    #[serde(default)]
+    pub ingest: Vec<IngestRule>,
+    #[serde(default)]
+    pub sink: Vec<SinkConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxyConfig {
+    /// The public side.
+    pub listen: SocketAddr,
+    /// The app: `http://host:port`.
+    pub upstream: String,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// CIDRs of proxies in front of touchgate whose `x-forwarded-for` is believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Largest form body buffered for capture; larger ones stream through.
+    pub max_capture_body: usize,
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub upstream_connect_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub upstream_response_timeout: Duration,
+    /// Idle keep-alive on the public side.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Keep below the app's own keep-alive timeout, or the pool reuses
+    /// connections the app is closing.
+    #[serde(with = "humantime_serde")]
+    pub upstream_pool_idle_timeout: Duration,
+    pub upstream_pool_max_idle: usize,
+    /// Largest request head (request line + headers), in bytes; 431 above.
+    pub max_header_bytes: usize,
+    /// Most header lines in one request; 431 above.
+    pub max_headers: usize,
+    /// Open public connections at most; further accepts wait.
+    pub max_connections: usize,
+    pub h2_max_concurrent_streams: u32,
+    pub h2_max_header_list_size: u32,
+    pub h2_max_pending_accept_reset_streams: usize,
+    pub h2_max_local_error_reset_streams: usize,
+    /// After SIGTERM: keep accepting this long while endpoints update.
+    #[serde(with = "humantime_serde")]
+    pub drain_delay: Duration,
+    /// Then finish in-flight requests within this bound.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            listen: "127.0.0.1:8080".parse().expect("static address"),
+            upstream: "http://127.0.0.1:3000".into(),
+            tls_cert: None,
+            tls_key: None,
+            trusted_proxies: Vec::new(),
+            max_capture_body: 64 * 1024,
+            header_read_timeout: Duration::from_secs(10),
+            upstream_connect_timeout: Duration::from_secs(5),
+            upstream_response_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(75),
+            upstream_pool_idle_timeout: Duration::from_secs(4),
+            upstream_pool_max_idle: 256,
+            max_header_bytes: 64 * 1024,
+            max_headers: 100,
+            max_connections: 10_000,
+            h2_max_concurrent_streams: 100,
+            h2_max_header_list_size: 64 * 1024,
+            h2_max_pending_accept_reset_streams: 20,
+            h2_max_local_error_reset_streams: 1024,
+            drain_delay: Duration::from_secs(5),
+            drain_timeout: Duration::from_secs(25),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+    pub ingest_token_env: String,
+    pub max_ingest_body: usize,
+    pub max_ingest_lines: usize,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: "127.0.0.1:9901".parse().expect("static address"),
+            ingest_token_env: "TOUCHGATE_INGEST_TOKEN".into(),
+            max_ingest_body: 4 * 1024 * 1024,
+            max_ingest_lines: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdentityConfig {
+    /// Keyed hashing and cookie signing; required.
+    pub secret_env: String,
+    /// During a rotation: cookies signed with this secret still verify and
+    /// are re-signed with the new one.
+    pub previous_secret_env: Option<String>,
+    pub cookie_domain: Option<String>,
+    /// Mark cookies `Secure` even when touchgate itself serves plain HTTP
+    /// (TLS terminated in front of it).
+    pub secure_cookies: bool,
+    #[serde(with = "humantime_serde")]
+    pub session_timeout: Duration,
+    /// ISO 3166 country used for phone numbers written without a country code.
+    pub phone_country: String,
+}
+
+impl Default for IdentityConfig {
+    fn default() -> Self {
+        IdentityConfig {
+            secret_env: "TOUCHGATE_SECRET".into(),
+            previous_secret_env: None,
+            cookie_domain: None,
+            secure_cookies: false,
+            session_timeout: Duration::from_secs(30 * 60),
+            phone_country: "US".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientConfig {
+    /// Where touchgate answers itself (`{prefix}/c.js`, `{prefix}/b`).
+    pub path_prefix: String,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            path_prefix: "/_tg".into(),
+        }
+    }
+}
+
+/// Alias maps applied after normalization, merged over the built-in ones.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TouchConfig {
+    pub source_aliases: BTreeMap<String, String>,
+    pub medium_aliases: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConsentMode {
+    /// Consent assumed unless the browser sends `Sec-GPC: 1`.
+    Gpc,
+    /// Nothing without the consent cookie granting it (opt-in).
+    Cookie,
+    /// Consent handled elsewhere; everything is captured.
+    Off,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsentConfig {
+    pub mode: ConsentMode,
+    /// The CMP's consent cookie.
+    pub cookie: String,
+    /// Substrings of the (percent-decoded) cookie value that grant analytics.
+    pub analytics_grants: Vec<String>,
+    /// Substrings that grant ads (ad-platform sinks).
+    pub ads_grants: Vec<String>,
+}
+
+impl Default for ConsentConfig {
+    fn default() -> Self {
+        ConsentConfig {
+            mode: ConsentMode::Gpc,
+            cookie: "tg_consent".into(),
+            analytics_grants: vec!["analytics".into()],
+            ads_grants: vec!["ads".into()],
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ForwardIp {
+    Truncate,
+    Drop,
+    Raw,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventIp {
+    Truncate,
+    Drop,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrivacyConfig {
+    pub forward_client_ip: ForwardIp,
+    pub client_ip: EventIp,
+}
+
+impl Default for PrivacyConfig {
+    fn default() -> Self {
+        PrivacyConfig {
+            forward_client_ip: ForwardIp::Truncate,
+            client_ip: EventIp::Truncate,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueConfig {
+    /// Events waiting between the request path and the spool; when full,
+    /// new events are dropped and counted, the request never waits.
+    pub capacity: usize,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig { capacity: 16_384 }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FsyncPolicy {
+    /// fsync every group commit before anything is acknowledged.
+    Always,
+    /// fsync at most every `fsync_interval`.
+    Interval,
+    /// Leave it to the OS.
+    Never,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpoolConfig {
+    pub dir: PathBuf,
+    /// Bound on the spool on disk; when full, new events are dropped and counted.
+    pub max_bytes: u64,
+    pub segment_bytes: u64,
+    pub fsync: FsyncPolicy,
+    #[serde(with = "humantime_serde")]
+    pub fsync_interval: Duration,
+    /// Events older than this are removed from the spool even if a sink has
+    /// not delivered them (counted as dropped, reason `retention`).
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+}
+
+impl Default for SpoolConfig {
+    fn default() -> Self {
+        SpoolConfig {
+            dir: "data/spool".into(),
+            max_bytes: 1 << 30,
+            segment_bytes: 16 << 20,
+            fsync: FsyncPolicy::Interval,
+            fsync_interval: Duration::from_millis(200),
+            retention: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DedupeConfig {
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// Memory bound of the local set.
+    pub max_entries: usize,
+    /// Shared set across replicas (`SET NX PX`).
+    pub redis_url: Option<String>,
+    /// The same, from an environment variable (when the URL holds a password).
+    pub redis_url_env: Option<String>,
+    #[serde(with = "humantime_serde")]
+    pub redis_timeout: Duration,
+}
+
+impl Default for DedupeConfig {
+    fn default() -> Self {
+        DedupeConfig {
+            window: Duration::from_secs(24 * 3600),
+            max_entries: 1_000_000,
+            redis_url: None,
+            redis_url_env: None,
+            redis_timeout: Duration::from_millis(50),
+        }
+    }
+}
+
+/// Thresholds of the operational checks (`touchgate report`, alerts).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChecksConfig {
+    /// Alert when the daily direct share of landings exceeds this (0..1).
+    pub direct_share_max: f64,
+    /// Alert when it jumps more than this many percentage points over the
+    /// trailing 7-day mean.
+    pub direct_jump_pp: f64,
+    /// Alert when fewer conversions than this share have a valid source/medium.
+    pub valid_share_min: f64,
+    /// Alert when client beacons / server events falls below this.
+    pub parity_min: f64,
+}
+
+impl Default for ChecksConfig {
+    fn default() -> Self {
+        ChecksConfig {
+            direct_share_max: 0.5,
+            direct_jump_pp: 10.0,
+            valid_share_min: 0.8,
+            parity_min: 0.8,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FieldMode {
+    /// Kept as sent (only for non-PII like `plan`); the PII guard still runs.
+    Raw,
+    /// Keyed-hashed like identifiers.
+    Hashed,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FieldRule {
+    pub name: String,
+    pub mode: FieldMode,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FormRule {
+    /// Exact path, or a prefix ending in `*`.
+    pub path: String,
+    #[serde(default = "default_form_method")]
+    pub method: String,
+    pub event: String,
+    /// Form field whose value identifies the lead (e-mail or phone).
+    pub lead_id: Option<String>,
+    pub user_id: Option<String>,
+    /// Parts: `lead_id`, `user_id`, `day`, `field:NAME`.
+    #[serde(default)]
+    pub natural_key: Vec<String>,
+    /// Extra fields kept in `properties`.
+    #[serde(default)]
+    pub fields: Vec<FieldRule>,
+}
+
+fn default_form_method() -> String {
+    "POST".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestRule {
+    pub event: String,
+    #[serde(default)]
+    pub natural_key: Vec<String>,
+}
+
+/// One problem with a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub line: Option<usize>,
+    pub key: String,
+    pub message: String,
+}
+
+/// Why a config file could not be used: one line per problem.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{}", render(.path, .problems))]
+    Invalid {
+        path: String,
+        problems: Vec<Problem>,
+    },
+}
+
+fn render(path: &str, problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(|p| {
+            let key = if p.key.is_empty() { "(root)" } else { &p.key };
+            format!("{path}:{}: {key}: {}", p.line.unwrap_or(1), p.message)
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Where `--config` falls back to: `$TOUCHGATE_CONFIG`, then this.
+pub const DEFAULT_PATH: &str = "config/touchgate.toml";
+
+impl Config {
+    /// Read, parse and validate a file. Environment variables named by
+    /// `*_env` keys are checked too, because a missing secret is a problem
+    /// an operator wants to hear about before the rollout.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::parse(&path.display().to_string(), &text, &|k| std::env::var(k).ok())
+    }
+
+    /// Parse and validate TOML text; `env` looks up environment variables.
+    pub fn parse(
+        path: &str,
+        text: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let invalid = |problems| ConfigError::Invalid {
+            path: path.to_string(),
+            problems,
+        };
+        let doc = toml_edit::Document::parse(text);
+        let de = match toml::Deserializer::parse(text) {
+            Ok(de) => de,
+            Err(e) => return Err(invalid(vec![syntax_problem(text, &e)])),
+        };
+        let config: Config = match serde_path_to_error::deserialize(de) {
+            Ok(c) => c,
+            Err(e) => {
+                let key = e.path().to_string();
+                let key = if key == "." { String::new() } else { key };
+                let inner = e.into_inner();
+                let line = inner
+                    .span()
+                    .map(|s| line_of_offset(text, s.start))
+                    .or_else(|| doc.as_ref().ok().and_then(|d| line_of_key(d, text, &key)));
+                return Err(invalid(vec![Problem {
+                    line,
+                    key,
+                    message: inner.message().trim().to_string(),
+                }]));
+            }
+        };
+        let mut problems = config.validate(env);
+        if problems.is_empty() {
+            return Ok(config);
+        }
+        if let Ok(d) = &doc {
+            for p in &mut problems {
+                p.line = line_of_key(d, text, &p.key);
+            }
+        }
+        Err(invalid(problems))
+    }
+
+    /// Semantic checks the types cannot express. Every problem is returned,
+    /// not just the first.
+    pub fn validate(&self, env: &dyn Fn(&str) -> Option<String>) -> Vec<Problem> {
+        let mut out = Vec::new();
+        let mut bad = |key: String, message: String| {
+            out.push(Problem {
+                line: None,
+                key,
+                message,
+            })
+        };
+        match self.proxy.upstream.parse::<http::Uri>() {
+            Ok(uri)
+                if uri.scheme_str() == Some("http")
+                    && uri.authority().is_some()
+                    && matches!(uri.path(), "" | "/") => {}
+            Ok(_) => bad(
+                "proxy.upstream".into(),
+                "must be http://HOST:PORT (plain HTTP to the app beside touchgate, no path)".into(),
+            ),
+            Err(e) => bad("proxy.upstream".into(), format!("not a URI: {e}")),
+        }
+        match (&self.proxy.tls_cert, &self.proxy.tls_key) {
+            (Some(_), None) => bad("proxy.tls_key".into(), "tls_cert is set but tls_key is not".into()),
+            (None, Some(_)) => bad("proxy.tls_cert".into(), "tls_key is set but tls_cert is not".into()),
+            (Some(c), Some(k)) => {
+                for (key, p) in [("proxy.tls_cert", c), ("proxy.tls_key", k)] {
+                    if !p.is_file() {
+                        bad(key.into(), format!("{} is not a readable file", p.display()));
+                    }
+                }
+            }
+            (None, None) => {}
+        }
+        if self.proxy.max_header_bytes < 8192 {
+            bad("proxy.max_header_bytes".into(), "must be at least 8192".into());
+        }
+        if self.proxy.max_connections == 0 {
+            bad("proxy.max_connections".into(), "must be at least 1".into());
+        }
+        if self.proxy.listen == self.admin.listen {
+            bad("admin.listen".into(), "must differ from proxy.listen".into());
+        }
+        match env(&self.identity.secret_env) {
+            None => bad(
+                "identity.secret_env".into(),
+                format!(
+                    "environment variable {} is not set (the secret signs cookies and keys hashes; use 32+ random bytes)",
+                    self.identity.secret_env
+                ),
+            ),
+            Some(s) if s.len() < 16 => bad(
+                "identity.secret_env".into(),
+                format!("{} is shorter than 16 bytes", self.identity.secret_env),
+            ),
+            Some(_) => {}
+        }
+        if let Some(prev) = &self.identity.previous_secret_env
+            && env(prev).is_none()
+        {
+            bad(
+                "identity.previous_secret_env".into(),
+                format!("environment variable {prev} is not set"),
+            );
+        }
+        if self.identity.phone_country.to_uppercase().parse::<phonenumber::country::Id>().is_err() {
+            bad(
+                "identity.phone_country".into(),
+                format!("{:?} is not an ISO 3166 country code", self.identity.phone_country),
+            );
+        }
+        let prefix = &self.client.path_prefix;
+        if !prefix.starts_with('/') || prefix.len() < 2 || prefix.ends_with('/') {
+            bad(
+                "client.path_prefix".into(),
+                "must start with / and not end with / (e.g. /_tg)".into(),
+            );
+        }
+        if self.queue.capacity == 0 {
+            bad("queue.capacity".into(), "must be at least 1".into());
+        }
+        if self.spool.segment_bytes == 0 || self.spool.max_bytes < self.spool.segment_bytes {
+            bad(
+                "spool.max_bytes".into(),
+                "must be at least spool.segment_bytes".into(),
+            );
+        }
+        if self.dedupe.redis_url.is_some() && self.dedupe.redis_url_env.is_some() {
+            bad("dedupe.redis_url_env".into(), "set redis_url or redis_url_env, not both".into());
+        }
+        if let Some(u) = self.redis_url(env).as_deref()
+            && redis::parse_redis_url(u).is_none()
+        {
+            bad("dedupe.redis_url".into(), "not a redis:// URL".into());
+        }
+        if let Some(k) = &self.dedupe.redis_url_env
+            && env(k).is_none()
+        {
+            bad(
+                "dedupe.redis_url_env".into(),
+                format!("environment variable {k} is not set"),
+            );
+        }
+        for (name, v) in [
+            ("checks.direct_share_max", self.checks.direct_share_max),
+            ("checks.valid_share_min", self.checks.valid_share_min),
+            ("checks.parity_min", self.checks.parity_min),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                bad(name.into(), "must be between 0 and 1".into());
+            }
+        }
+        for (i, f) in self.form.iter().enumerate() {
+            let at = |k: &str| format!("form[{i}].{k}");
+            if !f.path.starts_with('/') {
+                bad(at("path"), "must start with /".into());
+            }
+            if f.path[..f.path.len().saturating_sub(1)].contains('*') {
+                bad(at("path"), "* is allowed only at the end (a prefix)".into());
+            }
+            if f.method.parse::<http::Method>().is_err() || f.method != f.method.to_uppercase() {
+                bad(at("method"), "must be an uppercase HTTP method".into());
+            }
+            if !valid_event_name(&f.event) {
+                bad(at("event"), EVENT_NAME_RULE.into());
+            }
+            for part in &f.natural_key {
+                let ok = match part.as_str() {
+                    "lead_id" => f.lead_id.is_some(),
+                    "user_id" => f.user_id.is_some(),
+                    "day" => true,
+                    p => p.strip_prefix("field:").is_some_and(|n| !n.is_empty()),
+                };
+                if !ok {
+                    bad(
+                        at("natural_key"),
+                        format!("{part:?}: parts are lead_id, user_id (when the form names them), day, field:NAME"),
+                    );
+                }
+            }
+        }
+        for (i, r) in self.ingest.iter().enumerate() {
+            if !valid_event_name(&r.event) {
+                bad(format!("ingest[{i}].event"), EVENT_NAME_RULE.into());
+            }
+            for part in &r.natural_key {
+                let ok = matches!(part.as_str(), "lead_id" | "user_id" | "device_id" | "day")
+                    || part.strip_prefix("field:").is_some_and(|n| !n.is_empty());
+                if !ok {
+                    bad(
+                        format!("ingest[{i}].natural_key"),
+                        format!("{part:?}: parts are lead_id, user_id, device_id, day, field:NAME (a property)"),
+                    );
+                }
+            }
+        }
+        for (i, s) in self.sink.iter().enumerate() {
+            for (key, message) in s.validate(env) {
+                bad(format!("sink[{i}].{key}"), message);
+            }
+        }
+        out
+    }
+
+    pub fn redis_url(&self, env: &dyn Fn(&str) -> Option<String>) -> Option<String> {
+        self.dedupe
+            .redis_url
+            .clone()
+            .or_else(|| self.dedupe.redis_url_env.as_deref().and_then(env))
+    }
+}
+
+const EVENT_NAME_RULE: &str = "must be 1-40 characters of a-z, 0-9 and _, starting with a letter";
+
+/// Event names end up as metric labels and ad-platform event names, so they
+/// are kept to the strictest common form (GA4: 40 chars, letters first).
+pub fn valid_event_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 40
+        && s.as_bytes()[0].is_ascii_lowercase()
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+fn syntax_problem(text: &str, e: &toml::de::Error) -> Problem {
+    Problem {
+        line: e.span().map(|s| line_of_offset(text, s.start)),
+        key: String::new(),
+        message: e.message().trim().to_string(),
+    }
+}
+
+fn line_of_offset(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+/// The line of `a.b[2].c` in the document: the deepest part of the path that
+/// exists, so a problem with a missing key points at its table.
+fn line_of_key(doc: &toml_edit::Document<&str>, text: &str, key: &str) -> Option<usize> {
+    use toml_edit::{Item, Value};
+    enum Node<'a> {
+        Item(&'a Item),
+        Table(&'a toml_edit::Table),
+        Value(&'a Value),
+    }
+    let mut node = Node::Table(doc.as_table());
+    let mut span = None;
+    for seg in split_path(key) {
+        let table = match node {
+            Node::Item(Item::Table(t)) | Node::Table(t) => Some(t),
+            _ => None,
+        };
+        let next = match (seg, table, &node) {
+            (Seg::Key(k), Some(t), _) => t.get_key_value(k).map(|(key, it)| (key.span(), Node::Item(it))),
+            (Seg::Key(k), None, Node::Item(Item::Value(Value::InlineTable(t))) | Node::Value(Value::InlineTable(t))) => {
+                t.get_key_value(k).map(|(key, v)| (key.span(), Node::Item(v)))
+            }
+            (Seg::Index(i), _, Node::Item(Item::ArrayOfTables(a))) => a.get(i).map(|t| (t.span(), Node::Table(t))),
+            (Seg::Index(i), _, Node::Item(Item::Value(Value::Array(a))) | Node::Value(Value::Array(a))) => {
+                a.get(i).map(|v| (v.span(), Node::Value(v)))
+            }
+            _ => None,
+        };
+        match next {
+            Some((s, n)) => {
+                span = s.or(span);
+                node = n;
+            }
+            None => break,
+        }
+    }
+    span.map(|s| line_of_offset(text, s.start))
+}
+
+enum Seg<'a> {
+    Key(&'a str),
+    Index(usize),
+}
+
+fn split_path(key: &str) -> Vec<Seg<'_>> {
+    let mut out = Vec::new();
+    for part in key.split('.').filter(|p| !p.is_empty()) {
+        let mut rest = part;
+        if let Some(b) = rest.find('[') {
+            out.push(Seg::Key(&rest[..b]));
+            rest = &rest[b..];
+            while let Some(r) = rest.strip_prefix('[') {
+                let Some(end) = r.find(']') else { break };
+                if let Ok(i) = r[..end].parse() {
+                    out.push(Seg::Index(i));
+                }
+                rest = &r[end + 1..];
+            }
+        } else {
+            out.push(Seg::Key(rest));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(k: &str) -> Option<String> {
+        (k == "TOUCHGATE_SECRET").then(|| "0123456789abcdef0123456789abcdef".to_string())
+    }
+
+    #[test]
+    fn default_file_is_valid() {
+        Config::parse("config/touchgate.toml", DEFAULT_TOML, &env).unwrap();
+    }
+
+    #[test]
+    fn unknown_key_reported_with_line_and_path() {
+        let text = "[proxy]\nlisten = \"127.0.0.1:1\"\nlisen = 3\n";
+        let err = Config::parse("c.toml", text, &env).unwrap_err().to_string();
+        assert!(err.starts_with("c.toml:3: proxy"), "{err}");
+        assert!(err.contains("lisen"), "{err}");
+    }
+
+    #[test]
+    fn semantic_problems_all_reported_with_lines() {
+        let text = "[proxy]\nupstream = \"ftp://x\"\n\n[[form]]\npath = \"signup\"\nevent = \"Bad Name\"\n";
+        let err = Config::parse("c.toml", text, &env).unwrap_err().to_string();
+        let lines: Vec<&str> = err.lines().collect();
+        assert_eq!(lines.len(), 3, "{err}");
+        assert!(lines[0].starts_with("c.toml:2: proxy.upstream: "), "{err}");
+        assert!(lines[1].starts_with("c.toml:5: form[0].path: "), "{err}");
+        assert!(lines[2].starts_with("c.toml:6: form[0].event: "), "{err}");
+    }
+
+    #[test]
+    fn missing_secret_is_a_problem() {
+        let err = Config::parse("c.toml", "", &|_| None).unwrap_err().to_string();
+        assert!(err.contains("identity.secret_env"), "{err}");
+    }
+
+    #[test]
+    fn syntax_error_has_line() {
+        let err = Config::parse("c.toml", "[proxy]\nlisten = \n", &env).unwrap_err().to_string();
+        assert!(err.starts_with("c.toml:2: "), "{err}");
+    }
+}

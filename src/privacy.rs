@@ -1,0 +1,1 @@
+//! Field policy and PII guard.
