@@ -547,7 +547,7 @@ impl Config {
         if self.proxy.max_connections == 0 {
             bad("proxy.max_connections".into(), "must be at least 1".into());
         }
-        if self.proxy.listen == self.admin.listen {
+        if self.proxy.listen == self.admin.listen && self.proxy.listen.port() != 0 {
             bad("admin.listen".into(), "must differ from proxy.listen".into());
         }
         match env(&self.identity.secret_env) {

@@ -1,1 +1,100 @@
-fn main() {}
+//! The `touchgate` command line: parse, load, hand over to the library.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use touchgate::config::{self, Config};
+
+#[derive(Parser)]
+#[command(name = "touchgate", version, about = "Reverse-proxy sidecar for server-side marketing touchpoint capture")]
+struct Cli {
+    /// Log format on stderr (level from RUST_LOG, default info).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve: proxy, admin listener, pipeline and sinks.
+    Run {
+        /// Defaults to $TOUCHGATE_CONFIG, then config/touchgate.toml.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Validate a config file without binding anything (exit 2 on problems).
+    CheckConfig {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+fn config_path(given: Option<PathBuf>) -> PathBuf {
+    given
+        .or_else(|| std::env::var_os("TOUCHGATE_CONFIG").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(config::DEFAULT_PATH))
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+/// Load a config or print its problems (one per line) and exit 2.
+fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
+    Config::load(path).map_err(|e| {
+        eprintln!("{e}");
+        ExitCode::from(2)
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logs(cli.log_format);
+    match run(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("touchgate: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::CheckConfig { config } => {
+            let path = config_path(config);
+            match load(&path) {
+                Ok(_) => {
+                    println!("{}: ok", path.display());
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(code) => Ok(code),
+            }
+        }
+        Command::Run { config } => {
+            let path = config_path(config);
+            let cfg = match load(&path) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            let rt = tokio::runtime::Runtime::new().context("starting the runtime")?;
+            rt.block_on(touchgate::app::serve_until_signal(cfg, &|k| std::env::var(k).ok()))?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

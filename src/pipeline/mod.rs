@@ -1,4 +1,163 @@
-//! Between the request path and the sinks: queue, dedupe, spool.
+//! Between the request path and the sinks: a bounded queue (the request
+//! path only ever `try_send`s), the dedupe stage, and the durable spool.
 
 pub mod dedupe;
 pub mod spool;
+
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::event::Envelope;
+use crate::metrics::Metrics;
+
+/// What travels through the queue.
+pub enum Item {
+    /// From the request path: emit and forget.
+    Event(Envelope),
+    /// From ingest, which answers per line: the stage replies with the
+    /// dedupe verdict of each event once they are appended.
+    Checked {
+        events: Vec<Envelope>,
+        reply: oneshot::Sender<Vec<Seen>>,
+    },
+}
+
+/// The handle producers hold.
+#[derive(Clone)]
+pub struct EventQueue {
+    tx: mpsc::Sender<Item>,
+    metrics: Arc<Metrics>,
+}
+
+impl EventQueue {
+    pub fn new(capacity: usize, metrics: Arc<Metrics>) -> (EventQueue, mpsc::Receiver<Item>) {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        (EventQueue { tx, metrics }, rx)
+    }
+
+    /// Never waits: a full queue drops the event and counts it.
+    pub fn emit(&self, envelope: Envelope) {
+        match self.tx.try_send(Item::Event(envelope)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => self.metrics.dropped("queue_full"),
+            Err(mpsc::error::TrySendError::Closed(_)) => self.metrics.dropped("shutdown"),
+        }
+    }
+
+    /// Waits for room (ingest is not on the proxy's request path), then for
+    /// the verdicts. `None` if the pipeline is shutting down.
+    pub async fn submit_checked(&self, events: Vec<Envelope>) -> Option<Vec<Seen>> {
+        let (reply, verdicts) = oneshot::channel();
+        self.tx.send(Item::Checked { events, reply }).await.ok()?;
+        verdicts.await.ok()
+    }
+}
+
+use crate::metrics::{EventLabels, EventNameLabel};
+use dedupe::{Dedupe, Seen};
+
+/// Where the pipeline stage puts what survived dedupe: the spool in a
+/// running process; anything durable in the same order.
+#[async_trait::async_trait]
+pub trait Output: Send {
+    /// Append a batch; `Err` means the batch is lost (counted by the stage).
+    async fn append(&mut self, batch: &[Envelope]) -> Result<(), String>;
+    /// Called when idle for `tick_interval` (interval fsync).
+    async fn tick(&mut self) -> Result<(), String>;
+    fn tick_interval(&self) -> std::time::Duration;
+    /// After the last batch: make everything durable.
+    async fn close(self: Box<Self>) -> Result<(), String>;
+}
+
+/// The stage between the queue and the spool: dedupe in batches (one
+/// Redis round trip per batch), count what is emitted, append. Ends when
+/// every queue handle is dropped and the queue is empty.
+pub async fn run(mut rx: mpsc::Receiver<Item>, mut dedupe: Dedupe, mut out: Box<dyn Output>, metrics: Arc<Metrics>) {
+    const BATCH: usize = 512;
+    let mut items: Vec<Item> = Vec::with_capacity(BATCH);
+    let tick = out.tick_interval();
+    loop {
+        let received = tokio::select! {
+            n = rx.recv_many(&mut items, BATCH) => n,
+            _ = tokio::time::sleep(tick) => {
+                if let Err(e) = out.tick().await {
+                    tracing::warn!(error = %e, "spool sync failed");
+                }
+                continue;
+            }
+        };
+        if received == 0 {
+            break;
+        }
+        let mut batch: Vec<Envelope> = Vec::with_capacity(items.len());
+        // (index of the first event of a checked group, its length, reply)
+        let mut replies = Vec::new();
+        for item in items.drain(..) {
+            match item {
+                Item::Event(e) => batch.push(e),
+                Item::Checked { events, reply } => {
+                    replies.push((batch.len(), events.len(), reply));
+                    batch.extend(events);
+                }
+            }
+        }
+        let ids: Vec<&str> = batch.iter().map(|e| e.event.event_id.as_str()).collect();
+        let outcome = dedupe.check(&ids).await;
+        drop(ids);
+        if outcome.fell_back {
+            metrics.dedupe_fallback_total.inc();
+        }
+        let verdicts: Vec<_> = replies
+            .into_iter()
+            .map(|(start, len, reply)| (reply, outcome.seen[start..start + len].to_vec()))
+            .collect();
+        let mut fresh = Vec::with_capacity(batch.len());
+        for (envelope, seen) in batch.into_iter().zip(outcome.seen) {
+            let e = &envelope.event;
+            match seen {
+                Seen::Duplicate => {
+                    metrics
+                        .events_duplicate_total
+                        .get_or_create(&EventNameLabel {
+                            event_name: e.event_name.clone(),
+                        })
+                        .inc();
+                }
+                Seen::New => {
+                    metrics
+                        .events_total
+                        .get_or_create(&EventLabels {
+                            event_name: e.event_name.clone(),
+                            channel: e.channel().to_string(),
+                            origin: e.origin.as_str().to_string(),
+                        })
+                        .inc();
+                    fresh.push(envelope);
+                }
+            }
+        }
+        // Verdicts go out once the events are durable; on a failed append
+        // the replies are dropped and ingest answers 503.
+        let appended = fresh.is_empty() || {
+            let result = out.append(&fresh).await;
+            if let Err(e) = &result {
+                tracing::error!(error = %e, lost = fresh.len(), "events could not be appended to the spool");
+                metrics
+                    .events_dropped_total
+                    .get_or_create(&crate::metrics::ReasonLabel {
+                        reason: "spool_error".into(),
+                    })
+                    .inc_by(fresh.len() as u64);
+            }
+            result.is_ok()
+        };
+        if appended {
+            for (reply, seen) in verdicts {
+                let _ = reply.send(seen);
+            }
+        }
+    }
+    if let Err(e) = out.close().await {
+        tracing::error!(error = %e, "spool close failed");
+    }
+}

@@ -1,1 +1,166 @@
-//! proxy
+//! The public listener: accept, TLS, HTTP/1.1 + HTTP/2, connection limits
+//! and graceful drain. The request path itself is [`service`].
+
+pub mod body;
+pub mod conn;
+pub mod framing;
+pub mod headers;
+pub mod service;
+pub mod tls;
+pub mod upstream;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+
+use crate::capture::Capture;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use conn::{ConnIo, InFlight};
+use framing::{AmbiguousHeads, HeadTracker};
+use upstream::Upstream;
+
+/// Everything the request path needs, built once at start.
+pub struct Shared {
+    pub cfg: Arc<Config>,
+    pub upstream: Upstream,
+    pub capture: Capture,
+    pub metrics: Arc<Metrics>,
+}
+
+/// What the service knows about the connection a request came on.
+#[derive(Debug)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    pub tls: bool,
+    pub heads: Arc<AmbiguousHeads>,
+    pub in_flight: Arc<InFlight>,
+    pub next_index: AtomicU64,
+}
+
+fn http_builder(cfg: &Config) -> auto::Builder<TokioExecutor> {
+    let p = &cfg.proxy;
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        // Bounded by ConnIo instead, which tells a slow head from an idle
+        // keep-alive connection (see conn.rs).
+        .header_read_timeout(None)
+        .max_buf_size(p.max_header_bytes.max(8192))
+        .max_headers(p.max_headers)
+        .keep_alive(true);
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(p.h2_max_concurrent_streams)
+        .max_header_list_size(p.h2_max_header_list_size)
+        .max_pending_accept_reset_streams(p.h2_max_pending_accept_reset_streams)
+        .max_local_error_reset_streams(p.h2_max_local_error_reset_streams)
+        .keep_alive_interval(Some(Duration::from_secs(20)))
+        .keep_alive_timeout(Duration::from_secs(20));
+    b
+}
+
+/// Accept until `stop_accepting` fires; returns the handle that waits for
+/// the connections still open.
+pub async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    tls: Option<TlsAcceptor>,
+    stop_accepting: CancellationToken,
+) -> GracefulShutdown {
+    let graceful = GracefulShutdown::new();
+    let builder = Arc::new(http_builder(&shared.cfg));
+    let permits = Arc::new(Semaphore::new(shared.cfg.proxy.max_connections));
+    let mut last_limit_log: Option<Instant> = None;
+    loop {
+        let accepted = tokio::select! {
+            _ = stop_accepting.cancelled() => break,
+            a = listener.accept() => a,
+        };
+        let (stream, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            shared.metrics.connections_rejected_total.inc();
+            if last_limit_log.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+                last_limit_log = Some(Instant::now());
+                tracing::warn!(
+                    limit = shared.cfg.proxy.max_connections,
+                    %peer,
+                    "connection limit reached (proxy.max_connections): closing new connections until some finish"
+                );
+            }
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let shared = shared.clone();
+        let builder = builder.clone();
+        let tls = tls.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            shared.metrics.connections_open.inc();
+            match tls {
+                Some(acceptor) => {
+                    let timeout = shared.cfg.proxy.header_read_timeout;
+                    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(tls_stream)) => serve_connection(tls_stream, peer, true, shared.clone(), builder, watcher).await,
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                }
+                None => serve_connection(stream, peer, false, shared.clone(), builder, watcher).await,
+            }
+            shared.metrics.connections_open.dec();
+            drop(permit);
+        });
+    }
+    graceful
+}
+
+async fn serve_connection<IO>(
+    io: IO,
+    peer: SocketAddr,
+    tls: bool,
+    shared: Arc<Shared>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    watcher: Watcher,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let p = &shared.cfg.proxy;
+    let info = Arc::new(ConnInfo {
+        peer,
+        tls,
+        heads: AmbiguousHeads::new(),
+        in_flight: Arc::new(InFlight::default()),
+        next_index: AtomicU64::new(0),
+    });
+    let tracker = HeadTracker::new(p.max_header_bytes.max(8192), info.heads.clone());
+    let io = ConnIo::new(io, tracker, info.in_flight.clone(), p.header_read_timeout, p.idle_timeout);
+    let svc_shared = shared.clone();
+    let svc = service_fn(move |req| {
+        let index = info.next_index.fetch_add(1, Ordering::Relaxed);
+        service::handle(svc_shared.clone(), info.clone(), index, req)
+    });
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
+    if let Err(e) = watcher.watch(conn.into_owned()).await {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
+}

@@ -41,6 +41,33 @@ impl SinkConfig {
         }
     }
 
+    pub fn configured_name(&self) -> Option<&str> {
+        match self {
+            SinkConfig::File(c) => c.name.as_deref(),
+            SinkConfig::Http(c) => c.name.as_deref(),
+            SinkConfig::Kafka(c) => c.name.as_deref(),
+            SinkConfig::Postgres(c) => c.name.as_deref(),
+            SinkConfig::MetaCapi(c) => c.name.as_deref(),
+            SinkConfig::Ga4Mp(c) => c.name.as_deref(),
+        }
+    }
+
+    pub fn delivery(&self) -> &DeliveryConfig {
+        match self {
+            SinkConfig::File(c) => &c.delivery,
+            SinkConfig::Http(c) => &c.delivery,
+            SinkConfig::Kafka(c) => &c.delivery,
+            SinkConfig::Postgres(c) => &c.delivery,
+            SinkConfig::MetaCapi(c) => &c.delivery,
+            SinkConfig::Ga4Mp(c) => &c.delivery,
+        }
+    }
+
+    /// Ad-platform sinks receive the SHA-256 match keys and need ads consent.
+    pub fn is_ad_platform(&self) -> bool {
+        matches!(self, SinkConfig::MetaCapi(_) | SinkConfig::Ga4Mp(_))
+    }
+
     /// Problems as `(key, message)`, key relative to the sink table.
     pub fn validate(&self, env: &dyn Fn(&str) -> Option<String>) -> Vec<(String, String)> {
         match self {
@@ -52,6 +79,38 @@ impl SinkConfig {
             SinkConfig::Ga4Mp(c) => c.validate(env),
         }
     }
+}
+
+/// The name a sink goes by in metrics, logs, spool cursors and
+/// dead-letter files: its `name`, else its type, numbered when a type
+/// repeats (`http`, `http-2`).
+pub fn unique_name(all: &[SinkConfig], index: usize) -> String {
+    let Some(this) = all.get(index) else {
+        return format!("sink-{index}");
+    };
+    if let Some(n) = this.configured_name() {
+        return n.to_string();
+    }
+    let kind = this.kind();
+    let same_before = all[..index]
+        .iter()
+        .filter(|s| s.configured_name().is_none() && s.kind() == kind)
+        .count();
+    if same_before == 0 {
+        kind.to_string()
+    } else {
+        format!("{kind}-{}", same_before + 1)
+    }
+}
+
+/// Build the sink a `[[sink]]` table describes; secrets come from `env`.
+pub fn build(cfg: &SinkConfig, name: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<std::sync::Arc<dyn Sink>, String> {
+    let _ = name;
+    Ok(match cfg {
+        SinkConfig::File(c) => std::sync::Arc::new(file::FileSink::new(c).map_err(|e| e.to_string())?),
+        SinkConfig::Http(c) => std::sync::Arc::new(http::HttpSink::new(c, env).map_err(|e| e.to_string())?),
+        other => return Err(format!("{} sink not built in this build", other.kind())),
+    })
 }
 
 /// Shared delivery settings, `[sink.delivery]` under any `[[sink]]`.

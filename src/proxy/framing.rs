@@ -1,0 +1,322 @@
+//! Request-smuggling guard for HTTP/1.1.
+//!
+//! hyper resolves a request carrying both `Content-Length` and
+//! `Transfer-Encoding` the way RFC 9112 §6.3 allows (the transfer coding
+//! wins, the length is removed, the connection is closed afterwards), but
+//! it hides that the request was ambiguous. touchgate answers such requests
+//! 400 without forwarding them, as nginx does since 1.21.1, so the wrapper
+//! here watches the bytes hyper reads, follows HTTP/1.1 message framing,
+//! and records the index of the first request head that carried both.
+//!
+//! Written by hand because no crate exposes this: it is a framing follower,
+//! not a parser hyper relies on; if it loses track (upgrade, h2, oversized
+//! head) it goes dormant and hyper's own safe handling remains.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Shared between the connection wrapper and the service of one connection.
+#[derive(Debug)]
+pub struct AmbiguousHeads {
+    first: AtomicU64,
+}
+
+impl AmbiguousHeads {
+    pub fn new() -> Arc<AmbiguousHeads> {
+        Arc::new(AmbiguousHeads {
+            first: AtomicU64::new(u64::MAX),
+        })
+    }
+
+    /// Whether request number `index` (0-based, in connection order) had
+    /// both `Content-Length` and `Transfer-Encoding`.
+    pub fn is_ambiguous(&self, index: u64) -> bool {
+        self.first.load(Ordering::Acquire) == index
+    }
+
+    fn mark(&self, index: u64) {
+        let _ = self
+            .first
+            .compare_exchange(u64::MAX, index, Ordering::AcqRel, Ordering::Acquire);
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Reading a request head.
+    Head,
+    /// Skipping a fixed-length body.
+    Body(u64),
+    /// Reading a chunk-size line.
+    ChunkSize { size: u64, in_ext: bool, digits: u8 },
+    /// Skipping chunk data, then its CRLF.
+    ChunkData(u64),
+    ChunkDataEnd,
+    /// Reading trailer lines after the last chunk; `line_empty` tracks
+    /// whether the current line has content yet.
+    Trailers { line_empty: bool },
+    /// Lost track or nothing more to follow: stop looking.
+    Dormant,
+}
+
+/// Follows HTTP/1.1 request framing over the bytes of one connection.
+#[derive(Debug)]
+pub struct HeadTracker {
+    state: State,
+    head: Vec<u8>,
+    max_head: usize,
+    index: u64,
+    heads: Arc<AmbiguousHeads>,
+}
+
+impl HeadTracker {
+    pub fn new(max_head: usize, heads: Arc<AmbiguousHeads>) -> HeadTracker {
+        HeadTracker {
+            state: State::Head,
+            head: Vec::new(),
+            max_head,
+            index: 0,
+            heads,
+        }
+    }
+
+    pub fn is_dormant(&self) -> bool {
+        self.state == State::Dormant
+    }
+
+    /// Part of a request head has arrived but not all of it.
+    pub fn in_head(&self) -> bool {
+        self.state == State::Head && !self.head.is_empty()
+    }
+
+    pub fn feed(&mut self, mut buf: &[u8]) {
+        while !buf.is_empty() {
+            match self.state {
+                State::Dormant => return,
+                State::Head => {
+                    // Empty lines before a request line are ignored (RFC 9112 §2.2).
+                    if self.head.is_empty() {
+                        let skip = buf.iter().take_while(|b| matches!(b, b'\r' | b'\n')).count();
+                        buf = &buf[skip..];
+                        if buf.is_empty() {
+                            return;
+                        }
+                        if buf.len() >= 3 && &buf[..3] == b"PRI" {
+                            // HTTP/2 prior knowledge: not ours to follow.
+                            self.state = State::Dormant;
+                            return;
+                        }
+                    }
+                    let start = self.head.len();
+                    self.head.extend_from_slice(buf);
+                    // Search from a little before the new bytes for the end of the head.
+                    let from = start.saturating_sub(3);
+                    match find_head_end(&self.head[from..]) {
+                        Some(end) => {
+                            let end = from + end;
+                            let rest_from = end - start;
+                            self.head.truncate(end);
+                            self.finish_head();
+                            self.head.clear();
+                            buf = &buf[rest_from.min(buf.len())..];
+                        }
+                        None => {
+                            if self.head.len() > self.max_head {
+                                // hyper answers 431 and closes.
+                                self.state = State::Dormant;
+                            }
+                            return;
+                        }
+                    }
+                }
+                State::Body(n) => {
+                    let take = (buf.len() as u64).min(n);
+                    buf = &buf[take as usize..];
+                    self.state = if n == take { State::Head } else { State::Body(n - take) };
+                }
+                State::ChunkSize { size, in_ext, digits } => {
+                    let b = buf[0];
+                    buf = &buf[1..];
+                    self.state = match b {
+                        b'\n' => {
+                            if size == 0 {
+                                State::Trailers { line_empty: true }
+                            } else {
+                                State::ChunkData(size)
+                            }
+                        }
+                        b'\r' => State::ChunkSize { size, in_ext, digits },
+                        _ if in_ext => State::ChunkSize { size, in_ext, digits },
+                        b';' | b' ' | b'\t' => State::ChunkSize { size, in_ext: true, digits },
+                        _ => match (b as char).to_digit(16) {
+                            Some(d) if digits < 16 => State::ChunkSize {
+                                size: size * 16 + d as u64,
+                                in_ext,
+                                digits: digits + 1,
+                            },
+                            _ => State::Dormant,
+                        },
+                    };
+                }
+                State::ChunkData(n) => {
+                    let take = (buf.len() as u64).min(n);
+                    buf = &buf[take as usize..];
+                    self.state = if n == take { State::ChunkDataEnd } else { State::ChunkData(n - take) };
+                }
+                State::ChunkDataEnd => {
+                    let b = buf[0];
+                    buf = &buf[1..];
+                    if b == b'\n' {
+                        self.state = State::ChunkSize {
+                            size: 0,
+                            in_ext: false,
+                            digits: 0,
+                        };
+                    }
+                }
+                State::Trailers { line_empty } => {
+                    let b = buf[0];
+                    buf = &buf[1..];
+                    self.state = match b {
+                        b'\n' if line_empty => State::Head,
+                        b'\n' => State::Trailers { line_empty: true },
+                        b'\r' => State::Trailers { line_empty },
+                        _ => State::Trailers { line_empty: false },
+                    };
+                }
+            }
+        }
+    }
+
+    fn finish_head(&mut self) {
+        let index = self.index;
+        self.index += 1;
+        let mut content_length: Option<u64> = None;
+        let mut cl_seen = false;
+        let mut te_seen = false;
+        let mut chunked_last = false;
+        let mut upgrade = false;
+        let mut lines = self.head.split(|&b| b == b'\n');
+        let request_line = lines.next().unwrap_or_default();
+        if request_line.starts_with(b"CONNECT ") {
+            upgrade = true;
+        }
+        for line in lines {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            let Some(colon) = line.iter().position(|&b| b == b':') else {
+                continue;
+            };
+            let (name, value) = (&line[..colon], trim(&line[colon + 1..]));
+            if name.eq_ignore_ascii_case(b"content-length") {
+                cl_seen = true;
+                content_length = std::str::from_utf8(value).ok().and_then(|v| v.parse().ok());
+            } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+                te_seen = true;
+                chunked_last = value
+                    .rsplit(|&b| b == b',')
+                    .next()
+                    .is_some_and(|last| trim(last).eq_ignore_ascii_case(b"chunked"));
+            } else if name.eq_ignore_ascii_case(b"upgrade") {
+                upgrade = true;
+            }
+        }
+        if cl_seen && te_seen {
+            self.heads.mark(index);
+            // hyper closes the connection after this request.
+            self.state = State::Dormant;
+            return;
+        }
+        self.state = if upgrade {
+            // After a 101 the bytes are another protocol's.
+            State::Dormant
+        } else if te_seen {
+            if chunked_last {
+                State::ChunkSize {
+                    size: 0,
+                    in_ext: false,
+                    digits: 0,
+                }
+            } else {
+                State::Dormant
+            }
+        } else if let Some(n) = content_length.filter(|&n| n > 0) {
+            State::Body(n)
+        } else if cl_seen && content_length.is_none() {
+            // Invalid length: hyper answers 400 and closes.
+            State::Dormant
+        } else {
+            State::Head
+        };
+    }
+}
+
+fn trim(mut s: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = s {
+        s = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = s {
+        s = rest;
+    }
+    s
+}
+
+/// Offset just past the blank line that ends a head (`\r\n\r\n` or `\n\n`).
+fn find_head_end(buf: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    while i + 1 < buf.len() {
+        if buf[i] == b'\n' {
+            if buf[i + 1] == b'\n' {
+                return Some(i + 2);
+            }
+            if buf[i + 1] == b'\r' && buf.get(i + 2) == Some(&b'\n') {
+                return Some(i + 3);
+            }
+        }
+        i += 1;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(chunks: &[&[u8]]) -> (Arc<AmbiguousHeads>, HeadTracker) {
+        let heads = AmbiguousHeads::new();
+        let mut t = HeadTracker::new(65536, heads.clone());
+        for c in chunks {
+            t.feed(c);
+        }
+        (heads, t)
+    }
+
+    #[test]
+    fn flags_the_right_request_across_bodies_and_chunks() {
+        let stream = b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello\
+POST /b HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n11;ext=1\r\nContent-Length: 3\r\n0\r\nX-T: 1\r\n\r\n\
+GET /c HTTP/1.1\r\nHost: x\r\n\r\n\
+POST /d HTTP/1.1\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+        // Any split of the stream gives the same answer.
+        for split in [1usize, 2, 3, 7, 64, stream.len()] {
+            let chunks: Vec<&[u8]> = stream.chunks(split).collect();
+            let (heads, t) = run(&chunks);
+            assert!(!heads.is_ambiguous(0) && !heads.is_ambiguous(1) && !heads.is_ambiguous(2));
+            assert!(heads.is_ambiguous(3), "split {split}");
+            assert!(t.is_dormant());
+        }
+    }
+
+    #[test]
+    fn te_before_cl_is_flagged_too() {
+        let (heads, _) = run(&[b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n"]);
+        assert!(heads.is_ambiguous(0));
+    }
+
+    #[test]
+    fn upgrade_and_h2_go_dormant() {
+        let (_, t) = run(&[b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n\x81\x05hello"]);
+        assert!(t.is_dormant());
+        let (_, t) = run(&[b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"]);
+        assert!(t.is_dormant());
+    }
+}

@@ -1,0 +1,228 @@
+//! Header hygiene between the client, touchgate and the upstream.
+//!
+//! RFC 9110 §7.6.1: hop-by-hop fields, and every field named in any
+//! `Connection` line, are removed before forwarding. `HeaderMap::remove`
+//! removes one name; `get_all` is used so that every `Connection` line is
+//! honoured, not just the first.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use std::net::IpAddr;
+
+use crate::config::ForwardIp;
+use crate::identity::ip;
+
+/// Fields that describe one connection, never the message.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Remove hop-by-hop fields and the fields `Connection` names. `TE:
+/// trailers` survives (it is how a client says it accepts trailers), and an
+/// upgrade request keeps `Upgrade` with `Connection: upgrade` so the
+/// upstream can answer 101.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    let te_trailers = headers
+        .get_all(header::TE)
+        .iter()
+        .any(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    let upgrade = if keep_upgrade {
+        headers.get(header::UPGRADE).cloned()
+    } else {
+        None
+    };
+    for name in listed.iter().chain(HOP_BY_HOP.iter()) {
+        // `remove` drops every value of the name (all lines).
+        headers.remove(name);
+    }
+    if te_trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+    if let Some(u) = upgrade {
+        headers.insert(header::UPGRADE, u);
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+/// Remove every header whose name starts with `x-touch-`: those are
+/// touchgate's to set, and a client must not be able to forge them.
+pub fn strip_touch_headers(headers: &mut HeaderMap) {
+    // Fast path: most requests carry none.
+    if !headers.keys().any(is_touch_header) {
+        return;
+    }
+    let names: Vec<HeaderName> = headers.keys().filter(|n| is_touch_header(n)).cloned().collect();
+    for n in names {
+        headers.remove(n);
+    }
+}
+
+fn is_touch_header(name: &HeaderName) -> bool {
+    name.as_str().starts_with("x-touch-")
+}
+
+/// What the forwarded headers say about the original request.
+pub struct Forwarded<'a> {
+    pub client_ip: IpAddr,
+    pub policy: ForwardIp,
+    /// "http" or "https": what the client used to reach touchgate.
+    pub proto: &'static str,
+    pub host: Option<&'a str>,
+}
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+
+/// Overwrite — never append to — the forwarded headers, so a client cannot
+/// smuggle an address past the IP policy.
+pub fn set_forwarded(headers: &mut HeaderMap, f: &Forwarded<'_>) {
+    for name in [&X_FORWARDED_FOR, &X_FORWARDED_PROTO, &X_FORWARDED_HOST, &FORWARDED] {
+        headers.remove(name);
+    }
+    let ip = match f.policy {
+        ForwardIp::Raw => Some(ip::canonical(f.client_ip)),
+        ForwardIp::Truncate => Some(ip::truncate(f.client_ip)),
+        ForwardIp::Drop => None,
+    };
+    let mut forwarded = Vec::with_capacity(3);
+    if let Some(ip) = ip {
+        if let Ok(v) = HeaderValue::from_str(&ip.to_string()) {
+            headers.insert(X_FORWARDED_FOR.clone(), v);
+        }
+        forwarded.push(match ip {
+            IpAddr::V4(v4) => format!("for={v4}"),
+            IpAddr::V6(v6) => format!("for=\"[{v6}]\""),
+        });
+    }
+    forwarded.push(format!("proto={}", f.proto));
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(f.proto));
+    // The host came from the client: forward it only if it is a plain
+    // authority, quoted in `Forwarded` per RFC 7239.
+    if let Some(host) = f.host.filter(|h| is_plain_authority(h))
+        && let Ok(v) = HeaderValue::from_str(host)
+    {
+        headers.insert(X_FORWARDED_HOST.clone(), v);
+        forwarded.push(format!("host=\"{host}\""));
+    }
+    if let Ok(v) = HeaderValue::from_str(&forwarded.join(";")) {
+        headers.insert(FORWARDED.clone(), v);
+    }
+}
+
+fn is_plain_authority(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 255
+        && h.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']' | b'_'))
+}
+
+/// Append this hop to `Via` (RFC 9110 §7.6.3).
+pub fn add_via(headers: &mut HeaderMap, version: http::Version) {
+    let hop = match version {
+        http::Version::HTTP_2 => "2 touchgate",
+        http::Version::HTTP_10 => "1.0 touchgate",
+        _ => "1.1 touchgate",
+    };
+    headers.append(header::VIA, HeaderValue::from_static(hop));
+}
+
+/// Whether the request asks for a protocol upgrade (WebSocket).
+pub fn is_upgrade_request(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_connection_line_is_honoured() {
+        let mut h = HeaderMap::new();
+        h.append(header::CONNECTION, HeaderValue::from_static("x-a, keep-alive"));
+        h.append(header::CONNECTION, HeaderValue::from_static("x-b"));
+        h.insert("x-a", HeaderValue::from_static("1"));
+        h.insert("x-b", HeaderValue::from_static("2"));
+        h.insert("x-c", HeaderValue::from_static("3"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        strip_hop_by_hop(&mut h, false);
+        assert!(h.get("x-a").is_none() && h.get("x-b").is_none());
+        assert_eq!(h.get("x-c").unwrap(), "3");
+        assert!(h.get(header::CONNECTION).is_none());
+        assert_eq!(h.get(header::TE).unwrap(), "trailers");
+    }
+
+    #[test]
+    fn upgrade_survives_only_when_asked() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        assert!(is_upgrade_request(&h));
+        let mut kept = h.clone();
+        strip_hop_by_hop(&mut kept, true);
+        assert_eq!(kept.get(header::UPGRADE).unwrap(), "websocket");
+        strip_hop_by_hop(&mut h, false);
+        assert!(h.get(header::UPGRADE).is_none());
+    }
+
+    #[test]
+    fn forwarded_is_overwritten_per_policy() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("6.6.6.6"));
+        h.insert("forwarded", HeaderValue::from_static("for=6.6.6.6"));
+        let f = Forwarded {
+            client_ip: "203.0.113.77".parse().unwrap(),
+            policy: ForwardIp::Truncate,
+            proto: "https",
+            host: Some("shop.example"),
+        };
+        set_forwarded(&mut h, &f);
+        assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
+        assert_eq!(h.get("x-forwarded-for").unwrap(), "203.0.113.0");
+        assert_eq!(h.get("forwarded").unwrap(), "for=203.0.113.0;proto=https;host=\"shop.example\"");
+        set_forwarded(&mut h, &Forwarded { policy: ForwardIp::Drop, ..f });
+        assert!(h.get("x-forwarded-for").is_none());
+        assert_eq!(h.get("forwarded").unwrap(), "proto=https;host=\"shop.example\"");
+        let v6 = Forwarded {
+            client_ip: "2001:db8:1:2::9".parse().unwrap(),
+            policy: ForwardIp::Raw,
+            proto: "http",
+            host: Some("bad\"host"),
+        };
+        set_forwarded(&mut h, &v6);
+        assert_eq!(h.get("x-forwarded-for").unwrap(), "2001:db8:1:2::9");
+        assert_eq!(h.get("forwarded").unwrap(), "for=\"[2001:db8:1:2::9]\";proto=http");
+        assert!(h.get("x-forwarded-host").is_none());
+    }
+
+    #[test]
+    fn touch_headers_are_stripped() {
+        let mut h = HeaderMap::new();
+        h.insert("x-touch-device", HeaderValue::from_static("forged"));
+        h.insert("x-touch-first", HeaderValue::from_static("forged"));
+        h.insert("x-touchy", HeaderValue::from_static("kept"));
+        strip_touch_headers(&mut h);
+        assert_eq!(h.len(), 1);
+    }
+}
