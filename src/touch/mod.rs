@@ -3,16 +3,149 @@
 //!
 //! Precedence: UTM parameters > click ids > referrer > direct.
 
+pub mod canonical;
+pub mod channel;
+pub mod click_id;
+pub mod host;
+pub mod normalize;
+pub mod params;
+pub mod referrer;
+
+use std::collections::HashMap;
+
 use crate::config::TouchConfig;
 use crate::event::Touch;
 
+pub use canonical::canonical_url;
+pub use channel::{SourceCategory, channel, source_category};
+pub use normalize::{clean, normalize};
+pub use params::{CampaignParams, query_may_carry_campaign};
+pub use referrer::{Referrer, ReferrerKind};
+
+/// Built-in source aliases (normalized key → value). `[touch]
+/// source_aliases` entries override them.
+pub const DEFAULT_SOURCE_ALIASES: &[(&str, &str)] = &[
+    ("fb", "facebook"),
+    ("facebook.com", "facebook"),
+    ("www.facebook.com", "facebook"),
+    ("m.facebook.com", "facebook"),
+    ("l.facebook.com", "facebook"),
+    ("lm.facebook.com", "facebook"),
+    ("ig", "instagram"),
+    ("instagram.com", "instagram"),
+    ("l.instagram.com", "instagram"),
+    ("li", "linkedin"),
+    ("linkedin.com", "linkedin"),
+    ("lnkd.in", "linkedin"),
+    ("tw", "twitter"),
+    ("twitter.com", "twitter"),
+    ("t.co", "twitter"),
+    ("x.com", "twitter"),
+    ("yt", "youtube"),
+    ("youtube.com", "youtube"),
+    ("m.youtube.com", "youtube"),
+    ("youtu.be", "youtube"),
+    ("tiktok.com", "tiktok"),
+    ("pinterest.com", "pinterest"),
+    ("reddit.com", "reddit"),
+    ("google.com", "google"),
+    ("www.google.com", "google"),
+    ("adwords", "google"),
+    ("googleads", "google"),
+    ("google ads", "google"),
+    ("google_ads", "google"),
+    ("google-ads", "google"),
+    ("bing.com", "bing"),
+    ("www.bing.com", "bing"),
+    ("duckduckgo.com", "duckduckgo"),
+    // Matomo's search-engine list names it "Yahoo!"; GA4's lists say "yahoo".
+    ("yahoo!", "yahoo"),
+];
+
+/// Built-in medium aliases (normalized key → value). `[touch]
+/// medium_aliases` entries override them.
+pub const DEFAULT_MEDIUM_ALIASES: &[(&str, &str)] = &[
+    ("ppc", "cpc"),
+    ("paid-search", "cpc"),
+    ("paid_search", "cpc"),
+    ("paidsearch", "cpc"),
+    ("paid search", "cpc"),
+    ("e-mail", "email"),
+    ("e_mail", "email"),
+    ("e mail", "email"),
+    // GA4's paid pattern `paid.*` with a social source gives Paid Social;
+    // one spelling keeps reports from splitting.
+    ("paidsocial", "paid_social"),
+    ("paid-social", "paid_social"),
+    ("paid social", "paid_social"),
+    ("social-media", "social"),
+    ("social_media", "social"),
+    ("social media", "social"),
+    ("social-network", "social"),
+    ("social network", "social"),
+    ("sm", "social"),
+    // GA4's Affiliates rule is `medium = affiliate` exactly.
+    ("affiliates", "affiliate"),
+];
+
 /// Built once from `[touch]`: alias maps merged over the built-in ones.
 #[derive(Debug, Clone)]
-pub struct TouchRules {}
+pub struct TouchRules {
+    source_aliases: HashMap<String, String>,
+    medium_aliases: HashMap<String, String>,
+}
 
 impl TouchRules {
-    pub fn new(_cfg: &TouchConfig) -> TouchRules {
-        todo!("touch helper")
+    /// Keys and values of the configured aliases are normalized like any
+    /// campaign value; an entry that normalizes to nothing is ignored. Also
+    /// loads the embedded referrer and channel tables, so the first landing
+    /// does not pay for it.
+    pub fn new(cfg: &TouchConfig) -> TouchRules {
+        referrer::pattern_counts();
+        channel::source_category_count();
+        TouchRules {
+            source_aliases: merge(DEFAULT_SOURCE_ALIASES, &cfg.source_aliases),
+            medium_aliases: merge(DEFAULT_MEDIUM_ALIASES, &cfg.medium_aliases),
+        }
+    }
+
+    /// The alias of a normalized source, or the source itself.
+    pub fn source_alias(&self, source: String) -> String {
+        alias(&self.source_aliases, source)
+    }
+
+    /// The alias of a normalized medium, or the medium itself.
+    pub fn medium_alias(&self, medium: String) -> String {
+        alias(&self.medium_aliases, medium)
+    }
+}
+
+impl Default for TouchRules {
+    fn default() -> Self {
+        TouchRules::new(&TouchConfig::default())
+    }
+}
+
+fn merge(
+    builtin: &[(&str, &str)],
+    configured: &std::collections::BTreeMap<String, String>,
+) -> HashMap<String, String> {
+    let mut map: HashMap<String, String> = builtin
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    for (k, v) in configured {
+        if let (Some(k), Some(v)) = (clean(k), clean(v)) {
+            map.insert(k, v);
+        }
+    }
+    map
+}
+
+fn alias(map: &HashMap<String, String>, value: String) -> String {
+    match map.get(&value) {
+        Some(a) => a.clone(),
+        None => value,
     }
 }
 
@@ -31,34 +164,83 @@ pub enum Observation {
     Direct,
 }
 
-/// Cheap pre-check for the request classifier: could this query carry a
-/// campaign parameter or click id? (No allocation.)
-pub fn query_may_carry_campaign(_query: &str) -> bool {
-    todo!("touch helper")
+/// Read the touch from a request's query string and `Referer`.
+///
+/// UTM values win; a click id fills only what they leave empty (and is
+/// recorded in `click_id_type` either way); without either, the referrer
+/// decides: same site → [`Observation::Internal`], search engine →
+/// `organic`, social network → `social`, AI assistant or other site →
+/// `referral`. No usable referrer → [`Observation::Direct`].
+pub fn observe(
+    rules: &TouchRules,
+    query: Option<&str>,
+    referrer: Option<&str>,
+    request_host: &str,
+) -> Observation {
+    let params = query.map(CampaignParams::parse).unwrap_or_default();
+    if !params.is_empty() {
+        let click = params.click_id;
+        let touch = Touch {
+            source: params.source.or_else(|| click.map(|c| c.source.to_string())),
+            medium: params.medium.or_else(|| click.map(|c| c.medium.to_string())),
+            campaign: params.campaign,
+            term: params.term,
+            content: params.content,
+            campaign_id: params.campaign_id,
+            click_id_type: click.map(|c| c.key.to_string()),
+            ..Touch::default()
+        };
+        return Observation::Touch {
+            touch: finish(rules, touch),
+            fbclid: params.fbclid,
+        };
+    }
+
+    let Some((ref_host, path)) = referrer.and_then(referrer::parse) else {
+        return Observation::Direct;
+    };
+    if host::bare(request_host).is_some_and(|req| host::same_site(&ref_host, &req)) {
+        return Observation::Internal;
+    }
+    let class = referrer::classify_host(ref_host, &path);
+    let site = || clean(host::without_www(&class.host));
+    let (source, medium) = match (class.kind, class.name.clone()) {
+        (ReferrerKind::SearchEngine, Some(name)) => (Some(name), "organic"),
+        (ReferrerKind::Social, Some(name)) => {
+            // GA4 puts video platforms (YouTube, Vimeo) in Organic Video;
+            // "social" would force Organic Social.
+            let medium = if channel::source_category(&name) == Some(SourceCategory::Video) {
+                "referral"
+            } else {
+                "social"
+            };
+            (Some(name), medium)
+        }
+        _ => (site(), "referral"),
+    };
+    let touch = Touch {
+        source,
+        medium: Some(medium.to_string()),
+        ..Touch::default()
+    };
+    Observation::Touch {
+        touch: finish(rules, touch),
+        fbclid: None,
+    }
 }
 
-/// Read the touch from a request's query string and `Referer`.
-pub fn observe(
-    _rules: &TouchRules,
-    _query: Option<&str>,
-    _referrer: Option<&str>,
-    _request_host: &str,
-) -> Observation {
-    todo!("touch helper")
+/// Aliases, channel and validity.
+fn finish(rules: &TouchRules, mut t: Touch) -> Touch {
+    t.source = t.source.map(|s| rules.source_alias(s));
+    t.medium = t.medium.map(|m| rules.medium_alias(m));
+    let ch = channel(t.source.as_deref(), t.medium.as_deref(), t.campaign.as_deref());
+    t.valid = t.source.is_some() && t.medium.is_some() && ch != "Unassigned";
+    t.channel = ch.to_string();
+    t
 }
 
 /// The referrer's host, lowercase, without `www.`; None when unparseable.
-pub fn referrer_host(_referrer: &str) -> Option<String> {
-    todo!("touch helper")
-}
-
-/// Canonical page URL: lowercase scheme and host, no default port, no
-/// fragment, only campaign parameters kept, sorted.
-pub fn canonical_url(_scheme: &str, _host: &str, _path: &str, _query: Option<&str>) -> String {
-    todo!("touch helper")
-}
-
-/// GA4 default channel group for a source/medium/campaign.
-pub fn channel(_source: Option<&str>, _medium: Option<&str>, _campaign: Option<&str>) -> &'static str {
-    todo!("touch helper")
+pub fn referrer_host(referrer: &str) -> Option<String> {
+    let (h, _) = referrer::parse(referrer)?;
+    Some(host::without_www(&h).to_string())
 }
