@@ -104,7 +104,12 @@ impl Capture {
             touch::observe(&self.rules, query, referrer, host)
         };
         let (this_touch, fbclid) = match observed {
-            Observation::Touch { touch, fbclid } => (Some(touch), fbclid),
+            Observation::Touch { mut touch, fbclid } => {
+                // Before the touch reaches a cookie, a header or an event:
+                // people put e-mails in utm_content.
+                self.scrub_touch(&mut touch);
+                (Some(touch), fbclid)
+            }
             Observation::Direct if v.new_session || v.first.is_none() => (Some(Touch::direct()), None),
             _ => (None, None),
         };
@@ -185,6 +190,27 @@ impl Capture {
         }
         v.device_hash = v.device.as_deref().map(|d| self.keys.hex(Purpose::Device, &[d.as_bytes()]));
         v.session_hash = v.session.as_deref().map(|s| self.keys.hex(Purpose::Session, &[s.as_bytes()]));
+    }
+
+    fn scrub_touch(&self, t: &mut Touch) {
+        let fields = [
+            ("touch.source", &mut t.source),
+            ("touch.medium", &mut t.medium),
+            ("touch.campaign", &mut t.campaign),
+            ("touch.term", &mut t.term),
+            ("touch.content", &mut t.content),
+            ("touch.campaign_id", &mut t.campaign_id),
+        ];
+        for (name, value) in fields {
+            let Some(v) = value else { continue };
+            if let std::borrow::Cow::Owned(clean) = crate::privacy::scrub_free_text(v) {
+                *v = clean;
+                self.metrics
+                    .pii_redacted_total
+                    .get_or_create(&crate::metrics::FieldLabel { field: name.to_string() })
+                    .inc();
+            }
+        }
     }
 
     fn reject(&self, cookie_name: &str) {
