@@ -37,6 +37,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::ops::Range;
 use std::sync::Mutex;
 use std::time::Duration;
 use time::OffsetDateTime;
@@ -380,36 +381,44 @@ struct CollectRequest<'a> {
 
 /// Request bodies for one user's events: ≤ 25 events each, and each body
 /// under 130 kB (split in halves until it is; a single event cannot exceed
-/// it within the per-param limits).
-pub fn request_bodies(user: &Ga4User, events: &[Ga4Event]) -> Result<Vec<Vec<u8>>, String> {
+/// it within the per-param limits). Each body comes with the range of
+/// `events` it holds.
+pub fn request_bodies(user: &Ga4User, events: &[Ga4Event]) -> Result<Vec<(Vec<u8>, Range<usize>)>, String> {
     let mut out = Vec::new();
-    for chunk in events.chunks(MAX_EVENTS_PER_REQUEST) {
-        encode_within_limit(user, chunk, &mut out)?;
+    for start in (0..events.len()).step_by(MAX_EVENTS_PER_REQUEST) {
+        let end = (start + MAX_EVENTS_PER_REQUEST).min(events.len());
+        encode_within_limit(user, events, start..end, &mut out)?;
     }
     Ok(out)
 }
 
-fn encode_within_limit(user: &Ga4User, events: &[Ga4Event], out: &mut Vec<Vec<u8>>) -> Result<(), String> {
+fn encode_within_limit(
+    user: &Ga4User,
+    events: &[Ga4Event],
+    range: Range<usize>,
+    out: &mut Vec<(Vec<u8>, Range<usize>)>,
+) -> Result<(), String> {
+    let part = &events[range.clone()];
     let body = serde_json::to_vec(&CollectRequest {
         client_id: &user.client_id,
         user_id: user.user_id.as_deref(),
-        timestamp_micros: events.iter().map(|e| e.timestamp_micros).min().unwrap_or_default(),
+        timestamp_micros: part.iter().map(|e| e.timestamp_micros).min().unwrap_or_default(),
         consent: Consent {
             ad_user_data: "GRANTED",
         },
-        events,
+        events: part,
     })
     .map_err(|e| format!("cannot encode the request: {e}"))?;
     if body.len() < MAX_BODY_BYTES {
-        out.push(body);
+        out.push((body, range));
         return Ok(());
     }
-    if events.len() == 1 {
+    if part.len() == 1 {
         return Err(format!("one event encodes to {} bytes, over GA4's 130 kB", body.len()));
     }
-    let (a, b) = events.split_at(events.len() / 2);
-    encode_within_limit(user, a, out)?;
-    encode_within_limit(user, b, out)
+    let mid = range.start + part.len() / 2;
+    encode_within_limit(user, events, range.start..mid, out)?;
+    encode_within_limit(user, events, mid..range.end, out)
 }
 
 /// Event ids delivered lately, oldest forgotten first.
@@ -559,7 +568,7 @@ impl Sink for Ga4MpSink {
         }
         for (user, events, ids) in &groups {
             let bodies = request_bodies(user, events).map_err(|message| SinkError::Rejected { message })?;
-            for body in bodies {
+            for (body, range) in bodies {
                 let answer = ad_http::post_json(&self.client, &self.uri, body, self.timeout).await?;
                 if !answer.status.is_success() {
                     return Err(SinkError::Rejected {
@@ -570,8 +579,8 @@ impl Sink for Ga4MpSink {
                         ),
                     });
                 }
+                self.remember(&ids[range]);
             }
-            self.remember(ids);
         }
         Ok(())
     }
@@ -689,7 +698,10 @@ mod tests {
         let bodies = request_bodies(&user, &events).unwrap();
         assert_eq!(bodies.len(), 3);
         let mut total = 0;
-        for b in &bodies {
+        let mut next = 0;
+        for (b, range) in &bodies {
+            assert_eq!(range.start, next);
+            next = range.end;
             let v: Value = serde_json::from_slice(b).unwrap();
             let n = v["events"].as_array().unwrap().len();
             assert!(n <= 25);
@@ -705,7 +717,8 @@ mod tests {
         }
         let bodies = request_bodies(&user, &vec![g; 25]).unwrap();
         assert!(bodies.len() > 1);
-        assert!(bodies.iter().all(|b| b.len() < MAX_BODY_BYTES));
+        assert!(bodies.iter().all(|(b, _)| b.len() < MAX_BODY_BYTES));
+        assert_eq!(bodies.last().unwrap().1.end, 25);
     }
 
     #[test]
