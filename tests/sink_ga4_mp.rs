@@ -15,14 +15,23 @@ use touchgate::event::{Envelope, Event, Origin, Page, Touch};
 use touchgate::sink::ga4_mp::{Ga4MpSink, Ga4MpSinkConfig};
 use touchgate::sink::{Sink, SinkError};
 
-const RESERVED: [&str; 6] = ["session_start", "first_visit", "user_engagement", "error", "app_remove", "ad_click"];
+const RESERVED: [&str; 6] = [
+    "session_start",
+    "first_visit",
+    "user_engagement",
+    "error",
+    "app_remove",
+    "ad_click",
+];
 
 fn ga4_name_ok(n: &str) -> bool {
     !n.is_empty()
         && n.chars().count() <= 40
         && n.starts_with(|c: char| c.is_ascii_alphabetic())
         && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-        && !["ga_", "google_", "firebase_"].iter().any(|p| n.starts_with(p))
+        && !["ga_", "google_", "firebase_"]
+            .iter()
+            .any(|p| n.starts_with(p))
 }
 
 /// GA4's documented request format and limits.
@@ -34,7 +43,11 @@ fn ga4_format(r: &Recorded) -> Vec<String> {
     if r.target != "/mp/collect?measurement_id=G-TEST123&api_secret=s3cr%2Bt" {
         p.push(format!("target {}", r.target));
     }
-    if !r.content_type.as_deref().is_some_and(|c| c.starts_with("application/json")) {
+    if !r
+        .content_type
+        .as_deref()
+        .is_some_and(|c| c.starts_with("application/json"))
+    {
         p.push("content-type is not JSON".into());
     }
     if r.body.len() >= 130_000 {
@@ -46,10 +59,16 @@ fn ga4_format(r: &Recorded) -> Vec<String> {
     };
     let client_ok = body["client_id"].as_str().is_some_and(|c| {
         let parts: Vec<&str> = c.split('.').collect();
-        parts.len() == 2 && parts.iter().all(|x| !x.is_empty() && x.bytes().all(|b| b.is_ascii_digit()))
+        parts.len() == 2
+            && parts
+                .iter()
+                .all(|x| !x.is_empty() && x.bytes().all(|b| b.is_ascii_digit()))
     });
     if !client_ok {
-        p.push(format!("client_id {} is not <number>.<number>", body["client_id"]));
+        p.push(format!(
+            "client_id {} is not <number>.<number>",
+            body["client_id"]
+        ));
     }
     if !body["timestamp_micros"].is_i64() {
         p.push("timestamp_micros missing".into());
@@ -68,7 +87,8 @@ fn ga4_format(r: &Recorded) -> Vec<String> {
             p.push(format!("event name {name:?}"));
         }
         match e["timestamp_micros"].as_i64() {
-            Some(t) if t >= now_micros - 72 * 3600 * 1_000_000 && t <= now_micros + 300_000_000 => {}
+            Some(t) if t >= now_micros - 72 * 3600 * 1_000_000 && t <= now_micros + 300_000_000 => {
+            }
             other => p.push(format!("event timestamp_micros {other:?}")),
         }
         let Some(params) = e["params"].as_object() else {
@@ -95,7 +115,8 @@ fn ga4_format(r: &Recorded) -> Vec<String> {
         if !params.get("session_id").is_some_and(Value::is_u64) {
             p.push("session_id is not a number".into());
         }
-        if !params.get("engagement_time_msec").is_some_and(|v| v.as_u64().is_some_and(|n| n > 0)) {
+        let engagement = params.get("engagement_time_msec").and_then(Value::as_u64);
+        if engagement.is_none_or(|n| n == 0) {
             p.push("engagement_time_msec missing".into());
         }
     }
@@ -119,7 +140,10 @@ fn event(i: usize, device: usize, name: &str) -> Envelope {
     e.session_id = Some(format!("{:032x}", 77 + device));
     e.user_id = Some(format!("{:032x}", 5000 + device));
     e.page = Some(Page {
-        url: format!("https://shop.example/{}?utm_campaign=spring", "p".repeat(300)),
+        url: format!(
+            "https://shop.example/{}?utm_campaign=spring",
+            "p".repeat(300)
+        ),
         path: "/p".into(),
         referrer_host: None,
     });
@@ -164,11 +188,23 @@ async fn requests_hold_one_client_and_at_most_25_events() {
         let body = r.json();
         let events = body["events"].as_array().unwrap();
         total += events.len();
-        *clients.entry(body["client_id"].as_str().unwrap().to_string()).or_insert(0) += events.len();
-        assert!(body.get("user_id").is_none(), "user_id only with send_user_id");
+        *clients
+            .entry(body["client_id"].as_str().unwrap().to_string())
+            .or_insert(0) += events.len();
+        assert!(
+            body.get("user_id").is_none(),
+            "user_id only with send_user_id"
+        );
         for e in events {
-            assert_eq!(e["params"]["campaign"].as_str().unwrap().len(), 100, "truncated to 100");
-            assert!(e["params"]["page_location"].as_str().unwrap().len() > 300, "page_location keeps 1000");
+            assert_eq!(
+                e["params"]["campaign"].as_str().unwrap().len(),
+                100,
+                "truncated to 100"
+            );
+            assert!(
+                e["params"]["page_location"].as_str().unwrap().len() > 300,
+                "page_location keeps 1000"
+            );
         }
     }
     assert_eq!(total, 70, "every accepted event once, none other");
@@ -182,7 +218,12 @@ async fn requests_hold_one_client_and_at_most_25_events() {
         .flat_map(|r| r.json()["events"].as_array().unwrap().clone())
         .map(|e| e["name"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(names, ["sign_up".to_string(), "page_view".to_string()].into_iter().collect());
+    assert_eq!(
+        names,
+        ["sign_up".to_string(), "page_view".to_string()]
+            .into_iter()
+            .collect()
+    );
 }
 
 #[tokio::test]
@@ -212,7 +253,11 @@ async fn a_retried_batch_does_not_count_twice() {
     assert_eq!(ga4.requests().len(), 4);
     let unique: std::collections::HashSet<&String> = delivered.iter().collect();
     assert_eq!(unique.len(), 60);
-    assert_eq!(delivered.len(), 85, "the 25 refused by 503 are sent again, the 25 acknowledged are not");
+    assert_eq!(
+        delivered.len(),
+        85,
+        "the 25 refused by 503 are sent again, the 25 acknowledged are not"
+    );
 }
 
 #[tokio::test]
@@ -220,21 +265,35 @@ async fn limits_are_enforced_locally() {
     let ga4 = FakePlatform::start(Answer::new(204, ""), ga4_format).await;
     let sink = sink(&ga4.url(), "forward_properties = true\nall_events = true");
     let mut reserved_param = event(0, 0, "signup_submitted");
-    reserved_param.event.properties.insert("gclid".into(), "abc".into());
+    reserved_param
+        .event
+        .properties
+        .insert("gclid".into(), "abc".into());
     let mut too_many = event(1, 0, "signup_submitted");
     for i in 0..25 {
-        too_many.event.properties.insert(format!("p{i}"), Value::from(i));
+        too_many
+            .event
+            .properties
+            .insert(format!("p{i}"), Value::from(i));
     }
     let own_name_reserved = event(2, 0, "session_start");
     let own_name_too_long = event(3, 0, &"x".repeat(41));
     let mut no_client = event(4, 0, "signup_submitted");
     no_client.event.device_id = None;
     no_client.event.user_id = None;
-    for bad in [&reserved_param, &too_many, &own_name_reserved, &own_name_too_long, &no_client] {
+    for bad in [
+        &reserved_param,
+        &too_many,
+        &own_name_reserved,
+        &own_name_too_long,
+        &no_client,
+    ] {
         assert!(sink.check(bad).is_err(), "{}", bad.event.event_name);
     }
     let mut fine = event(5, 0, "trial_started");
-    fine.event.properties.insert("plan".into(), "x".repeat(250).into());
+    fine.event
+        .properties
+        .insert("plan".into(), "x".repeat(250).into());
     sink.check(&fine).unwrap();
     sink.send(&[fine, own_name_reserved]).await.unwrap();
     assert_eq!(ga4.problems(), Vec::<String>::new());

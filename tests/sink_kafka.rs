@@ -31,7 +31,12 @@ fn envelopes(prefix: &str, n: usize) -> Vec<Envelope> {
         .map(|i| {
             let mut e = Event::new(
                 format!("{prefix}{i:04}"),
-                if i % 2 == 0 { "landing" } else { "signup_submitted" }.into(),
+                if i % 2 == 0 {
+                    "landing"
+                } else {
+                    "signup_submitted"
+                }
+                .into(),
                 Origin::Proxy,
                 at,
                 at,
@@ -52,9 +57,12 @@ fn envelopes(prefix: &str, n: usize) -> Vec<Envelope> {
         .collect()
 }
 
+/// A consumed message: key, headers, payload.
+type Consumed = (Option<String>, HashMap<String, String>, Vec<u8>);
+
 /// Every message on the topic, read from the beginning of each partition
 /// until `want` distinct event ids were seen or 30 s passed.
-fn consume(brokers: &str, partitions: i32, want: usize) -> Vec<(Option<String>, HashMap<String, String>, Vec<u8>)> {
+fn consume(brokers: &str, partitions: i32, want: usize) -> Vec<Consumed> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", "sink-test")
@@ -63,7 +71,8 @@ fn consume(brokers: &str, partitions: i32, want: usize) -> Vec<(Option<String>, 
         .unwrap();
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions {
-        tpl.add_partition_offset(TOPIC, p, Offset::Beginning).unwrap();
+        tpl.add_partition_offset(TOPIC, p, Offset::Beginning)
+            .unwrap();
     }
     consumer.assign(&tpl).unwrap();
     let mut out = Vec::new();
@@ -101,17 +110,28 @@ async fn events_arrive_with_key_headers_and_payload() {
 
     let got = consume(&brokers, 3, batch.len());
     assert_eq!(got.len(), batch.len(), "each event exactly once");
-    let by_id: HashMap<&str, &Envelope> = batch.iter().map(|e| (e.event.event_id.as_str(), e)).collect();
+    let by_id: HashMap<&str, &Envelope> = batch
+        .iter()
+        .map(|e| (e.event.event_id.as_str(), e))
+        .collect();
     for (key, headers, payload) in &got {
         let sent = by_id[headers["event_id"].as_str()];
-        let expected_key = sent.event.device_id.as_deref().unwrap_or(&sent.event.event_id);
+        let expected_key = sent
+            .event
+            .device_id
+            .as_deref()
+            .unwrap_or(&sent.event.event_id);
         assert_eq!(key.as_deref(), Some(expected_key));
         assert_eq!(headers["event_name"], sent.event.event_name);
         assert_eq!(headers["schema"], "touchgate/1");
         let event: Event = serde_json::from_slice(payload).unwrap();
         assert_eq!(&event, &sent.event);
         let text = String::from_utf8(payload.clone()).unwrap();
-        assert!(!text.contains("ad_match") && !text.contains("secret-ua") && !text.contains(&"f".repeat(64)));
+        assert!(
+            !text.contains("ad_match")
+                && !text.contains("secret-ua")
+                && !text.contains(&"f".repeat(64))
+        );
     }
 }
 
@@ -128,7 +148,9 @@ async fn brokers_down_is_retryable_then_delivered() {
     cluster.broker_down(1).unwrap();
     let second = envelopes("c", 5);
     match sink.send(&second).await {
-        Err(SinkError::Retryable { message, .. }) => assert!(message.contains("not acknowledged"), "{message}"),
+        Err(SinkError::Retryable { message, .. }) => {
+            assert!(message.contains("not acknowledged"), "{message}")
+        }
         other => panic!("expected Retryable with the broker down, got {other:?}"),
     }
 
@@ -143,16 +165,23 @@ async fn brokers_down_is_retryable_then_delivered() {
                 delivered = true;
                 break;
             }
-            Err(SinkError::Retryable { .. }) => tokio::time::sleep(Duration::from_millis(200)).await,
+            Err(SinkError::Retryable { .. }) => {
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
             Err(e) => panic!("{e}"),
         }
     }
     assert!(delivered, "the batch was never delivered after broker_up");
 
     let got = consume(&brokers, 1, first.len() + second.len());
-    let ids: std::collections::HashSet<String> = got.iter().map(|(_, h, _)| h["event_id"].clone()).collect();
+    let ids: std::collections::HashSet<String> =
+        got.iter().map(|(_, h, _)| h["event_id"].clone()).collect();
     for e in first.iter().chain(&second) {
-        assert!(ids.contains(&e.event.event_id), "{} missing", e.event.event_id);
+        assert!(
+            ids.contains(&e.event.event_id),
+            "{} missing",
+            e.event.event_id
+        );
     }
     // Duplicates, if any, carry the same event_id and payload.
     let mut payloads: HashMap<String, Vec<u8>> = HashMap::new();

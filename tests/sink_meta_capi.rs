@@ -26,8 +26,11 @@ fn sha256_hex(s: &str) -> String {
 }
 
 fn is_hex64(v: &Value) -> bool {
-    v.as_str()
-        .is_some_and(|s| s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+    v.as_str().is_some_and(|s| {
+        s.len() == 64
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
 }
 
 /// What the Conversions API documents for a website event batch.
@@ -39,7 +42,11 @@ fn meta_format(r: &Recorded) -> Vec<String> {
     if r.target != format!("/v25.0/{PIXEL}/events") {
         p.push(format!("path {}", r.target));
     }
-    if !r.content_type.as_deref().is_some_and(|c| c.starts_with("application/json")) {
+    if !r
+        .content_type
+        .as_deref()
+        .is_some_and(|c| c.starts_with("application/json"))
+    {
         p.push("content-type is not JSON".into());
     }
     let text = String::from_utf8_lossy(&r.body).to_lowercase();
@@ -62,24 +69,29 @@ fn meta_format(r: &Recorded) -> Vec<String> {
     }
     let now = OffsetDateTime::now_utc().unix_timestamp();
     for e in data {
-        if !e["event_name"].as_str().is_some_and(|n| !n.is_empty()) {
+        if e["event_name"].as_str().is_none_or(str::is_empty) {
             p.push("event_name missing".into());
         }
         match e["event_time"].as_i64() {
             Some(t) if t >= now - 7 * 86400 && t <= now + 300 => {}
-            other => p.push(format!("event_time {other:?} is not unix seconds within the last 7 days")),
+            other => p.push(format!(
+                "event_time {other:?} is not unix seconds within the last 7 days"
+            )),
         }
-        if !e["event_id"].as_str().is_some_and(|i| !i.is_empty()) {
+        if e["event_id"].as_str().is_none_or(str::is_empty) {
             p.push("event_id missing".into());
         }
         if e["action_source"] != "website" {
             p.push("action_source is not website".into());
         }
-        if !e["event_source_url"].as_str().is_some_and(|u| u.starts_with("https://") || u.starts_with("http://")) {
+        if !e["event_source_url"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("https://") || u.starts_with("http://"))
+        {
             p.push("event_source_url missing".into());
         }
         let u = &e["user_data"];
-        if !u["client_user_agent"].as_str().is_some_and(|ua| !ua.is_empty()) {
+        if u["client_user_agent"].as_str().is_none_or(str::is_empty) {
             p.push("client_user_agent missing".into());
         }
         if u.get("client_ip_address").is_some() {
@@ -89,7 +101,10 @@ fn meta_format(r: &Recorded) -> Vec<String> {
         for k in ["em", "ph", "external_id"] {
             if let Some(v) = u.get(k) {
                 keys += 1;
-                if !v.as_array().is_some_and(|a| !a.is_empty() && a.iter().all(is_hex64)) {
+                if !v
+                    .as_array()
+                    .is_some_and(|a| !a.is_empty() && a.iter().all(is_hex64))
+                {
                     p.push(format!("{k} is not an array of SHA-256 hex"));
                 }
             }
@@ -110,7 +125,11 @@ fn meta_format(r: &Recorded) -> Vec<String> {
         if keys == 0 {
             p.push("no customer information parameter".into());
         }
-        for k in u.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>()).unwrap_or_default() {
+        for k in u
+            .as_object()
+            .map(|o| o.keys().cloned().collect::<Vec<_>>())
+            .unwrap_or_default()
+        {
             if !["em", "ph", "external_id", "fbc", "client_user_agent"].contains(&k.as_str()) {
                 p.push(format!("unexpected user_data key {k}"));
             }
@@ -132,14 +151,14 @@ fn conversion(i: usize, name: &str) -> Envelope {
     let at = OffsetDateTime::now_utc() - time::Duration::minutes(5);
     let mut e = Event::new(format!("{i:032x}"), name.into(), Origin::Proxy, at, at);
     e.consent.ads = true;
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         e.client.context = Some(serde_json::json!({"cid": format!("cid-{i}")}));
     }
     Envelope {
         event: e,
         ad_match: Some(AdMatch {
             em: Some(sha256_hex(&RAW_EMAIL.trim().to_lowercase())),
-            ph: (i % 3 == 0).then(|| sha256_hex(RAW_PHONE)),
+            ph: i.is_multiple_of(3).then(|| sha256_hex(RAW_PHONE)),
             external_id: Some(sha256_hex(&format!("lead-{i}"))),
             fbc: (i % 2 == 1).then(|| format!("fb.1.1764410000000.IwAR{i}x")),
             client_user_agent: Some("Mozilla/5.0 (X11; Linux x86_64)".into()),
@@ -150,7 +169,11 @@ fn conversion(i: usize, name: &str) -> Envelope {
 
 #[tokio::test]
 async fn sends_the_documented_payload_for_consented_mapped_events() {
-    let meta = FakePlatform::start(Answer::new(200, r#"{"events_received":3,"fbtrace_id":"x"}"#), meta_format).await;
+    let meta = FakePlatform::start(
+        Answer::new(200, r#"{"events_received":3,"fbtrace_id":"x"}"#),
+        meta_format,
+    )
+    .await;
     let sink = sink(&meta.url(), "test_event_code = \"TEST123\"");
 
     let mut no_consent = conversion(10, "signup_submitted");
@@ -163,7 +186,11 @@ async fn sends_the_documented_payload_for_consented_mapped_events() {
         no_consent,
     ];
     let accepted: Vec<Envelope> = batch.iter().filter(|e| sink.accepts(e)).cloned().collect();
-    assert_eq!(accepted.len(), 3, "unmapped and unconsented events are not for Meta");
+    assert_eq!(
+        accepted.len(),
+        3,
+        "unmapped and unconsented events are not for Meta"
+    );
     for e in &accepted {
         sink.check(e).unwrap();
     }
@@ -177,23 +204,34 @@ async fn sends_the_documented_payload_for_consented_mapped_events() {
     assert_eq!(body["test_event_code"], "TEST123");
     let data = body["data"].as_array().unwrap();
     assert_eq!(data.len(), 3);
-    let names: Vec<&str> = data.iter().map(|e| e["event_name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = data
+        .iter()
+        .map(|e| e["event_name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["Lead", "CompleteRegistration", "Lead"]);
     // event_id is the page's cid when there is one, else touchgate's id.
     assert_eq!(data[0]["event_id"], "cid-0");
     assert_eq!(data[1]["event_id"], format!("{:032x}", 1));
     assert_eq!(data[2]["event_id"], "cid-2");
-    assert_eq!(data[0]["user_data"]["em"][0], sha256_hex("jane.doe@example.com"));
+    assert_eq!(
+        data[0]["user_data"]["em"][0],
+        sha256_hex("jane.doe@example.com")
+    );
     assert_eq!(data[0]["user_data"]["ph"][0], sha256_hex(RAW_PHONE));
     assert_eq!(data[1]["user_data"]["fbc"], "fb.1.1764410000000.IwAR1x");
-    assert_eq!(data[0]["event_time"], accepted[0].event.occurred_at.unix_timestamp());
+    assert_eq!(
+        data[0]["event_time"],
+        accepted[0].event.occurred_at.unix_timestamp()
+    );
 }
 
 #[tokio::test]
 async fn batches_over_1000_events_are_split() {
     let meta = FakePlatform::start(Answer::new(200, r#"{"events_received":1}"#), meta_format).await;
     let sink = sink(&meta.url(), "");
-    let batch: Vec<Envelope> = (0..2345).map(|i| conversion(i, "signup_submitted")).collect();
+    let batch: Vec<Envelope> = (0..2345)
+        .map(|i| conversion(i, "signup_submitted"))
+        .collect();
     sink.send(&batch).await.unwrap();
     assert_eq!(meta.problems(), Vec::<String>::new());
     let sizes: Vec<usize> = meta
@@ -247,18 +285,32 @@ async fn refusals_are_rejected_and_outages_retryable() {
         other => panic!("400 must be Rejected: {other:?}"),
     }
 
-    meta.queue(Answer::new(500, r#"{"error":{"message":"An unknown error occurred","code":1}}"#));
-    assert!(matches!(sink.send(&batch).await, Err(SinkError::Retryable { .. })));
+    meta.queue(Answer::new(
+        500,
+        r#"{"error":{"message":"An unknown error occurred","code":1}}"#,
+    ));
+    assert!(matches!(
+        sink.send(&batch).await,
+        Err(SinkError::Retryable { .. })
+    ));
 
     meta.queue(Answer::new(429, "").header("retry-after", "7"));
     match sink.send(&batch).await {
-        Err(SinkError::Retryable { retry_after, .. }) => assert_eq!(retry_after, Some(Duration::from_secs(7))),
+        Err(SinkError::Retryable { retry_after, .. }) => {
+            assert_eq!(retry_after, Some(Duration::from_secs(7)))
+        }
         other => panic!("429 must be Retryable: {other:?}"),
     }
 
     // Meta's rate limit comes as a 400 with code 17/613/…: retry it.
-    meta.queue(Answer::new(400, r#"{"error":{"message":"User request limit reached","code":17}}"#));
-    assert!(matches!(sink.send(&batch).await, Err(SinkError::Retryable { .. })));
+    meta.queue(Answer::new(
+        400,
+        r#"{"error":{"message":"User request limit reached","code":17}}"#,
+    ));
+    assert!(matches!(
+        sink.send(&batch).await,
+        Err(SinkError::Retryable { .. })
+    ));
 
     sink.send(&batch).await.unwrap();
     assert_eq!(meta.requests().len(), 5);
@@ -268,7 +320,11 @@ async fn refusals_are_rejected_and_outages_retryable() {
 #[tokio::test]
 async fn an_unreachable_endpoint_is_retryable() {
     // A port with nothing listening: bind, note the port, close.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let sink = sink(&format!("http://127.0.0.1:{port}"), "");
     assert!(matches!(
         sink.send(&[conversion(0, "signup_submitted")]).await,

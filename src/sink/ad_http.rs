@@ -69,13 +69,19 @@ pub(crate) async fn post_json(
 ) -> Result<Answer, SinkError> {
     let request = Request::post(uri)
         .header(header::CONTENT_TYPE, "application/json")
-        .header(header::USER_AGENT, concat!("touchgate/", env!("CARGO_PKG_VERSION")))
+        .header(
+            header::USER_AGENT,
+            concat!("touchgate/", env!("CARGO_PKG_VERSION")),
+        )
         .body(Full::new(Bytes::from(body)))
         .map_err(|e| SinkError::Rejected {
             message: format!("cannot build the request: {e}"),
         })?;
     let exchange = async {
-        let response = client.request(request).await.map_err(|e| retryable(format!("{e:#}")))?;
+        let response = client
+            .request(request)
+            .await
+            .map_err(|e| retryable(format!("{e:#}")))?;
         let (parts, body) = response.into_parts();
         let body = Limited::new(body, MAX_ANSWER_BYTES)
             .collect()
@@ -87,7 +93,12 @@ pub(crate) async fn post_json(
     };
     let (parts, body) = tokio::time::timeout(timeout, exchange)
         .await
-        .map_err(|_| retryable(format!("no answer within {}", humantime::format_duration(timeout))))??;
+        .map_err(|_| {
+            retryable(format!(
+                "no answer within {}",
+                humantime::format_duration(timeout)
+            ))
+        })??;
     let status = parts.status;
     if status == StatusCode::REQUEST_TIMEOUT
         || status == StatusCode::TOO_MANY_REQUESTS
@@ -133,7 +144,9 @@ pub(crate) fn parse_retry_after(value: &str, now: OffsetDateTime) -> Option<Dura
     let format = time::macros::format_description!(
         "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
     );
-    let at = time::PrimitiveDateTime::parse(value, format).ok()?.assume_utc();
+    let at = time::PrimitiveDateTime::parse(value, format)
+        .ok()?
+        .assume_utc();
     let wait = at - now;
     Some(Duration::try_from(wait).unwrap_or(Duration::ZERO))
 }
@@ -145,19 +158,31 @@ mod tests {
     #[test]
     fn retry_after_seconds_and_dates() {
         let now = time::macros::datetime!(2026-11-29 10:00:00 UTC);
-        assert_eq!(parse_retry_after("120", now), Some(Duration::from_secs(120)));
+        assert_eq!(
+            parse_retry_after("120", now),
+            Some(Duration::from_secs(120))
+        );
         assert_eq!(
             parse_retry_after("Sun, 29 Nov 2026 10:00:30 GMT", now),
             Some(Duration::from_secs(30))
         );
-        assert_eq!(parse_retry_after("Sun, 29 Nov 2026 09:00:00 GMT", now), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after("Sun, 29 Nov 2026 09:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
         assert_eq!(parse_retry_after("soon", now), None);
     }
 
     #[test]
     fn base_urls() {
-        assert_eq!(base_url("http://127.0.0.1:9/").unwrap(), "http://127.0.0.1:9");
-        assert_eq!(base_url("https://graph.facebook.com").unwrap(), "https://graph.facebook.com");
+        assert_eq!(
+            base_url("http://127.0.0.1:9/").unwrap(),
+            "http://127.0.0.1:9"
+        );
+        assert_eq!(
+            base_url("https://graph.facebook.com").unwrap(),
+            "https://graph.facebook.com"
+        );
         assert!(base_url("ftp://x").is_err());
         assert!(base_url("https://x/?a=1").is_err());
         assert!(base_url("nonsense").is_err());

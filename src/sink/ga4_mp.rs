@@ -102,7 +102,12 @@ const RESERVED_EVENT_NAMES: [&str; 36] = [
 ];
 /// Parameter names GA4 reserves; touchgate sets `session_id` and
 /// `engagement_time_msec` itself, a forwarded property may not.
-const RESERVED_PARAM_NAMES: [&str; 4] = ["engagement_time_msec", "gclid", "session_id", "session_number"];
+const RESERVED_PARAM_NAMES: [&str; 4] = [
+    "engagement_time_msec",
+    "gclid",
+    "session_id",
+    "session_number",
+];
 const RESERVED_PREFIXES: [&str; 5] = ["_", "firebase_", "ga_", "google_", "gtag."];
 
 #[derive(Debug, Clone, Deserialize)]
@@ -153,7 +158,10 @@ impl Ga4MpSinkConfig {
             .strip_prefix("G-")
             .is_some_and(|r| !r.is_empty() && r.bytes().all(|b| b.is_ascii_alphanumeric()));
         if !id_ok {
-            bad("measurement_id", "a GA4 measurement id looks like \"G-XXXXXXXXXX\"".into());
+            bad(
+                "measurement_id",
+                "a GA4 measurement id looks like \"G-XXXXXXXXXX\"".into(),
+            );
         }
         match env(&self.api_secret_env) {
             None => bad(
@@ -163,9 +171,10 @@ impl Ga4MpSinkConfig {
                     self.api_secret_env
                 ),
             ),
-            Some(s) if s.trim().is_empty() => {
-                bad("api_secret_env", format!("environment variable {} is empty", self.api_secret_env))
-            }
+            Some(s) if s.trim().is_empty() => bad(
+                "api_secret_env",
+                format!("environment variable {} is empty", self.api_secret_env),
+            ),
             Some(_) => {}
         }
         if let Some(e) = &self.endpoint
@@ -217,7 +226,9 @@ pub fn check_param_name(name: &str) -> Result<(), String> {
 
 fn check_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name.chars().count() > MAX_NAME_CHARS {
-        return Err(format!("\"{name}\": a GA4 name is 1 to {MAX_NAME_CHARS} characters"));
+        return Err(format!(
+            "\"{name}\": a GA4 name is 1 to {MAX_NAME_CHARS} characters"
+        ));
     }
     if !name.starts_with(|c: char| c.is_ascii_alphabetic())
         || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
@@ -306,8 +317,14 @@ pub fn ga4_event(
     if let Some(s) = event.session_id.as_deref().and_then(session_number) {
         params.insert("session_id".into(), Value::from(s));
     }
-    params.insert("engagement_time_msec".into(), Value::from(shape.engagement_time_msec));
-    params.insert("tg_event_id".into(), Value::from(truncate_chars(&event.event_id, MAX_VALUE_CHARS)));
+    params.insert(
+        "engagement_time_msec".into(),
+        Value::from(shape.engagement_time_msec),
+    );
+    params.insert(
+        "tg_event_id".into(),
+        Value::from(truncate_chars(&event.event_id, MAX_VALUE_CHARS)),
+    );
     if let Some(page) = &event.page
         && !page.url.is_empty()
     {
@@ -334,7 +351,9 @@ pub fn ga4_event(
         for (k, v) in &event.properties {
             check_param_name(k).map_err(|m| format!("property {m}"))?;
             if params.contains_key(k) {
-                return Err(format!("property \"{k}\" collides with a param touchgate sets"));
+                return Err(format!(
+                    "property \"{k}\" collides with a param touchgate sets"
+                ));
             }
             let value = match v {
                 Value::String(s) => Value::from(truncate_chars(s, MAX_VALUE_CHARS)),
@@ -379,11 +398,14 @@ struct CollectRequest<'a> {
     events: &'a [Ga4Event],
 }
 
+/// One encoded request and the range of the events it holds.
+pub type RequestBody = (Vec<u8>, Range<usize>);
+
 /// Request bodies for one user's events: ≤ 25 events each, and each body
 /// under 130 kB (split in halves until it is; a single event cannot exceed
 /// it within the per-param limits). Each body comes with the range of
 /// `events` it holds.
-pub fn request_bodies(user: &Ga4User, events: &[Ga4Event]) -> Result<Vec<(Vec<u8>, Range<usize>)>, String> {
+pub fn request_bodies(user: &Ga4User, events: &[Ga4Event]) -> Result<Vec<RequestBody>, String> {
     let mut out = Vec::new();
     for start in (0..events.len()).step_by(MAX_EVENTS_PER_REQUEST) {
         let end = (start + MAX_EVENTS_PER_REQUEST).min(events.len());
@@ -396,13 +418,17 @@ fn encode_within_limit(
     user: &Ga4User,
     events: &[Ga4Event],
     range: Range<usize>,
-    out: &mut Vec<(Vec<u8>, Range<usize>)>,
+    out: &mut Vec<RequestBody>,
 ) -> Result<(), String> {
     let part = &events[range.clone()];
     let body = serde_json::to_vec(&CollectRequest {
         client_id: &user.client_id,
         user_id: user.user_id.as_deref(),
-        timestamp_micros: part.iter().map(|e| e.timestamp_micros).min().unwrap_or_default(),
+        timestamp_micros: part
+            .iter()
+            .map(|e| e.timestamp_micros)
+            .min()
+            .unwrap_or_default(),
         consent: Consent {
             ad_user_data: "GRANTED",
         },
@@ -414,7 +440,10 @@ fn encode_within_limit(
         return Ok(());
     }
     if part.len() == 1 {
-        return Err(format!("one event encodes to {} bytes, over GA4's 130 kB", body.len()));
+        return Err(format!(
+            "one event encodes to {} bytes, over GA4's 130 kB",
+            body.len()
+        ));
     }
     let mid = range.start + part.len() / 2;
     encode_within_limit(user, events, range.start..mid, out)?;
@@ -454,7 +483,9 @@ pub struct Ga4MpSink {
 impl std::fmt::Debug for Ga4MpSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // The URI holds the API secret.
-        f.debug_struct("Ga4MpSink").field("name", &self.name).finish_non_exhaustive()
+        f.debug_struct("Ga4MpSink")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -469,9 +500,12 @@ impl Ga4MpSink {
         }
         let secret = env(&cfg.api_secret_env)
             .map(|s| s.trim().to_string())
-            .ok_or_else(|| SinkBuildError::Invalid(vec![("api_secret_env".into(), "not set".into())]))?;
+            .ok_or_else(|| {
+                SinkBuildError::Invalid(vec![("api_secret_env".into(), "not set".into())])
+            })?;
         let base = match &cfg.endpoint {
-            Some(e) => ad_http::base_url(e).map_err(|m| SinkBuildError::Invalid(vec![("endpoint".into(), m)]))?,
+            Some(e) => ad_http::base_url(e)
+                .map_err(|m| SinkBuildError::Invalid(vec![("endpoint".into(), m)]))?,
             None => DEFAULT_BASE.to_string(),
         };
         let query: String = form_urlencoded::Serializer::new(String::new())
@@ -497,6 +531,13 @@ impl Ga4MpSink {
         })
     }
 
+    /// Go by `name` in metrics and logs instead of `name`/the type from
+    /// the config (e.g. the unique name `sink::unique_name` gives).
+    pub fn named(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
     fn ga4_name<'a>(&'a self, event: &'a Event) -> Option<&'a str> {
         match self.events.get(&event.event_name) {
             Some(n) => Some(n),
@@ -506,7 +547,10 @@ impl Ga4MpSink {
     }
 
     fn already_delivered(&self, id: &str) -> bool {
-        self.delivered.lock().map(|d| d.set.contains(id)).unwrap_or(false)
+        self.delivered
+            .lock()
+            .map(|d| d.set.contains(id))
+            .unwrap_or(false)
     }
 
     fn remember(&self, ids: &[&str]) {
@@ -529,8 +573,16 @@ impl Sink for Ga4MpSink {
     }
 
     fn check(&self, envelope: &Envelope) -> Result<(), String> {
-        let name = self.ga4_name(&envelope.event).ok_or("event name not mapped in ga4_mp events")?;
-        ga4_event(&envelope.event, name, &self.shape, OffsetDateTime::now_utc()).map(|_| ())
+        let name = self
+            .ga4_name(&envelope.event)
+            .ok_or("event name not mapped in ga4_mp events")?;
+        ga4_event(
+            &envelope.event,
+            name,
+            &self.shape,
+            OffsetDateTime::now_utc(),
+        )
+        .map(|_| ())
     }
 
     async fn send(&self, batch: &[Envelope]) -> Result<(), SinkError> {
@@ -567,9 +619,11 @@ impl Sink for Ga4MpSink {
             }
         }
         for (user, events, ids) in &groups {
-            let bodies = request_bodies(user, events).map_err(|message| SinkError::Rejected { message })?;
+            let bodies =
+                request_bodies(user, events).map_err(|message| SinkError::Rejected { message })?;
             for (body, range) in bodies {
-                let answer = ad_http::post_json(&self.client, &self.uri, body, self.timeout).await?;
+                let answer =
+                    ad_http::post_json(&self.client, &self.uri, body, self.timeout).await?;
                 if !answer.status.is_success() {
                     return Err(SinkError::Rejected {
                         message: format!(
@@ -603,7 +657,13 @@ mod tests {
     }
 
     fn event() -> Event {
-        let mut e = Event::new("e1".into(), "signup_submitted".into(), Origin::Proxy, NOW, NOW);
+        let mut e = Event::new(
+            "e1".into(),
+            "signup_submitted".into(),
+            Origin::Proxy,
+            NOW,
+            NOW,
+        );
         e.device_id = Some("0000007b6553f100aaaaaaaaaaaaaaaa".into());
         e.session_id = Some("000001c8bbbbbbbbbbbbbbbbbbbbbbbb".into());
         e.user_id = Some("c".repeat(32));
@@ -640,7 +700,10 @@ mod tests {
 
     #[test]
     fn ids_are_numeric_and_stable() {
-        assert_eq!(client_id("0000007b6553f100aaaa").as_deref(), Some("123.1700000000"));
+        assert_eq!(
+            client_id("0000007b6553f100aaaa").as_deref(),
+            Some("123.1700000000")
+        );
         assert_eq!(client_id("short"), None);
         assert_eq!(client_id("zzzzzzzzzzzzzzzz"), None);
         assert_eq!(session_number("000001c8bbbb"), Some(456));
@@ -652,7 +715,8 @@ mod tests {
         e.properties.insert("plan".into(), Value::from("pro"));
         e.properties.insert("seats".into(), Value::from(3));
         e.properties.insert("trial".into(), Value::from(true));
-        e.properties.insert("nested".into(), serde_json::json!({"a": 1}));
+        e.properties
+            .insert("nested".into(), serde_json::json!({"a": 1}));
         let (user, g) = ga4_event(&e, "sign_up", &shape(), NOW).unwrap();
         assert_eq!(user.client_id, "123.1700000000");
         assert_eq!(user.user_id, None);
@@ -671,22 +735,38 @@ mod tests {
     fn refuses_what_ga4_would_drop() {
         let mut e = event();
         e.properties.insert("session_id".into(), Value::from("x"));
-        assert!(ga4_event(&e, "sign_up", &shape(), NOW).unwrap_err().contains("reserved"));
+        assert!(
+            ga4_event(&e, "sign_up", &shape(), NOW)
+                .unwrap_err()
+                .contains("reserved")
+        );
 
         let mut e = event();
         for i in 0..30 {
             e.properties.insert(format!("p{i}"), Value::from(i));
         }
-        assert!(ga4_event(&e, "sign_up", &shape(), NOW).unwrap_err().contains("25"));
+        assert!(
+            ga4_event(&e, "sign_up", &shape(), NOW)
+                .unwrap_err()
+                .contains("25")
+        );
 
         let mut e = event();
         e.occurred_at = NOW - time::Duration::hours(73);
-        assert!(ga4_event(&e, "sign_up", &shape(), NOW).unwrap_err().contains("72"));
+        assert!(
+            ga4_event(&e, "sign_up", &shape(), NOW)
+                .unwrap_err()
+                .contains("72")
+        );
 
         let mut e = event();
         e.device_id = None;
         e.user_id = None;
-        assert!(ga4_event(&e, "sign_up", &shape(), NOW).unwrap_err().contains("client_id"));
+        assert!(
+            ga4_event(&e, "sign_up", &shape(), NOW)
+                .unwrap_err()
+                .contains("client_id")
+        );
 
         assert!(ga4_event(&event(), "user_engagement", &shape(), NOW).is_err());
     }
@@ -713,7 +793,8 @@ mod tests {
         // Big events: 25 of them exceed 130 kB and are split.
         let (user, mut g) = ga4_event(&event(), "sign_up", &shape(), NOW).unwrap();
         for i in 0..20 {
-            g.params.insert(format!("p{i}"), Value::from("y".repeat(1000)));
+            g.params
+                .insert(format!("p{i}"), Value::from("y".repeat(1000)));
         }
         let bodies = request_bodies(&user, &vec![g; 25]).unwrap();
         assert!(bodies.len() > 1);
@@ -733,12 +814,22 @@ mod tests {
             "measurement_id = \"UA-1\"\napi_secret_env = \"S\"\nevents = { signup_submitted = \"session_start\" }\n",
         )
         .unwrap();
-        let keys: Vec<String> = cfg.validate(&|_| None).into_iter().map(|(k, _)| k).collect();
-        for k in ["measurement_id", "api_secret_env", "events.signup_submitted"] {
+        let keys: Vec<String> = cfg
+            .validate(&|_| None)
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        for k in [
+            "measurement_id",
+            "api_secret_env",
+            "events.signup_submitted",
+        ] {
             assert!(keys.contains(&k.to_string()), "{k} in {keys:?}");
         }
-        let ok: Ga4MpSinkConfig =
-            toml::from_str("measurement_id = \"G-ABC123\"\napi_secret_env = \"S\"\nall_events = true\n").unwrap();
+        let ok: Ga4MpSinkConfig = toml::from_str(
+            "measurement_id = \"G-ABC123\"\napi_secret_env = \"S\"\nall_events = true\n",
+        )
+        .unwrap();
         assert!(ok.validate(&|_| Some("s".into())).is_empty());
     }
 }

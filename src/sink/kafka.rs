@@ -31,14 +31,35 @@ use crate::event::Envelope;
 /// Producer settings that would break the delivery guarantees above, or
 /// that have their own key here.
 const DENIED_OPTIONS: [(&str, &str); 12] = [
-    ("enable.idempotence", "the sink always produces idempotently"),
-    ("acks", "the sink always waits for all in-sync replicas (acks=all)"),
-    ("request.required.acks", "the sink always waits for all in-sync replicas (acks=all)"),
+    (
+        "enable.idempotence",
+        "the sink always produces idempotently",
+    ),
+    (
+        "acks",
+        "the sink always waits for all in-sync replicas (acks=all)",
+    ),
+    (
+        "request.required.acks",
+        "the sink always waits for all in-sync replicas (acks=all)",
+    ),
     ("retries", "the idempotent producer needs its retries"),
-    ("message.send.max.retries", "the idempotent producer needs its retries"),
-    ("max.in.flight", "the idempotent producer manages in-flight requests"),
-    ("max.in.flight.requests.per.connection", "the idempotent producer manages in-flight requests"),
-    ("transactional.id", "transactions are not supported by this sink"),
+    (
+        "message.send.max.retries",
+        "the idempotent producer needs its retries",
+    ),
+    (
+        "max.in.flight",
+        "the idempotent producer manages in-flight requests",
+    ),
+    (
+        "max.in.flight.requests.per.connection",
+        "the idempotent producer manages in-flight requests",
+    ),
+    (
+        "transactional.id",
+        "transactions are not supported by this sink",
+    ),
     ("bootstrap.servers", "use the brokers key"),
     ("metadata.broker.list", "use the brokers key"),
     ("message.timeout.ms", "use the message_timeout key"),
@@ -82,7 +103,9 @@ impl KafkaSinkConfig {
         if let Err(m) = check_topic(&self.topic) {
             bad("topic", m);
         }
-        if self.message_timeout < Duration::from_millis(100) || self.message_timeout > Duration::from_secs(3600) {
+        if self.message_timeout < Duration::from_millis(100)
+            || self.message_timeout > Duration::from_secs(3600)
+        {
             bad("message_timeout", "between 100ms and 1h".into());
         }
         for key in self.options.keys() {
@@ -100,7 +123,10 @@ impl KafkaSinkConfig {
         if problems.is_empty()
             && let Err(e) = self.client_config().create_native_config()
         {
-            problems.push(("options".into(), format!("librdkafka refused the settings: {e}")));
+            problems.push((
+                "options".into(),
+                format!("librdkafka refused the settings: {e}"),
+            ));
         }
         problems
     }
@@ -113,7 +139,10 @@ impl KafkaSinkConfig {
         c.set("bootstrap.servers", &self.brokers)
             .set("enable.idempotence", "true")
             .set("acks", "all")
-            .set("message.timeout.ms", self.message_timeout.as_millis().to_string());
+            .set(
+                "message.timeout.ms",
+                self.message_timeout.as_millis().to_string(),
+            );
         c
     }
 }
@@ -139,7 +168,10 @@ fn check_topic(topic: &str) -> Result<(), String> {
     if topic.is_empty() || topic.len() > 249 || topic == "." || topic == ".." {
         return Err("a topic name is 1 to 249 characters, not \".\" or \"..\"".into());
     }
-    if !topic.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')) {
+    if !topic
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
         return Err("a topic name is letters, digits, '.', '_' and '-'".into());
     }
     Ok(())
@@ -191,6 +223,13 @@ impl KafkaSink {
         })
     }
 
+    /// Go by `name` in metrics and logs instead of `name`/the type from
+    /// the config (e.g. the unique name `sink::unique_name` gives).
+    pub fn named(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
     fn producer(&self) -> Arc<FutureProducer> {
         match self.producer.read() {
             Ok(p) => p.clone(),
@@ -228,7 +267,11 @@ fn create(config: &ClientConfig) -> Result<FutureProducer, SinkBuildError> {
 
 /// The record key: the device, so a device's events keep their order.
 pub fn message_key(envelope: &Envelope) -> &str {
-    envelope.event.device_id.as_deref().unwrap_or(&envelope.event.event_id)
+    envelope
+        .event
+        .device_id
+        .as_deref()
+        .unwrap_or(&envelope.event.event_id)
 }
 
 /// Whether retrying the same message can ever succeed.
@@ -251,7 +294,9 @@ impl Sink for KafkaSink {
     }
 
     fn check(&self, envelope: &Envelope) -> Result<(), String> {
-        let size = serde_json::to_vec(&envelope.event).map_err(|e| e.to_string())?.len();
+        let size = serde_json::to_vec(&envelope.event)
+            .map_err(|e| e.to_string())?
+            .len();
         if size > self.max_payload_bytes {
             return Err(format!(
                 "the event is {size} bytes, over the {} bytes a message may hold (message.max.bytes)",
@@ -295,7 +340,10 @@ impl Sink for KafkaSink {
                 .map_err(|(e, _)| {
                     if is_permanent(&e) {
                         SinkError::Rejected {
-                            message: format!("kafka refused event {}: {e}", envelope.event.event_id),
+                            message: format!(
+                                "kafka refused event {}: {e}",
+                                envelope.event.event_id
+                            ),
                         }
                     } else {
                         SinkError::Retryable {
@@ -313,15 +361,16 @@ impl Sink for KafkaSink {
         self.replace_if_fatal(&producer);
         // A retryable failure wins over a rejection: the whole batch comes
         // back, and the event that is truly too big is caught by `check`.
-        let first_retryable = results
-            .iter()
-            .find_map(|r| match r {
-                Err(SinkError::Retryable { message, .. }) => Some(message.clone()),
-                _ => None,
-            });
+        let first_retryable = results.iter().find_map(|r| match r {
+            Err(SinkError::Retryable { message, .. }) => Some(message.clone()),
+            _ => None,
+        });
         match first_retryable {
             Some(message) => Err(SinkError::Retryable {
-                message: format!("{failed} of {} messages not acknowledged; first: {message}", batch.len()),
+                message: format!(
+                    "{failed} of {} messages not acknowledged; first: {message}",
+                    batch.len()
+                ),
                 retry_after: None,
             }),
             None => results
@@ -337,12 +386,16 @@ mod tests {
     use super::*;
 
     fn cfg(extra: &str) -> KafkaSinkConfig {
-        toml::from_str(&format!("brokers = \"127.0.0.1:9092\"\ntopic = \"touchpoints\"\n{extra}")).unwrap()
+        toml::from_str(&format!(
+            "brokers = \"127.0.0.1:9092\"\ntopic = \"touchpoints\"\n{extra}"
+        ))
+        .unwrap()
     }
 
     #[test]
     fn guarantees_cannot_be_configured_away() {
-        let problems = cfg("options = { acks = \"1\", \"enable.idempotence\" = \"false\" }").validate(&|_| None);
+        let problems = cfg("options = { acks = \"1\", \"enable.idempotence\" = \"false\" }")
+            .validate(&|_| None);
         let keys: Vec<&str> = problems.iter().map(|(k, _)| k.as_str()).collect();
         assert!(keys.contains(&"options.acks"), "{keys:?}");
         assert!(keys.contains(&"options.enable.idempotence"), "{keys:?}");
@@ -350,7 +403,11 @@ mod tests {
 
     #[test]
     fn librdkafka_checks_the_options() {
-        assert!(cfg("options = { \"compression.type\" = \"lz4\" }").validate(&|_| None).is_empty());
+        assert!(
+            cfg("options = { \"compression.type\" = \"lz4\" }")
+                .validate(&|_| None)
+                .is_empty()
+        );
         let p = cfg("options = { \"no.such.setting\" = \"1\" }").validate(&|_| None);
         assert_eq!(p.len(), 1, "{p:?}");
         assert_eq!(p[0].0, "options");

@@ -80,7 +80,10 @@ impl MetaCapiSinkConfig {
         let mut problems = Vec::new();
         let mut bad = |k: &str, m: String| problems.push((k.to_string(), m));
         if self.pixel_id.is_empty() || !self.pixel_id.bytes().all(|b| b.is_ascii_digit()) {
-            bad("pixel_id", "the pixel id is a number, e.g. \"123456789012345\"".into());
+            bad(
+                "pixel_id",
+                "the pixel id is a number, e.g. \"123456789012345\"".into(),
+            );
         }
         match env(&self.access_token_env) {
             None => bad(
@@ -90,9 +93,10 @@ impl MetaCapiSinkConfig {
                     self.access_token_env
                 ),
             ),
-            Some(t) if t.trim().is_empty() => {
-                bad("access_token_env", format!("environment variable {} is empty", self.access_token_env))
-            }
+            Some(t) if t.trim().is_empty() => bad(
+                "access_token_env",
+                format!("environment variable {} is empty", self.access_token_env),
+            ),
             Some(_) => {}
         }
         if let Some(e) = &self.endpoint
@@ -101,7 +105,10 @@ impl MetaCapiSinkConfig {
             bad("endpoint", m);
         }
         if !valid_api_version(&self.api_version) {
-            bad("api_version", "a Graph API version looks like \"v25.0\"".into());
+            bad(
+                "api_version",
+                "a Graph API version looks like \"v25.0\"".into(),
+            );
         }
         if self.events.is_empty() {
             bad(
@@ -111,13 +118,19 @@ impl MetaCapiSinkConfig {
         }
         for (from, to) in &self.events {
             if to.trim().is_empty() || to.len() > 100 || to.chars().any(char::is_control) {
-                bad(&format!("events.{from}"), "a Meta event name is 1 to 100 printable characters".into());
+                bad(
+                    &format!("events.{from}"),
+                    "a Meta event name is 1 to 100 printable characters".into(),
+                );
             }
         }
         if let Some(code) = &self.test_event_code
             && (code.is_empty() || !code.chars().all(|c| c.is_ascii_alphanumeric()))
         {
-            bad("test_event_code", "a test event code is letters and digits, e.g. \"TEST12345\"".into());
+            bad(
+                "test_event_code",
+                "a test event code is letters and digits, e.g. \"TEST12345\"".into(),
+            );
         }
         if self.timeout.is_zero() {
             bad("timeout", "must be more than zero".into());
@@ -236,7 +249,9 @@ pub fn server_event(
         match v {
             None => Ok(Vec::new()),
             Some(h) if is_sha256_hex(h) => Ok(vec![h.clone()]),
-            Some(_) => Err(format!("{key} is not a SHA-256 hex digest; refusing to send it")),
+            Some(_) => Err(format!(
+                "{key} is not a SHA-256 hex digest; refusing to send it"
+            )),
         }
     };
     let em = hashed("em", &m.em)?;
@@ -318,11 +333,17 @@ fn judge(status: http::StatusCode, body: &[u8], sent: usize) -> Result<(), SinkE
         }) = serde_json::from_slice(body)
             && n != sent
         {
-            tracing::warn!(sent, received = n, "meta_capi: Meta counted a different number of events");
+            tracing::warn!(
+                sent,
+                received = n,
+                "meta_capi: Meta counted a different number of events"
+            );
         }
         return Ok(());
     }
-    let error = serde_json::from_slice::<ErrorAnswer>(body).map(|a| a.error).ok();
+    let error = serde_json::from_slice::<ErrorAnswer>(body)
+        .map(|a| a.error)
+        .ok();
     let message = match &error {
         Some(e) => {
             let mut m = format!("Meta answered HTTP {status}");
@@ -346,7 +367,8 @@ fn judge(status: http::StatusCode, body: &[u8], sent: usize) -> Result<(), SinkE
     let retry = match &error {
         Some(e) => {
             e.is_transient
-                || e.code.is_some_and(|c| TRANSIENT_CODES.contains(&c) || c == TOKEN_ERROR_CODE)
+                || e.code
+                    .is_some_and(|c| TRANSIENT_CODES.contains(&c) || c == TOKEN_ERROR_CODE)
         }
         None => false,
     } || matches!(status.as_u16(), 401 | 403);
@@ -387,9 +409,12 @@ impl MetaCapiSink {
         }
         let access_token = env(&cfg.access_token_env)
             .map(|t| t.trim().to_string())
-            .ok_or_else(|| SinkBuildError::Invalid(vec![("access_token_env".into(), "not set".into())]))?;
+            .ok_or_else(|| {
+                SinkBuildError::Invalid(vec![("access_token_env".into(), "not set".into())])
+            })?;
         let base = match &cfg.endpoint {
-            Some(e) => ad_http::base_url(e).map_err(|m| SinkBuildError::Invalid(vec![("endpoint".into(), m)]))?,
+            Some(e) => ad_http::base_url(e)
+                .map_err(|m| SinkBuildError::Invalid(vec![("endpoint".into(), m)]))?,
             None => DEFAULT_BASE.to_string(),
         };
         Ok(MetaCapiSink {
@@ -401,6 +426,13 @@ impl MetaCapiSink {
             timeout: cfg.timeout,
             client: ad_http::client()?,
         })
+    }
+
+    /// Go by `name` in metrics and logs instead of `name`/the type from
+    /// the config (e.g. the unique name `sink::unique_name` gives).
+    pub fn named(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
     }
 
     fn meta_name(&self, event: &Event) -> Option<&str> {
@@ -429,7 +461,10 @@ impl Sink for MetaCapiSink {
         let now = OffsetDateTime::now_utc();
         let mut data = Vec::with_capacity(batch.len());
         for envelope in batch {
-            let Some(name) = self.meta_name(&envelope.event).filter(|_| envelope.event.consent.ads) else {
+            let Some(name) = self
+                .meta_name(&envelope.event)
+                .filter(|_| envelope.event.consent.ads)
+            else {
                 continue;
             };
             match server_event(envelope, name, now) {
@@ -469,7 +504,13 @@ mod tests {
     const NOW: OffsetDateTime = datetime!(2026-11-29 10:00:00 UTC);
 
     fn envelope(at: OffsetDateTime) -> Envelope {
-        let mut e = Event::new("e1".into(), "signup_submitted".into(), Origin::Proxy, at, at);
+        let mut e = Event::new(
+            "e1".into(),
+            "signup_submitted".into(),
+            Origin::Proxy,
+            at,
+            at,
+        );
         e.client.context = Some(serde_json::json!({"cid": "c-42"}));
         Envelope {
             event: e,
@@ -514,17 +555,29 @@ mod tests {
 
         let mut env = envelope(NOW);
         env.ad_match.as_mut().unwrap().client_user_agent = None;
-        assert!(server_event(&env, "Lead", NOW).unwrap_err().contains("client_user_agent"));
+        assert!(
+            server_event(&env, "Lead", NOW)
+                .unwrap_err()
+                .contains("client_user_agent")
+        );
 
         let mut env = envelope(NOW);
         env.ad_match.as_mut().unwrap().em = Some("someone@example.com".into());
-        assert!(server_event(&env, "Lead", NOW).unwrap_err().contains("SHA-256"));
+        assert!(
+            server_event(&env, "Lead", NOW)
+                .unwrap_err()
+                .contains("SHA-256")
+        );
 
         let mut env = envelope(NOW);
         let m = env.ad_match.as_mut().unwrap();
         m.em = None;
         m.fbc = None;
-        assert!(server_event(&env, "Lead", NOW).unwrap_err().contains("customer information"));
+        assert!(
+            server_event(&env, "Lead", NOW)
+                .unwrap_err()
+                .contains("customer information")
+        );
 
         let mut env = envelope(NOW);
         env.ad_match.as_mut().unwrap().event_source_url = Some("/signup".into());
@@ -583,8 +636,18 @@ mod tests {
             events = { signup_submitted = "" }
         "#;
         let cfg: MetaCapiSinkConfig = toml::from_str(toml).unwrap();
-        let keys: Vec<String> = cfg.validate(&|_| None).into_iter().map(|(k, _)| k).collect();
-        for k in ["pixel_id", "access_token_env", "endpoint", "api_version", "events.signup_submitted"] {
+        let keys: Vec<String> = cfg
+            .validate(&|_| None)
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        for k in [
+            "pixel_id",
+            "access_token_env",
+            "endpoint",
+            "api_version",
+            "events.signup_submitted",
+        ] {
             assert!(keys.contains(&k.to_string()), "{k} in {keys:?}");
         }
         let good: MetaCapiSinkConfig = toml::from_str(
@@ -594,6 +657,10 @@ mod tests {
         assert!(good.validate(&|_| Some("token".into())).is_empty());
         let none: MetaCapiSinkConfig =
             toml::from_str("pixel_id = \"123\"\naccess_token_env = \"T\"\n").unwrap();
-        assert!(none.validate(&|_| Some("token".into())).iter().any(|(k, _)| k == "events"));
+        assert!(
+            none.validate(&|_| Some("token".into()))
+                .iter()
+                .any(|(k, _)| k == "events")
+        );
     }
 }

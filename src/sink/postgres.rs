@@ -108,7 +108,9 @@ impl TableName {
             let ok = !part.is_empty()
                 && part.len() <= max
                 && part.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
-                && part.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
             if ok {
                 Ok(part.to_string())
             } else {
@@ -257,8 +259,10 @@ impl<'a> Columns<'a> {
             for (col, v) in c.text.iter_mut().zip(text) {
                 col.push(v);
             }
-            c.occurred_at.push(Some(rfc3339_millis::format(e.occurred_at)));
-            c.received_at.push(Some(rfc3339_millis::format(e.received_at)));
+            c.occurred_at
+                .push(Some(rfc3339_millis::format(e.occurred_at)));
+            c.received_at
+                .push(Some(rfc3339_millis::format(e.received_at)));
             c.valid.push(touch.map(|t| t.valid));
             c.status.push(e.status.map(i32::from));
             c.payload.push(Some(payload(envelope)?));
@@ -313,14 +317,16 @@ impl PostgresSink {
         }
         let invalid = |m: &str| SinkBuildError::Invalid(vec![("url_env".into(), m.into())]);
         let url = env(&cfg.url_env).ok_or_else(|| invalid("not set"))?;
-        let mut pg = tokio_postgres::Config::from_str(&url).map_err(|_| invalid("not a connection string"))?;
+        let mut pg = tokio_postgres::Config::from_str(&url)
+            .map_err(|_| invalid("not a connection string"))?;
         if pg.get_connect_timeout().is_none() {
             pg.connect_timeout(cfg.timeout);
         }
         if pg.get_application_name().is_none() {
             pg.application_name("touchgate");
         }
-        let table = TableName::parse(&cfg.table).map_err(|m| SinkBuildError::Invalid(vec![("table".into(), m)]))?;
+        let table = TableName::parse(&cfg.table)
+            .map_err(|m| SinkBuildError::Invalid(vec![("table".into(), m)]))?;
         Ok(PostgresSink {
             name: cfg.name.clone().unwrap_or_else(|| "postgres".into()),
             table,
@@ -329,6 +335,13 @@ impl PostgresSink {
             timeout: cfg.timeout,
             current: tokio::sync::Mutex::new(None),
         })
+    }
+
+    /// Go by `name` in metrics and logs instead of `name`/the type from
+    /// the config (e.g. the unique name `sink::unique_name` gives).
+    pub fn named(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
     }
 
     /// The open connection, or a new one (table created, insert prepared).
@@ -340,14 +353,23 @@ impl PostgresSink {
         *current = None;
         let fresh = tokio::time::timeout(self.timeout, self.connect())
             .await
-            .map_err(|_| retryable(format!("could not connect within {}", humantime::format_duration(self.timeout))))??;
+            .map_err(|_| {
+                retryable(format!(
+                    "could not connect within {}",
+                    humantime::format_duration(self.timeout)
+                ))
+            })??;
         let fresh = Arc::new(fresh);
         *current = Some(fresh.clone());
         Ok(fresh)
     }
 
     async fn connect(&self) -> Result<Connection, SinkError> {
-        let (client, connection) = self.pg.connect(NoTls).await.map_err(|e| classify(&e, "connect"))?;
+        let (client, connection) = self
+            .pg
+            .connect(NoTls)
+            .await
+            .map_err(|e| classify(&e, "connect"))?;
         let name = self.name.clone();
         tokio::spawn(async move {
             if let Err(e) = connection.await {
@@ -359,7 +381,10 @@ impl PostgresSink {
                 "BEGIN;\nSELECT pg_advisory_xact_lock({DDL_LOCK_KEY});\n{}COMMIT;",
                 create_table_sql(&self.table)
             );
-            client.batch_execute(&ddl).await.map_err(|e| classify(&e, "create table"))?;
+            client
+                .batch_execute(&ddl)
+                .await
+                .map_err(|e| classify(&e, "create table"))?;
         }
         let insert = client
             .prepare(&insert_sql(&self.table))
@@ -475,9 +500,14 @@ mod tests {
 
     #[test]
     fn table_names_are_identifiers() {
-        assert_eq!(TableName::parse("touchpoint_events").unwrap().quoted(), "\"touchpoint_events\"");
         assert_eq!(
-            TableName::parse("analytics.touchpoint_events").unwrap().quoted(),
+            TableName::parse("touchpoint_events").unwrap().quoted(),
+            "\"touchpoint_events\""
+        );
+        assert_eq!(
+            TableName::parse("analytics.touchpoint_events")
+                .unwrap()
+                .quoted(),
             "\"analytics\".\"touchpoint_events\""
         );
         for bad in [
@@ -497,11 +527,20 @@ mod tests {
 
     #[test]
     fn config_is_validated() {
-        let cfg: PostgresSinkConfig = toml::from_str("url_env = \"PG\"\ntable = \"Bad-Name\"\n").unwrap();
-        let keys: Vec<String> = cfg.validate(&|_| None).into_iter().map(|(k, _)| k).collect();
+        let cfg: PostgresSinkConfig =
+            toml::from_str("url_env = \"PG\"\ntable = \"Bad-Name\"\n").unwrap();
+        let keys: Vec<String> = cfg
+            .validate(&|_| None)
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
         assert_eq!(keys, ["table", "url_env"]);
-        let cfg: PostgresSinkConfig = toml::from_str("url_env = \"PG\"\ntable = \"events\"\n").unwrap();
-        assert!(cfg.validate(&|_| Some("postgresql://u:p@127.0.0.1:5432/db".into())).is_empty());
+        let cfg: PostgresSinkConfig =
+            toml::from_str("url_env = \"PG\"\ntable = \"events\"\n").unwrap();
+        assert!(
+            cfg.validate(&|_| Some("postgresql://u:p@127.0.0.1:5432/db".into()))
+                .is_empty()
+        );
         let tls = cfg.validate(&|_| Some("postgresql://u:secretpw@h/db?sslmode=require".into()));
         assert_eq!(tls.len(), 1);
         assert!(tls[0].1.contains("TLS") && !tls[0].1.contains("secretpw"));
@@ -511,9 +550,27 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_ddl_is_the_one_the_sink_runs() {
+        let doc = include_str!("../../deploy/warehouse/postgres_table.sql");
+        let sql: String = doc
+            .lines()
+            .filter(|l| !l.starts_with("--"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let table = TableName::parse("touchpoint_events").unwrap();
+        assert_eq!(sql.trim(), create_table_sql(&table).trim());
+    }
+
+    #[test]
     fn nul_characters_are_caught_before_the_batch() {
         let t = time::macros::datetime!(2026-11-29 10:00:00 UTC);
-        let e = crate::event::Event::new("a\0b".into(), "x".into(), crate::event::Origin::Ingest, t, t);
+        let e = crate::event::Event::new(
+            "a\0b".into(),
+            "x".into(),
+            crate::event::Origin::Ingest,
+            t,
+            t,
+        );
         assert!(payload(&Envelope::new(e)).is_err());
     }
 }

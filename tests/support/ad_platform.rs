@@ -95,7 +95,11 @@ impl FakePlatform {
                             let body = body.collect().await?.to_bytes().to_vec();
                             let recorded = Recorded {
                                 method: parts.method.to_string(),
-                                target: parts.uri.path_and_query().map(|p| p.to_string()).unwrap_or_default(),
+                                target: parts
+                                    .uri
+                                    .path_and_query()
+                                    .map(|p| p.to_string())
+                                    .unwrap_or_default(),
                                 content_type: parts
                                     .headers
                                     .get("content-type")
@@ -122,10 +126,14 @@ impl FakePlatform {
                             for (k, v) in &answer.headers {
                                 response = response.header(k, v);
                             }
-                            Ok::<_, hyper::Error>(response.body(Full::new(Bytes::from(answer.body))).unwrap())
+                            Ok::<_, hyper::Error>(
+                                response.body(Full::new(Bytes::from(answer.body))).unwrap(),
+                            )
                         }
                     });
-                    let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
                 });
             }
         });

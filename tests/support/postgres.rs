@@ -24,9 +24,16 @@ impl PgServer {
         let as_postgres = run_plain("id", &["-u"]).trim() == "0";
         let dir = tempfile::Builder::new().prefix("tg-pg-").tempdir().unwrap();
         if as_postgres {
-            run_plain("chown", &["-R", "postgres:postgres", dir.path().to_str().unwrap()]);
+            run_plain(
+                "chown",
+                &["-R", "postgres:postgres", dir.path().to_str().unwrap()],
+            );
         }
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let server = PgServer {
             dir,
             port,
@@ -35,7 +42,18 @@ impl PgServer {
         let data = server.data();
         server.pg(
             "initdb",
-            &["-D", &data, "-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync", "--no-instructions"],
+            &[
+                "-D",
+                &data,
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+                "--no-sync",
+                "--no-instructions",
+            ],
         );
         server.start_again();
         server
@@ -52,17 +70,47 @@ impl PgServer {
         let log = self.log();
         self.pg(
             "pg_ctl",
-            &["-D", &self.data(), "-l", &log, "-m", "fast", "-w", "-t", "60", "-o", &self.options(), "restart"],
+            &[
+                "-D",
+                &self.data(),
+                "-l",
+                &log,
+                "-m",
+                "fast",
+                "-w",
+                "-t",
+                "60",
+                "-o",
+                &self.options(),
+                "restart",
+            ],
         );
     }
 
     pub fn stop(&self) {
-        self.pg("pg_ctl", &["-D", &self.data(), "-m", "fast", "-w", "-t", "60", "stop"]);
+        self.pg(
+            "pg_ctl",
+            &["-D", &self.data(), "-m", "fast", "-w", "-t", "60", "stop"],
+        );
     }
 
     pub fn start_again(&self) {
         let log = self.log();
-        self.pg("pg_ctl", &["-D", &self.data(), "-l", &log, "-w", "-t", "60", "-o", &self.options(), "start"]);
+        self.pg(
+            "pg_ctl",
+            &[
+                "-D",
+                &self.data(),
+                "-l",
+                &log,
+                "-w",
+                "-t",
+                "60",
+                "-o",
+                &self.options(),
+                "start",
+            ],
+        );
     }
 
     fn options(&self) -> String {
@@ -113,12 +161,18 @@ impl Drop for PgServer {
             Command::new(&exe)
         };
         // Best effort: the server may already be stopped by the test.
-        let _ = cmd.args(["-D", &data, "-m", "immediate", "-w", "stop"]).output();
+        let _ = cmd
+            .args(["-D", &data, "-m", "immediate", "-w", "stop"])
+            .output();
     }
 }
 
 fn run_plain(cmd: &str, args: &[&str]) -> String {
     let out = Command::new(cmd).args(args).output().unwrap();
-    assert!(out.status.success(), "{cmd} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
