@@ -1,25 +1,43 @@
-//! A throwaway PostgreSQL server for one test: Debian's PostgreSQL 15
-//! binaries, a fresh data directory in a temp dir, trust auth, 127.0.0.1 on
+//! A throwaway PostgreSQL server for one test: Debian's PostgreSQL binaries
+//! (the newest `/usr/lib/postgresql/*/bin`, else those on PATH), a fresh
+//! data directory in a temp dir, trust auth, 127.0.0.1 on
 //! a free port. initdb refuses to run as root, so as root every command runs
 //! as the `postgres` user (`runuser`). Stopped on drop.
 
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
-const BIN: &str = "/usr/lib/postgresql/15/bin";
+/// The directory of initdb/pg_ctl: the newest Debian install, else empty
+/// (the tools are then looked up on PATH).
+fn bin_dir() -> PathBuf {
+    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let version = e.file_name().to_str()?.parse::<u32>().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("initdb").exists().then_some((version, bin))
+        })
+        .collect();
+    found.sort();
+    found.pop().map(|(_, bin)| bin).unwrap_or_default()
+}
 
 pub struct PgServer {
     dir: tempfile::TempDir,
     port: u16,
     as_postgres: bool,
+    bin: PathBuf,
 }
 
 impl PgServer {
     pub fn start() -> PgServer {
+        let bin = bin_dir();
         assert!(
-            Path::new(BIN).join("initdb").exists(),
-            "PostgreSQL 15 is needed for this test: apt-get install postgresql-15"
+            bin.join("initdb").exists() || run_ok("initdb", &["--version"]),
+            "PostgreSQL is needed for this test: apt-get install postgresql"
         );
         let as_postgres = run_plain("id", &["-u"]).trim() == "0";
         let dir = tempfile::Builder::new().prefix("tg-pg-").tempdir().unwrap();
@@ -38,6 +56,7 @@ impl PgServer {
             dir,
             port,
             as_postgres,
+            bin,
         };
         let data = server.data();
         server.pg(
@@ -130,7 +149,7 @@ impl PgServer {
     }
 
     fn pg(&self, tool: &str, args: &[&str]) {
-        let exe: PathBuf = Path::new(BIN).join(tool);
+        let exe: PathBuf = self.bin.join(tool);
         let mut cmd = if self.as_postgres {
             let mut c = Command::new("runuser");
             c.args(["-u", "postgres", "--"]).arg(&exe);
@@ -152,7 +171,7 @@ impl PgServer {
 impl Drop for PgServer {
     fn drop(&mut self) {
         let data = self.data();
-        let exe = Path::new(BIN).join("pg_ctl");
+        let exe = self.bin.join("pg_ctl");
         let mut cmd = if self.as_postgres {
             let mut c = Command::new("runuser");
             c.args(["-u", "postgres", "--"]).arg(&exe);
@@ -165,6 +184,13 @@ impl Drop for PgServer {
             .args(["-D", &data, "-m", "immediate", "-w", "stop"])
             .output();
     }
+}
+
+fn run_ok(cmd: &str, args: &[&str]) -> bool {
+    Command::new(cmd)
+        .args(args)
+        .output()
+        .is_ok_and(|o| o.status.success())
 }
 
 fn run_plain(cmd: &str, args: &[&str]) -> String {
