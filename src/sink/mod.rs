@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::event::Envelope;
 
+mod ad_http;
 pub mod delivery;
 pub mod file;
 pub mod ga4_mp;
@@ -167,6 +168,17 @@ pub enum SinkError {
     /// events go to the dead-letter file.
     #[error("rejected: {message}")]
     Rejected { message: String },
+}
+
+/// Why a sink could not be built from its config.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkBuildError {
+    /// The config has problems, as `(key, message)` pairs like `validate`.
+    #[error("{}", .0.iter().map(|(k, m)| format!("{k}: {m}")).collect::<Vec<_>>().join("; "))]
+    Invalid(Vec<(String, String)>),
+    /// The client library refused to start (e.g. librdkafka).
+    #[error("{0}")]
+    Client(String),
 }
 
 #[async_trait]

@@ -1,0 +1,258 @@
+//! The postgres sink against a real PostgreSQL started for the test: batch
+//! inserts with the documented columns, idempotent re-inserts, and a server
+//! stopped or restarted mid-stream.
+
+#[path = "support/postgres.rs"]
+mod pg;
+
+use pg::PgServer;
+use time::macros::datetime;
+use tokio_postgres::NoTls;
+use touchgate::event::{AdMatch, Envelope, Event, Origin, Page, Touch, TouchAt};
+use touchgate::sink::postgres::{PostgresSink, PostgresSinkConfig};
+use touchgate::sink::{Sink, SinkError};
+
+fn sink(url: &str, table: &str) -> PostgresSink {
+    let cfg: PostgresSinkConfig = toml::from_str(&format!(
+        "url_env = \"TEST_PG_URL\"\ntable = \"{table}\"\ntimeout = \"10s\"\n"
+    ))
+    .unwrap();
+    let url = url.to_string();
+    PostgresSink::new(&cfg, &move |k| (k == "TEST_PG_URL").then(|| url.clone())).unwrap()
+}
+
+fn envelopes(prefix: &str, n: usize) -> Vec<Envelope> {
+    let at = datetime!(2026-11-29 10:00:00.123 UTC);
+    (0..n)
+        .map(|i| {
+            let mut e = Event::new(
+                format!("{prefix}{i:04}"),
+                "signup_submitted".into(),
+                Origin::Proxy,
+                at,
+                at,
+            );
+            e.device_id = Some(format!("{:032x}", i));
+            e.lead_id = (i % 2 == 0).then(|| format!("{:032x}", i + 1000));
+            e.status = Some(303);
+            e.page = Some(Page {
+                url: "https://shop.example/signup".into(),
+                path: "/signup".into(),
+                referrer_host: None,
+            });
+            e.touch = Some(Touch {
+                source: Some("google".into()),
+                medium: Some("cpc".into()),
+                campaign: Some("spring".into()),
+                click_id_type: Some("gclid".into()),
+                channel: "Paid Search".into(),
+                valid: true,
+                ..Touch::default()
+            });
+            e.last_touch = Some(TouchAt {
+                touch: Touch {
+                    source: Some("newsletter".into()),
+                    medium: Some("email".into()),
+                    channel: "Email".into(),
+                    valid: true,
+                    ..Touch::default()
+                },
+                at,
+            });
+            Envelope {
+                event: e,
+                ad_match: Some(AdMatch {
+                    em: Some("e".repeat(64)),
+                    ..AdMatch::default()
+                }),
+            }
+        })
+        .collect()
+}
+
+async fn query(url: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(url, NoTls).await.unwrap();
+    tokio::spawn(conn);
+    client
+}
+
+async fn count(url: &str, table: &str) -> i64 {
+    query(url)
+        .await
+        .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test]
+async fn batches_land_once_with_the_documented_columns() {
+    let server = PgServer::start();
+    let url = server.url();
+    let sink = sink(&url, "analytics.touchpoint_events");
+    let batch = envelopes("a", 300);
+    sink.send(&batch).await.unwrap();
+    assert_eq!(count(&url, "analytics.touchpoint_events").await, 300);
+
+    // The same batch again, and a batch holding a duplicate: nothing new.
+    sink.send(&batch).await.unwrap();
+    let mut mixed = envelopes("a", 3);
+    mixed.extend(envelopes("b", 2));
+    mixed.push(mixed[3].clone());
+    sink.send(&mixed).await.unwrap();
+    assert_eq!(count(&url, "analytics.touchpoint_events").await, 302);
+
+    let c = query(&url).await;
+    let row = c
+        .query_one(
+            "SELECT event_name, origin, occurred_at = '2026-11-29T10:00:00.123Z'::timestamptz, device_id, lead_id, \
+             channel, source, medium, campaign, click_id_type, valid, last_channel, last_source, page_path, status, \
+             payload->>'event_id', payload ? 'ad_match', payload::text LIKE '%eeeeeeee%' \
+             FROM analytics.touchpoint_events WHERE event_id = 'a0002'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "signup_submitted");
+    assert_eq!(row.get::<_, String>(1), "proxy");
+    assert!(row.get::<_, bool>(2));
+    assert_eq!(row.get::<_, String>(3), format!("{:032x}", 2));
+    assert_eq!(
+        row.get::<_, Option<String>>(4),
+        Some(format!("{:032x}", 1002))
+    );
+    assert_eq!(row.get::<_, String>(5), "Paid Search");
+    assert_eq!(row.get::<_, String>(6), "google");
+    assert_eq!(row.get::<_, String>(7), "cpc");
+    assert_eq!(row.get::<_, String>(8), "spring");
+    assert_eq!(row.get::<_, String>(9), "gclid");
+    assert!(row.get::<_, bool>(10));
+    assert_eq!(row.get::<_, String>(11), "Email");
+    assert_eq!(row.get::<_, String>(12), "newsletter");
+    assert_eq!(row.get::<_, String>(13), "/signup");
+    assert_eq!(row.get::<_, i32>(14), 303);
+    assert_eq!(row.get::<_, String>(15), "a0002");
+    assert!(
+        !row.get::<_, bool>(16),
+        "ad-match keys must not reach the table"
+    );
+    assert!(
+        !row.get::<_, bool>(17),
+        "ad-match keys must not reach the table"
+    );
+    let odd: Option<String> = c
+        .query_one(
+            "SELECT lead_id FROM analytics.touchpoint_events WHERE event_id = 'a0001'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(odd, None);
+
+    // The documented indexes exist.
+    let indexes: i64 = c
+        .query_one(
+            "SELECT count(*) FROM pg_indexes WHERE schemaname = 'analytics' AND tablename = 'touchpoint_events'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(indexes, 6, "primary key + 5 indexes");
+}
+
+#[tokio::test]
+async fn server_down_is_retryable_and_the_sink_reconnects() {
+    let server = PgServer::start();
+    let url = server.url();
+    let sink = sink(&url, "touchpoint_events");
+    sink.send(&envelopes("a", 10)).await.unwrap();
+
+    server.stop();
+    let during = envelopes("b", 10);
+    match sink.send(&during).await {
+        Err(SinkError::Retryable { message, .. }) => {
+            assert!(message.contains("postgres"), "{message}")
+        }
+        other => panic!("expected Retryable with the server down, got {other:?}"),
+    }
+    server.start_again();
+    sink.send(&during).await.unwrap();
+    assert_eq!(count(&url, "touchpoint_events").await, 20);
+
+    // A restart between two batches: the old connection is dead. The sink
+    // either notices before sending, or fails the batch as retryable once
+    // and succeeds on the next attempt, as the delivery machinery retries.
+    server.restart();
+    let after = envelopes("c", 10);
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match sink.send(&after).await {
+            Ok(()) => break,
+            Err(SinkError::Retryable { .. }) if attempts < 3 => continue,
+            Err(e) => panic!("attempt {attempts}: {e}"),
+        }
+    }
+    assert_eq!(count(&url, "touchpoint_events").await, 30);
+}
+
+#[tokio::test]
+async fn a_bad_event_is_caught_by_check_not_by_the_server() {
+    let server = PgServer::start();
+    let sink = sink(&server.url(), "touchpoint_events");
+    let mut bad = envelopes("a", 1).remove(0);
+    bad.event
+        .properties
+        .insert("note".into(), "nul\0here".into());
+    assert!(sink.check(&bad).is_err());
+    assert!(sink.check(&envelopes("a", 1)[0]).is_ok());
+}
+
+/// deploy/warehouse/postgres_dedupe.sql: duplicates loaded raw come out of
+/// the view once, as the copy received first.
+#[tokio::test]
+async fn the_warehouse_dedupe_view_keeps_the_first_received_copy() {
+    let server = PgServer::start();
+    let c = query(&server.url()).await;
+    let sql = include_str!("../deploy/warehouse/postgres_dedupe.sql");
+    c.batch_execute(sql).await.unwrap();
+    // Running it twice is harmless (IF NOT EXISTS / OR REPLACE).
+    c.batch_execute(sql).await.unwrap();
+
+    let base = envelopes("w", 3);
+    let mut rows = Vec::new();
+    for (i, e) in base.iter().enumerate() {
+        // Each event three times; the copy received first is loaded last.
+        for delay_ms in [900i64, 500, 0] {
+            let mut copy = e.event.clone();
+            copy.received_at += time::Duration::milliseconds(delay_ms + i as i64);
+            copy.properties.insert("copy".into(), delay_ms.into());
+            rows.push(serde_json::to_string(&copy).unwrap());
+        }
+    }
+    for r in &rows {
+        c.execute(
+            "INSERT INTO touchpoint_events_raw (payload) VALUES ($1::text::jsonb)",
+            &[r],
+        )
+        .await
+        .unwrap();
+    }
+    let got = c
+        .query(
+            "SELECT event_id, (payload->'properties'->>'copy')::int, channel, last_channel, occurred_at = received_at - (substr(event_id, 2)::int * interval '1 millisecond') FROM touchpoint_events_dedup ORDER BY event_id",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 3, "one row per event_id");
+    for (row, e) in got.iter().zip(&base) {
+        assert_eq!(row.get::<_, String>(0), e.event.event_id);
+        assert_eq!(row.get::<_, i32>(1), 0, "the earliest received copy wins");
+        assert_eq!(row.get::<_, String>(2), "Paid Search");
+        assert_eq!(row.get::<_, String>(3), "Email");
+        assert!(row.get::<_, bool>(4));
+    }
+}
