@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use super::checks::{DayReport, DirectShare, Report};
-use super::text::duration;
+use super::text::{duration, jump};
 
 const W: f64 = 960.0;
 const H: f64 = 300.0;
@@ -131,7 +131,10 @@ pub fn render(r: &Report) -> String {
     );
     o.push_str("</section>\n<section><h2>Server/client parity per event</h2>");
     parity_chart(&mut o, r);
-    o.push_str("</section>\n");
+    o.push_str(
+        "<p class=\"note\">A bar is the ratio over the whole period; it is red when the event \
+         name was below the minimum on at least one day (see the table below).</p></section>\n",
+    );
 
     tables(&mut o, r, &channels);
     o.push_str("</body></html>\n");
@@ -145,12 +148,12 @@ h1{margin:0 0 8px}h2{margin:28px 0 8px;font-size:1.15em}\
 .badge{background:#c62828;color:#fff;border-radius:3px;padding:0 5px;font-size:.8em;font-weight:600}\
 table{border-collapse:collapse;font-size:.85em;margin:8px 0}\
 th,td{padding:3px 8px;border-bottom:1px solid #e0e0e0;text-align:right;white-space:nowrap}\
-th:first-child,td:first-child{text-align:left}th{background:#f5f5f5}\
+th:first-child,td:first-child,td.text{text-align:left}th{background:#f5f5f5}\
 td.alert{color:#c62828;font-weight:600}tr.alert td:first-child{border-left:3px solid #c62828}\
 .legend{display:flex;flex-wrap:wrap;gap:4px 16px;font-size:.85em;margin:4px 0 0 56px}\
 .legend span::before{content:'';display:inline-block;width:10px;height:10px;margin-right:5px;background:var(--c)}\
 svg{display:block;max-width:100%;height:auto}svg text{font-size:11px;fill:#424242}\
-svg .grid{stroke:#eeeeee}svg .axis{stroke:#9e9e9e}";
+.note{font-size:.85em;color:#616161;margin:4px 0 0 56px}svg .grid{stroke:#eeeeee}svg .axis{stroke:#9e9e9e}";
 
 /// Channels by total landings, largest first, with their colours.
 fn channel_order(r: &Report) -> Vec<(String, &'static str)> {
@@ -370,12 +373,12 @@ fn direct_share_chart(o: &mut String, r: &Report) {
             let ds = get(d);
             let Some(s) = ds.direct_share else { continue };
             let alert = ds.alert_share || ds.alert_jump;
-            let jump = ds.jump_pp.map_or(String::new(), |j| {
-                format!(", {j:+.1} pp over the trailing mean")
+            let over = ds.jump_pp.map_or(String::new(), |j| {
+                format!(", {} pp over the trailing mean", jump(Some(j)))
             });
             let _ = write!(
                 o,
-                "<circle class=\"point{}\" cx=\"{:.1}\" cy=\"{:.1}\" r=\"{}\" fill=\"{}\" stroke=\"{col}\"><title>{}: {name} direct share {} ({} of {}){jump}{}</title></circle>",
+                "<circle class=\"point{}\" cx=\"{:.1}\" cy=\"{:.1}\" r=\"{}\" fill=\"{}\" stroke=\"{col}\"><title>{}: {name} direct share {} ({} of {}){over}{}</title></circle>",
                 if alert { " alert" } else { "" },
                 f.x_center(i),
                 f.y(s, 1.0),
@@ -479,16 +482,22 @@ fn td(o: &mut String, v: &str, alert: bool) {
     );
 }
 
+/// A text cell (a name, a path), left-aligned.
+fn td_text(o: &mut String, v: &str, alert: bool) {
+    let _ = write!(
+        o,
+        "<td class=\"text{}\">{}</td>",
+        if alert { " alert" } else { "" },
+        esc(v)
+    );
+}
+
 fn direct_tds(o: &mut String, d: &DirectShare) {
     td(o, &d.total.to_string(), false);
     td(o, &d.direct.to_string(), false);
     td(o, &pct(d.direct_share), d.alert_share);
     td(o, &pct(d.trailing_mean), false);
-    td(
-        o,
-        &d.jump_pp.map_or("-".into(), |j| format!("{j:+.1}")),
-        d.alert_jump,
-    );
+    td(o, &jump(d.jump_pp), d.alert_jump);
 }
 
 fn tables(o: &mut String, r: &Report, channels: &[(String, &str)]) {
@@ -556,7 +565,7 @@ fn tables(o: &mut String, r: &Report, channels: &[(String, &str)]) {
         for p in &d.parity {
             let _ = write!(o, "<tr{}>", if p.alert { " class=\"alert\"" } else { "" });
             td(o, &d.day, false);
-            td(o, &p.event_name, false);
+            td_text(o, &p.event_name, false);
             td(o, &p.server.to_string(), false);
             td(o, &p.client.to_string(), false);
             td(
@@ -574,12 +583,12 @@ fn tables(o: &mut String, r: &Report, channels: &[(String, &str)]) {
     );
     for f in &r.input.files {
         o.push_str("<tr>");
-        td(o, &f.path, false);
+        td_text(o, &f.path, false);
         td(o, if f.gzip { "yes" } else { "no" }, false);
         td(o, &f.lines.to_string(), false);
         td(o, &f.events.to_string(), false);
         td(o, &f.malformed.to_string(), f.malformed > 0);
-        td(o, f.error.as_deref().unwrap_or(""), f.error.is_some());
+        td_text(o, f.error.as_deref().unwrap_or(""), f.error.is_some());
         o.push_str("</tr>");
     }
     o.push_str("</tbody></table>");

@@ -138,7 +138,7 @@ pub fn render(r: &Report) -> String {
     if r.parity.is_empty() {
         let _ = writeln!(out, "no beacons in these files: parity not checked");
     } else {
-        let mut table = new_table(&["day", "event", "server", "client", "ratio", ""]);
+        let mut table = new_table_left(&["day", "event", "server", "client", "ratio", ""], 2);
         for d in &r.days {
             for p in &d.parity {
                 table.add_row(vec![
@@ -169,7 +169,10 @@ pub fn render(r: &Report) -> String {
     }
 
     section(&mut out, "Input");
-    let mut table = new_table(&["file", "gzip", "lines", "events", "malformed", "error"]);
+    let mut table = new_table_left(
+        &["file", "gzip", "lines", "events", "malformed", "error"],
+        2,
+    );
     for f in &r.input.files {
         table.add_row(vec![
             terminal_safe(&f.path),
@@ -221,6 +224,12 @@ fn section(out: &mut String, title: &str) {
 }
 
 fn new_table(header: &[&str]) -> Table {
+    new_table_left(header, 1)
+}
+
+/// A table whose first `left` columns (days, names) are left-aligned and
+/// the rest (numbers) right-aligned.
+fn new_table_left(header: &[&str], left: usize) -> Table {
     // Only a rule under the header: the layout of `ps`/`kubectl get`,
     // easy to read and to grep.
     const STYLE: TableStyle =
@@ -231,8 +240,7 @@ fn new_table(header: &[&str]) -> Table {
         .set_content_arrangement(ContentArrangement::Disabled)
         .set_header(header.iter().map(Cell::new).collect::<Vec<_>>());
     for (i, col) in table.column_iter_mut().enumerate() {
-        // The first column is a day or a name; the rest are numbers.
-        if i > 0 {
+        if i >= left {
             col.set_cell_alignment(CellAlignment::Right);
         }
     }
@@ -256,6 +264,15 @@ fn direct_cells(d: &DirectShare) -> Vec<String> {
             d.alert_jump,
         ),
     ]
+}
+
+/// A jump in percentage points, signed; no "-0.0" for a flat share.
+pub fn jump(pp: Option<f64>) -> String {
+    match pp {
+        None => "-".into(),
+        Some(j) if j.abs() < 0.05 => "+0.0".into(),
+        Some(j) => format!("{j:+.1}"),
+    }
 }
 
 fn mark(value: String, alert: bool) -> String {
