@@ -1187,3 +1187,85 @@ fn promtool_parses_every_dashboard_expr() {
     let out = promtool(&["check", "rules", "dashboard.yaml"], dir.path());
     assert!(out.contains("SUCCESS"), "{out}");
 }
+
+// ---------------------------------------------------------------- properties
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+    use touchgate::cli::report::aggregate::Aggregate;
+    use touchgate::cli::report::read::InputSummary;
+
+    /// A report whose only names (event name, channel) are `name`.
+    fn report_named(name: &str) -> report::Report {
+        let mut agg = Aggregate::default();
+        for e in [
+            landings(0, name, 2),
+            conversions(0, name, None, true, 3),
+            beacons(0, name, 1),
+        ]
+        .concat()
+        {
+            agg.add(&e);
+        }
+        report::evaluate(&agg, InputSummary::default(), &ChecksConfig::default())
+    }
+
+    proptest! {
+        /// Escaping works when a crafted name adds no markup: the report
+        /// has as many `<` as with a harmless name of the same length.
+        #[test]
+        fn names_never_add_markup_to_the_html(name in "\\PC{0,30}|[<>&\"'/a-z =]{0,30}") {
+            prop_assume!(name != "landing");
+            let plain = "a".repeat(name.chars().count());
+            let html = report::render(&report_named(&name), ReportFormat::Html);
+            let reference = report::render(&report_named(&plain), ReportFormat::Html);
+            prop_assert_eq!(html.matches('<').count(), reference.matches('<').count());
+            prop_assert_eq!(html.matches('>').count(), reference.matches('>').count());
+        }
+
+        /// No control character reaches the terminal but the newline.
+        #[test]
+        fn names_never_put_control_characters_on_the_terminal(name in "\\PC{0,10}[\\x00-\\x1f\\x7f\\u{202e}]\\PC{0,10}") {
+            prop_assume!(name != "landing");
+            let text = report::render(&report_named(&name), ReportFormat::Text);
+            let clean = text
+                .chars()
+                .all(|c| c == '\n' || !(c.is_control() || c == '\u{202e}'));
+            prop_assert!(clean, "control character in {:?}", text);
+        }
+
+        /// Every non-blank line is an event or a malformed line, never lost
+        /// and never fatal.
+        #[test]
+        fn every_line_is_counted(lines in proptest::collection::vec(
+            prop_oneof![
+                Just(None),
+                "[^\\n]{0,40}".prop_map(Some),
+            ],
+            0..40,
+        )) {
+            let dir = tempfile::tempdir().unwrap();
+            let good = jsonl(&landings(0, "Email", 1));
+            let mut text = String::new();
+            let (mut events, mut blank) = (0u64, 0u64);
+            for l in &lines {
+                match l {
+                    None => { text.push_str(&good); events += 1; }
+                    Some(s) => {
+                        text.push_str(s);
+                        text.push('\n');
+                        // Blank: only JSON whitespace.
+                        blank += u64::from(s.chars().all(|c| matches!(c, ' ' | '\t' | '\r')));
+                    }
+                }
+            }
+            let path = dir.path().join("e.jsonl");
+            std::fs::write(&path, &text).unwrap();
+            let r = report::build(&[path], &ChecksConfig::default()).unwrap();
+            prop_assert_eq!(r.input.events, events);
+            prop_assert_eq!(r.input.lines, lines.len() as u64 - blank);
+            prop_assert_eq!(r.input.malformed, lines.len() as u64 - blank - events);
+        }
+    }
+}

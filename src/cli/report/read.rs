@@ -145,7 +145,7 @@ pub fn read_file(
         let result = match line {
             Line::TooLong => Err(format!("line longer than {MAX_LINE_BYTES} bytes")),
             Line::Complete => {
-                let text = buf.trim_ascii();
+                let text = trim_json_whitespace(&buf);
                 if text.is_empty() {
                     continue;
                 }
@@ -198,4 +198,13 @@ fn next_line(reader: &mut dyn BufRead, buf: &mut Vec<u8>) -> io::Result<Option<L
         return Ok(Some(Line::TooLong));
     }
     Ok(Some(Line::Complete))
+}
+
+/// Strips what JSON counts as whitespace (space, tab, CR, LF): a line of
+/// only that is blank and not counted; anything else is an event or not.
+fn trim_json_whitespace(b: &[u8]) -> &[u8] {
+    let ws = |c: &u8| matches!(c, b' ' | b'\t' | b'\r' | b'\n');
+    let start = b.iter().position(|c| !ws(c)).unwrap_or(b.len());
+    let end = b.iter().rposition(|c| !ws(c)).map_or(start, |i| i + 1);
+    &b[start..end]
 }
