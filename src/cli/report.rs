@@ -85,8 +85,9 @@ pub fn render(report: &Report, format: ReportFormat) -> String {
 }
 
 pub fn render_json(report: &Report) -> String {
-    // The report holds only strings, numbers, booleans and string-keyed
-    // maps; NaN cannot occur (every ratio has a non-zero denominator).
+    // Serializing fails only on non-string map keys, which the report does
+    // not have (a non-finite threshold is written as null); the fallback
+    // still yields valid JSON rather than a panic.
     let mut s = serde_json::to_string_pretty(report).unwrap_or_else(|e| {
         serde_json::json!({ "schema": checks::REPORT_SCHEMA, "error": e.to_string() }).to_string()
     });
