@@ -1,1 +1,118 @@
-//! touchgate report
+//! `touchgate report`: the operational checks over event files.
+//!
+//! Event files (JSON lines, gzip too, directories of rotated files) are
+//! streamed into per-UTC-day counters ([`aggregate`]), the checks are
+//! evaluated on every day ([`checks`]), and the result is rendered as a
+//! terminal table ([`text`]), JSON, or one self-contained HTML file
+//! ([`html`]). `docs/report.md` documents the checks and the JSON fields.
+
+pub mod aggregate;
+pub mod checks;
+pub mod html;
+pub mod read;
+pub mod text;
+
+use std::io::Write;
+use std::path::PathBuf;
+
+pub use checks::{Check, Report, evaluate};
+
+use crate::config::ChecksConfig;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ReportFormat {
+    /// Aligned tables for a terminal, with ALERT markers.
+    #[default]
+    Text,
+    /// The report as one JSON object (schema `touchgate-report/1`).
+    Json,
+    /// One self-contained HTML file with inline SVG charts.
+    Html,
+}
+
+#[derive(Debug, Clone)]
+pub struct ReportArgs {
+    /// Event files, or directories of `*.jsonl` / `*.jsonl.gz` files.
+    pub events: Vec<PathBuf>,
+    pub format: ReportFormat,
+    /// Where to write the report; stdout when `None`.
+    pub out: Option<PathBuf>,
+    /// The thresholds, from `[checks]` of the configuration.
+    pub checks: ChecksConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct ReportOutcome {
+    /// Any check in alert: the command exits 1.
+    pub alert: bool,
+    pub report: Report,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("{path}: {source}")]
+    Input {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("no event files found: give files, or directories holding *.jsonl or *.jsonl.gz files")]
+    NoInput,
+    #[error("writing the report to {}: {source}", .path.as_ref().map_or("stdout".to_string(), |p| p.display().to_string()))]
+    Output {
+        path: Option<PathBuf>,
+        source: std::io::Error,
+    },
+}
+
+/// Reads the event files and evaluates the checks, without rendering.
+pub fn build(events: &[PathBuf], checks: &ChecksConfig) -> Result<Report, ReportError> {
+    let files = read::expand(events)?;
+    let mut agg = aggregate::Aggregate::default();
+    let mut input = read::InputSummary::default();
+    for file in &files {
+        read::read_file(file, &mut input, |e| agg.add(&e))?;
+    }
+    Ok(evaluate(&agg, input, checks))
+}
+
+/// The report in the given format.
+pub fn render(report: &Report, format: ReportFormat) -> String {
+    match format {
+        ReportFormat::Text => text::render(report),
+        ReportFormat::Json => render_json(report),
+        ReportFormat::Html => html::render(report),
+    }
+}
+
+pub fn render_json(report: &Report) -> String {
+    // Serializing fails only on non-string map keys, which the report does
+    // not have (a non-finite threshold is written as null); the fallback
+    // still yields valid JSON rather than a panic.
+    let mut s = serde_json::to_string_pretty(report).unwrap_or_else(|e| {
+        serde_json::json!({ "schema": checks::REPORT_SCHEMA, "error": e.to_string() }).to_string()
+    });
+    s.push('\n');
+    s
+}
+
+/// `touchgate report`: build, render, write to `--out` or stdout.
+pub fn run(args: &ReportArgs) -> Result<ReportOutcome, ReportError> {
+    let report = build(&args.events, &args.checks)?;
+    let rendered = render(&report, args.format);
+    match &args.out {
+        Some(path) => std::fs::write(path, rendered).map_err(|source| ReportError::Output {
+            path: Some(path.clone()),
+            source,
+        })?,
+        None => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(rendered.as_bytes())
+                .and_then(|()| out.flush())
+                .map_err(|source| ReportError::Output { path: None, source })?;
+        }
+    }
+    Ok(ReportOutcome {
+        alert: report.alert,
+        report,
+    })
+}
