@@ -36,6 +36,20 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// The operational checks over event files (exit 1 when one is in alert).
+    Report {
+        /// Event files (JSON lines, .gz too) or directories of them.
+        #[arg(long, num_args = 1.., required = true)]
+        events: Vec<PathBuf>,
+        /// Thresholds from this config's [checks] (defaults otherwise).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t)]
+        format: touchgate::cli::report::ReportFormat,
+        /// Write here instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 fn config_path(given: Option<PathBuf>) -> PathBuf {
@@ -47,7 +61,11 @@ fn config_path(given: Option<PathBuf>) -> PathBuf {
 fn init_logs(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     match format {
         LogFormat::Human => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
@@ -84,6 +102,24 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(code) => Ok(code),
+            }
+        }
+        Command::Report { events, config, format, out } => {
+            let checks = match config {
+                Some(path) => match load(&path) {
+                    Ok(c) => c.checks,
+                    Err(code) => return Ok(code),
+                },
+                None => config::ChecksConfig::default(),
+            };
+            let args = touchgate::cli::report::ReportArgs { events, format, out, checks };
+            match touchgate::cli::report::run(&args) {
+                Ok(outcome) if outcome.alert => Ok(ExitCode::from(1)),
+                Ok(_) => Ok(ExitCode::SUCCESS),
+                Err(e) => {
+                    eprintln!("touchgate report: {e}");
+                    Ok(ExitCode::from(2))
+                }
             }
         }
         Command::Run { config } => {

@@ -30,7 +30,6 @@ impl Capture {
     #[allow(clippy::too_many_arguments)]
     pub async fn buffer_form(
         &self,
-        rule_index: usize,
         rule: &FormRule,
         v: &Visit,
         parts: &Parts,
@@ -38,7 +37,6 @@ impl Capture {
         context_header: Option<&HeaderValue>,
         ip: IpAddr,
     ) -> Result<(ProxyBody, Pending), hyper::Error> {
-        let _ = rule_index;
         let limit = self.cfg.proxy.max_capture_body;
         let declared = parts
             .headers
@@ -69,6 +67,25 @@ impl Capture {
         let fields = fields.flatten();
         let envelope = self.conversion_event(rule, v, parts, fields.as_ref(), context_header, ip, oversize);
         Ok((forward, Pending { envelope }))
+    }
+
+    /// The same capture from a body already in memory (`touchgate audit`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn conversion_from_bytes(
+        &self,
+        rule: &FormRule,
+        v: &Visit,
+        parts: &Parts,
+        data: &Bytes,
+        context_header: Option<&HeaderValue>,
+        ip: IpAddr,
+    ) -> Pending {
+        let oversize = data.len() > self.cfg.proxy.max_capture_body;
+        let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+        let fields = if oversize { None } else { parse_fields(content_type, data) };
+        Pending {
+            envelope: self.conversion_event(rule, v, parts, fields.as_ref(), context_header, ip, oversize),
+        }
     }
 
     /// The app answered: 2xx/3xx emits the conversion, anything else is

@@ -13,7 +13,11 @@ use tracing::Instrument;
 use super::body::{self, ProxyBody};
 use super::headers::{self, Forwarded};
 use super::{ConnInfo, Shared};
-use crate::capture::Class;
+use crate::capture::visit::Visit;
+use crate::capture::{Capture, Class};
+use crate::config::ForwardIp;
+use crate::event::Envelope;
+use std::net::IpAddr;
 
 pub async fn handle(
     shared: Arc<Shared>,
@@ -53,40 +57,11 @@ async fn route(shared: &Shared, conn: &ConnInfo, index: u64, mut req: Request<In
         _ => {}
     }
 
-    // 3. Who and from where (pure; None on plain pass-through).
-    let visit = capture.visit(&parts, class, conn.tls, conn.peer.ip());
-    let form = match class {
-        Class::Form(i) => capture.form(i).map(|rule| (i, rule)),
-        _ => None,
-    };
-    let context_header = form.and_then(|_| parts.headers.get(crate::capture::context::HEADER).cloned());
-
-    // 4. The head the app receives.
-    let host = crate::capture::request_host(&parts).map(str::to_owned);
-    headers::strip_hop_by_hop(&mut parts.headers, client_upgrade.is_some());
-    headers::strip_touch_headers(&mut parts.headers);
-    parts.headers.remove(header::EXPECT);
-    let proto = capture.scheme(conn.tls, conn.peer.ip(), &parts.headers);
-    headers::set_forwarded(
-        &mut parts.headers,
-        &Forwarded {
-            client_ip,
-            policy: shared.cfg.privacy.forward_client_ip,
-            proto,
-            host: host.as_deref(),
-        },
-    );
-    headers::add_via(&mut parts.headers, parts.version);
-    if !parts.headers.contains_key(header::HOST)
-        && let Some(h) = host.as_deref().and_then(|h| HeaderValue::from_str(h).ok())
-    {
-        parts.headers.insert(header::HOST, h);
-    }
-    if let Some(v) = &visit {
-        capture.touch_headers(v, &mut parts.headers);
-        if let Some(landing) = capture.landing_event(v, client_ip, &parts) {
-            capture.emit(landing);
-        }
+    // 3-4. Who and from where, and the head the app receives.
+    let prepared = prepare(capture, shared.cfg.privacy.forward_client_ip, &mut parts, class, conn.tls, conn.peer.ip(), client_ip, client_upgrade.is_some());
+    let (visit, form, context_header) = (prepared.visit, prepared.form, prepared.context_header);
+    if let Some(landing) = prepared.landing {
+        capture.emit(landing);
     }
     parts.uri = shared.upstream.uri(parts.uri.path_and_query());
     parts.version = Version::HTTP_11;
@@ -94,8 +69,8 @@ async fn route(shared: &Shared, conn: &ConnInfo, index: u64, mut req: Request<In
     // 5. The body: streamed, except a configured form's, buffered up to
     //    the capture limit and replayed byte for byte.
     let (body, pending) = match (form, &visit) {
-        (Some((i, rule)), Some(v)) => {
-            match capture.buffer_form(i, rule, v, &parts, body, context_header.as_ref(), client_ip).await {
+        (Some(i), Some(v)) if let Some(rule) = capture.form(i) => {
+            match capture.buffer_form(rule, v, &parts, body, context_header.as_ref(), client_ip).await {
                 Ok((body, pending)) => (body, Some(pending)),
                 Err(e) => {
                     tracing::debug!(error = %e, "client body failed while buffering");
@@ -147,6 +122,67 @@ async fn route(shared: &Shared, conn: &ConnInfo, index: u64, mut req: Request<In
         capture.set_cookies(v, conn.tls, &mut resp_parts.headers);
     }
     Response::from_parts(resp_parts, body::incoming(resp_body))
+}
+
+/// What the head of a request decided, before any I/O.
+pub struct Prepared {
+    pub visit: Option<Visit>,
+    pub form: Option<usize>,
+    pub context_header: Option<HeaderValue>,
+    pub landing: Option<Envelope>,
+}
+
+/// Steps 3 and 4 of the request path, free of I/O (also used by `touchgate
+/// audit --request`): identify the visitor, read the touch, and rewrite
+/// the head into what the app receives.
+#[allow(clippy::too_many_arguments)]
+pub fn prepare(
+    capture: &Capture,
+    forward_ip: ForwardIp,
+    parts: &mut http::request::Parts,
+    class: Class,
+    tls: bool,
+    peer: IpAddr,
+    client_ip: IpAddr,
+    upgrade: bool,
+) -> Prepared {
+    let visit = capture.visit(parts, class, tls, peer);
+    let form = match class {
+        Class::Form(i) => Some(i),
+        _ => None,
+    };
+    let context_header = form.and_then(|_| parts.headers.get(crate::capture::context::HEADER).cloned());
+    let host = crate::capture::request_host(parts).map(str::to_owned);
+    let proto = capture.scheme(tls, peer, &parts.headers);
+    headers::strip_hop_by_hop(&mut parts.headers, upgrade);
+    headers::strip_touch_headers(&mut parts.headers);
+    parts.headers.remove(header::EXPECT);
+    headers::set_forwarded(
+        &mut parts.headers,
+        &Forwarded {
+            client_ip,
+            policy: forward_ip,
+            proto,
+            host: host.as_deref(),
+        },
+    );
+    headers::add_via(&mut parts.headers, parts.version);
+    if !parts.headers.contains_key(header::HOST)
+        && let Some(h) = host.as_deref().and_then(|h| HeaderValue::from_str(h).ok())
+    {
+        parts.headers.insert(header::HOST, h);
+    }
+    let mut landing = None;
+    if let Some(v) = &visit {
+        capture.touch_headers(v, &mut parts.headers);
+        landing = capture.landing_event(v, client_ip, parts);
+    }
+    Prepared {
+        visit,
+        form,
+        context_header,
+        landing,
+    }
 }
 
 async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {

@@ -105,12 +105,20 @@ pub fn unique_name(all: &[SinkConfig], index: usize) -> String {
 }
 
 /// Build the sink a `[[sink]]` table describes; secrets come from `env`.
-pub fn build(cfg: &SinkConfig, name: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<std::sync::Arc<dyn Sink>, String> {
-    let _ = name;
+pub fn build(
+    cfg: &SinkConfig,
+    name: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<std::sync::Arc<dyn Sink>, String> {
+    use std::sync::Arc;
+    let text = |e: &dyn std::fmt::Display| e.to_string();
     Ok(match cfg {
-        SinkConfig::File(c) => std::sync::Arc::new(file::FileSink::new(c).map_err(|e| e.to_string())?),
-        SinkConfig::Http(c) => std::sync::Arc::new(http::HttpSink::new(c, env).map_err(|e| e.to_string())?),
-        other => return Err(format!("{} sink not built in this build", other.kind())),
+        SinkConfig::File(c) => Arc::new(file::FileSink::new(c).map_err(|e| text(&e))?),
+        SinkConfig::Http(c) => Arc::new(http::HttpSink::new(c, env).map_err(|e| text(&e))?),
+        SinkConfig::Kafka(c) => Arc::new(kafka::KafkaSink::new(c, env).map_err(|e| text(&e))?.named(name)),
+        SinkConfig::Postgres(c) => Arc::new(postgres::PostgresSink::new(c, env).map_err(|e| text(&e))?.named(name)),
+        SinkConfig::MetaCapi(c) => Arc::new(meta_capi::MetaCapiSink::new(c, env).map_err(|e| text(&e))?.named(name)),
+        SinkConfig::Ga4Mp(c) => Arc::new(ga4_mp::Ga4MpSink::new(c, env).map_err(|e| text(&e))?.named(name)),
     })
 }
 
