@@ -1,1 +1,507 @@
-//! Shared delivery machinery.
+//! Shared delivery machinery: one loop per sink that reads the spool from
+//! the sink's cursor, filters (`Sink::accepts`), validates (`Sink::check`),
+//! batches by count, bytes and linger, sends with retries, dead-letters what
+//! cannot be delivered, and acknowledges the spool in order.
+//!
+//! Retries: exponential backoff with full jitter, each wait drawn uniformly
+//! between `backoff_initial` and `min(backoff_max, backoff_initial * 2^n)`;
+//! a `Retry-After` given by the sink is honoured instead (capped at one
+//! hour). An event that still fails once it is older than `max_age`
+//! (measured from `occurred_at`) goes to the dead-letter file. A batch the
+//! sink rejects as invalid goes there whole.
+//!
+//! Up to `concurrency` batches are in flight; the spool cursor only moves
+//! past a batch once every batch before it is done, so a crash redelivers
+//! (same `event_id`) rather than loses.
+
+use std::collections::VecDeque;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::Histogram;
+use time::OffsetDateTime;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::{DeliveryConfig, Sink, SinkError};
+use crate::event::{Envelope, rfc3339_millis};
+use crate::metrics::Metrics;
+use crate::pipeline::spool::{Seq, SpoolError, SpoolReader, file_safe};
+
+/// After shutdown is signalled, batches already in flight get this long to
+/// finish their current attempt; none is retried.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// A `Retry-After` longer than this is treated as this.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// The dead-letter file of a sink: `delivery.dead_letter` when set, else
+/// `<spool.dir>/dead-letter/<sink>.jsonl`.
+pub fn dead_letter_path(cfg: &DeliveryConfig, spool_dir: &Path, sink: &str) -> PathBuf {
+    cfg.dead_letter
+        .clone()
+        .unwrap_or_else(|| spool_dir.join("dead-letter").join(format!("{}.jsonl", file_safe(sink))))
+}
+
+/// Problems with a `[sink.delivery]` table, as `(key, message)` with keys
+/// relative to the sink table (for `SinkConfig::validate`).
+pub fn validate(cfg: &DeliveryConfig) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut bad = |k: &str, m: &str| out.push((format!("delivery.{k}"), m.to_string()));
+    if cfg.max_events == 0 {
+        bad("max_events", "must be at least 1");
+    }
+    if cfg.max_bytes == 0 {
+        bad("max_bytes", "must be at least 1");
+    }
+    if cfg.concurrency == 0 {
+        bad("concurrency", "must be at least 1");
+    }
+    if cfg.backoff_initial.is_zero() {
+        bad("backoff_initial", "must be more than 0");
+    }
+    if cfg.backoff_max < cfg.backoff_initial {
+        bad("backoff_max", "must be at least backoff_initial");
+    }
+    if cfg.max_age.is_zero() {
+        bad("max_age", "must be more than 0");
+    }
+    out
+}
+
+/// The wait before retry number `attempt` (0 for the first retry).
+pub fn backoff(cfg: &DeliveryConfig, attempt: u32, retry_after: Option<Duration>) -> Duration {
+    if let Some(d) = retry_after {
+        return d.min(MAX_RETRY_AFTER);
+    }
+    let initial = cfg.backoff_initial;
+    let cap = initial
+        .checked_mul(1u32.checked_shl(attempt.min(31)).unwrap_or(u32::MAX))
+        .unwrap_or(cfg.backoff_max)
+        .min(cfg.backoff_max)
+        .max(initial);
+    if cap <= initial {
+        return initial;
+    }
+    let nanos = rand::random_range(initial.as_nanos() as u64..=cap.as_nanos() as u64);
+    Duration::from_nanos(nanos)
+}
+
+/// The dead-letter file: one JSON object per line with the event (never
+/// the ad-platform match keys), the sink, the reason and the time.
+pub struct DeadLetter {
+    path: PathBuf,
+    sink: String,
+    lock: tokio::sync::Mutex<()>,
+}
+
+impl DeadLetter {
+    pub fn new(path: PathBuf, sink: &str) -> DeadLetter {
+        DeadLetter {
+            path,
+            sink: sink.to_string(),
+            lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Append the events and fsync: once this returns they are kept.
+    pub async fn write(&self, events: &[Envelope], reason: &str) -> std::io::Result<()> {
+        let time = rfc3339_millis::format(OffsetDateTime::now_utc());
+        let mut buf = Vec::new();
+        for env in events {
+            let line = serde_json::json!({
+                "time": time,
+                "sink": self.sink,
+                "reason": reason,
+                "event": env.event,
+            });
+            serde_json::to_writer(&mut buf, &line)?;
+            buf.push(b'\n');
+        }
+        let _guard = self.lock.lock().await;
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Some(dir) = path.parent()
+                && !dir.as_os_str().is_empty()
+            {
+                std::fs::create_dir_all(dir)?;
+            }
+            let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
+            f.write_all(&buf)?;
+            f.sync_data()
+        })
+        .await
+        .map_err(std::io::Error::other)?
+    }
+}
+
+/// Everything one batch future needs, shared by all of a sink's batches.
+struct Ctx {
+    sink: Arc<dyn Sink>,
+    cfg: DeliveryConfig,
+    dead: DeadLetter,
+    delivered: Counter,
+    failures: Counter,
+    dead_total: Counter,
+    latency: Histogram,
+    stop: CancellationToken,
+}
+
+impl Ctx {
+    /// Write to the dead-letter file, retrying with backoff while the disk
+    /// refuses: events must not be acknowledged before they are kept.
+    /// `false` when shutdown interrupted it.
+    async fn dead_letter(&self, events: &[Envelope], reason: &str) -> bool {
+        let mut attempt = 0;
+        loop {
+            match self.dead.write(events, reason).await {
+                Ok(()) => {
+                    self.dead_total.inc_by(events.len() as u64);
+                    tracing::warn!(sink = %self.sink.name(), events = events.len(), reason, "events written to the dead-letter file");
+                    return true;
+                }
+                Err(e) => {
+                    tracing::error!(sink = %self.sink.name(), path = %self.dead.path.display(), error = %e, "cannot write the dead-letter file");
+                    let wait = backoff(&self.cfg, attempt, None);
+                    attempt += 1;
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = self.stop.cancelled() => return false,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Deliver one batch until it is acknowledged, rejected or given up.
+    /// `true` when the batch is done (its events may be acknowledged in the
+    /// spool), `false` when shutdown interrupted it.
+    async fn deliver(self: Arc<Self>, mut events: Vec<Envelope>) -> bool {
+        let mut attempt = 0u32;
+        loop {
+            match self.sink.send(&events).await {
+                Ok(()) => {
+                    self.delivered.inc_by(events.len() as u64);
+                    let now = OffsetDateTime::now_utc();
+                    for e in &events {
+                        let age = (now - e.event.occurred_at).as_seconds_f64();
+                        self.latency.observe(age.max(0.0));
+                    }
+                    return true;
+                }
+                Err(SinkError::Rejected { message }) => {
+                    self.failures.inc();
+                    return self.dead_letter(&events, &format!("rejected: {message}")).await;
+                }
+                Err(SinkError::Retryable { message, retry_after }) => {
+                    self.failures.inc();
+                    tracing::warn!(sink = %self.sink.name(), events = events.len(), attempt, error = %message, "delivery failed, will retry");
+                    let now = OffsetDateTime::now_utc();
+                    let max_age = self.cfg.max_age;
+                    let (expired, keep): (Vec<Envelope>, Vec<Envelope>) = events
+                        .into_iter()
+                        .partition(|e| (now - e.event.occurred_at) >= max_age);
+                    if !expired.is_empty() {
+                        let reason = format!(
+                            "gave up after max_age {}: {message}",
+                            humantime::format_duration(max_age)
+                        );
+                        if !self.dead_letter(&expired, &reason).await {
+                            return false;
+                        }
+                    }
+                    events = keep;
+                    if events.is_empty() {
+                        return true;
+                    }
+                    if self.stop.is_cancelled() {
+                        return false;
+                    }
+                    let wait = backoff(&self.cfg, attempt, retry_after);
+                    attempt = attempt.saturating_add(1);
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = self.stop.cancelled() => return false,
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A range of spool records: those below `through` once it is done.
+struct Unit {
+    id: u64,
+    through: Seq,
+    done: bool,
+}
+
+struct OpenBatch {
+    events: Vec<Envelope>,
+    bytes: usize,
+    /// When the first event entered (linger runs from here).
+    started: Option<Instant>,
+    /// Spool records below this belong to the batch (filtered ones too).
+    through: Seq,
+}
+
+type Flight = Pin<Box<dyn std::future::Future<Output = (u64, bool)> + Send>>;
+
+/// Run one sink until `shutdown`: read its spool reader, deliver, and
+/// acknowledge in order. On shutdown, the open batch is sent once, batches
+/// in flight get [`SHUTDOWN_GRACE`] to finish their current attempt, and
+/// the cursor is persisted. Returns an error only when the spool itself
+/// fails.
+pub async fn run_sink(
+    sink: Arc<dyn Sink>,
+    mut reader: SpoolReader,
+    cfg: DeliveryConfig,
+    dead_letter: PathBuf,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) -> Result<(), SpoolError> {
+    let label = metrics.sink(sink.name());
+    let ctx = Arc::new(Ctx {
+        dead: DeadLetter::new(dead_letter, sink.name()),
+        delivered: metrics.sink_delivered_total.get_or_create(&label).clone(),
+        failures: metrics.sink_failures_total.get_or_create(&label).clone(),
+        dead_total: metrics.sink_dead_letter_total.get_or_create(&label).clone(),
+        latency: metrics.event_delivery_seconds.get_or_create(&label).clone(),
+        sink,
+        cfg,
+        stop: shutdown.clone(),
+    });
+    let max_events = ctx.cfg.max_events.max(1);
+    let max_bytes = ctx.cfg.max_bytes.max(1);
+    let concurrency = ctx.cfg.concurrency.max(1);
+    let linger = ctx.cfg.linger;
+
+    let mut units: VecDeque<Unit> = VecDeque::new();
+    let mut next_id = 0u64;
+    let mut open: Option<OpenBatch> = None;
+    // A closed batch waiting for a slot; reading pauses meanwhile.
+    let mut ready: Option<(u64, Vec<Envelope>)> = None;
+    let mut flights: FuturesUnordered<Flight> = FuturesUnordered::new();
+
+    let close = |open: &mut Option<OpenBatch>,
+                 units: &mut VecDeque<Unit>,
+                 ready: &mut Option<(u64, Vec<Envelope>)>,
+                 next_id: &mut u64| {
+        // Never replace a batch that waits for a slot.
+        if ready.is_some() && open.as_ref().is_some_and(|b| !b.events.is_empty()) {
+            return;
+        }
+        let Some(b) = open.take() else { return };
+        let id = *next_id;
+        *next_id += 1;
+        let empty = b.events.is_empty();
+        units.push_back(Unit {
+            id,
+            through: b.through,
+            done: empty,
+        });
+        if !empty {
+            *ready = Some((id, b.events));
+        }
+    };
+
+    enum Wake {
+        Stop,
+        Flight(u64, bool),
+        Data,
+        Linger,
+        WriterGone,
+    }
+
+    loop {
+        // Hand ready batches to free slots.
+        if flights.len() < concurrency
+            && let Some((id, events)) = ready.take()
+        {
+            let c = ctx.clone();
+            flights.push(Box::pin(async move { (id, c.deliver(events).await) }));
+        }
+        // Acknowledge what is done, in order.
+        let mut through = None;
+        while units.front().is_some_and(|u| u.done) {
+            through = units.pop_front().map(|u| u.through);
+        }
+        if let Some(t) = through {
+            reader.ack(t).await?;
+        }
+
+        // Read while there is room for another batch.
+        if ready.is_none() && reader.available() {
+            let (have_events, have_bytes) = open.as_ref().map_or((0, 0), |b| (b.events.len(), b.bytes));
+            let room_bytes = if have_events == 0 { usize::MAX } else { max_bytes.saturating_sub(have_bytes) };
+            let records = reader.read(max_events - have_events, room_bytes.max(1)).await?;
+            if records.is_empty() {
+                // The next record does not fit into the open batch.
+                close(&mut open, &mut units, &mut ready, &mut next_id);
+                continue;
+            }
+            for rec in records {
+                let b = open.get_or_insert_with(|| OpenBatch {
+                    events: Vec::new(),
+                    bytes: 0,
+                    started: None,
+                    through: rec.seq,
+                });
+                b.through = rec.seq + 1;
+                if !ctx.sink.accepts(&rec.envelope) {
+                    continue;
+                }
+                if let Err(reason) = ctx.sink.check(&rec.envelope) {
+                    if !ctx.dead_letter(std::slice::from_ref(&rec.envelope), &format!("invalid: {reason}")).await {
+                        // Shutdown before it was kept: not part of the batch.
+                        b.through = rec.seq;
+                        break;
+                    }
+                    continue;
+                }
+                b.events.push(rec.envelope);
+                b.bytes += rec.bytes;
+                b.started.get_or_insert_with(Instant::now);
+            }
+            if open
+                .as_ref()
+                .is_some_and(|b| b.events.len() >= max_events || b.bytes >= max_bytes)
+            {
+                close(&mut open, &mut units, &mut ready, &mut next_id);
+            }
+            if shutdown.is_cancelled() {
+                break;
+            }
+            continue;
+        }
+        // Nothing more to read now: a range holding no event is done at once.
+        if open.as_ref().is_some_and(|b| b.events.is_empty()) {
+            close(&mut open, &mut units, &mut ready, &mut next_id);
+            continue;
+        }
+
+        let deadline = open.as_ref().and_then(|b| b.started).map(|s| s + linger);
+        let wake = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => Wake::Stop,
+            Some((id, ok)) = flights.next(), if !flights.is_empty() => Wake::Flight(id, ok),
+            alive = reader.wait(), if ready.is_none() => if alive { Wake::Data } else { Wake::WriterGone },
+            _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() && ready.is_none() => Wake::Linger,
+        };
+        match wake {
+            Wake::Stop => break,
+            Wake::Flight(id, ok) => mark(&mut units, id, ok),
+            Wake::Data => {}
+            Wake::Linger => close(&mut open, &mut units, &mut ready, &mut next_id),
+            Wake::WriterGone => {
+                // No more records will come; keep delivering what is open
+                // until shutdown.
+                if open.as_ref().is_some_and(|b| !b.events.is_empty()) {
+                    close(&mut open, &mut units, &mut ready, &mut next_id);
+                } else if flights.is_empty() && ready.is_none() {
+                    shutdown.cancelled().await;
+                    break;
+                } else if let Some((id, ok)) = flights.next().await {
+                    mark(&mut units, id, ok);
+                }
+            }
+        }
+    }
+
+    // Shutdown: send what is ready and the open batch once (while there
+    // are slots), let flights finish their attempt.
+    for _ in 0..2 {
+        if flights.len() < concurrency
+            && let Some((id, events)) = ready.take()
+        {
+            let c = ctx.clone();
+            flights.push(Box::pin(async move { (id, c.deliver(events).await) }));
+        }
+        close(&mut open, &mut units, &mut ready, &mut next_id);
+    }
+    let drain = async {
+        while let Some((id, ok)) = flights.next().await {
+            mark(&mut units, id, ok);
+        }
+    };
+    if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {
+        tracing::warn!(sink = %ctx.sink.name(), "shutdown: batches still in flight are left for the next start");
+    }
+    let mut through = None;
+    while units.front().is_some_and(|u| u.done) {
+        through = units.pop_front().map(|u| u.through);
+    }
+    if let Some(t) = through {
+        reader.ack(t).await?;
+    }
+    reader.flush().await
+}
+
+fn mark(units: &mut VecDeque<Unit>, id: u64, ok: bool) {
+    if !ok {
+        // Interrupted by shutdown: stays unacknowledged, sent again later.
+        return;
+    }
+    if let Some(u) = units.iter_mut().find(|u| u.id == id) {
+        u.done = true;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_stays_between_initial_and_cap() {
+        let cfg = DeliveryConfig {
+            backoff_initial: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(2),
+            ..DeliveryConfig::default()
+        };
+        for attempt in 0..40 {
+            let cap = Duration::from_millis(100 * (1u64 << attempt.min(20))).min(Duration::from_secs(2));
+            for _ in 0..20 {
+                let d = backoff(&cfg, attempt, None);
+                assert!(d >= Duration::from_millis(100) && d <= cap, "attempt {attempt}: {d:?}");
+            }
+        }
+        assert_eq!(backoff(&cfg, 3, Some(Duration::from_secs(7))), Duration::from_secs(7));
+        assert_eq!(backoff(&cfg, 0, Some(Duration::from_secs(86_400))), MAX_RETRY_AFTER);
+    }
+
+    #[test]
+    fn dead_letter_path_defaults_under_the_spool() {
+        let cfg = DeliveryConfig::default();
+        assert_eq!(
+            dead_letter_path(&cfg, Path::new("/s"), "my sink"),
+            PathBuf::from("/s/dead-letter/my%20sink.jsonl")
+        );
+        let cfg = DeliveryConfig {
+            dead_letter: Some("/x/dl.jsonl".into()),
+            ..cfg
+        };
+        assert_eq!(dead_letter_path(&cfg, Path::new("/s"), "a"), PathBuf::from("/x/dl.jsonl"));
+    }
+
+    #[test]
+    fn validation_names_each_bad_key() {
+        let cfg = DeliveryConfig {
+            max_events: 0,
+            concurrency: 0,
+            backoff_max: Duration::from_millis(1),
+            ..DeliveryConfig::default()
+        };
+        let keys: Vec<String> = validate(&cfg).into_iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, ["delivery.max_events", "delivery.concurrency", "delivery.backoff_max"]);
+    }
+}
