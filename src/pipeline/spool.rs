@@ -133,8 +133,9 @@ struct Shared {
     metrics: Arc<Metrics>,
     state: Mutex<State>,
     total_bytes: AtomicU64,
-    /// Records below this are written and readable.
-    end: watch::Sender<Seq>,
+    /// Records below this are written and readable (readers learn of it
+    /// through the writer's watch channel, which closes with the writer).
+    end: AtomicU64,
     depth_gauges: Vec<Gauge>,
     /// Held for the life of the spool: two processes on one spool would
     /// interleave their frames.
@@ -149,7 +150,7 @@ impl Shared {
     }
 
     fn update_depths(&self, state: &State) {
-        let end = *self.end.borrow();
+        let end = self.end.load(Ordering::Acquire);
         for (g, c) in self.depth_gauges.iter().zip(&state.cursors) {
             g.set(end.saturating_sub(*c) as i64);
         }
@@ -174,7 +175,7 @@ impl Shared {
         let mut expired_unacked = 0u64;
         {
             let mut st = self.state();
-            let end = *self.end.borrow();
+            let end = self.end.load(Ordering::Acquire);
             let min_cursor = st.cursors.iter().copied().min().unwrap_or(end);
             loop {
                 let mut it = st.segments.iter();
@@ -448,7 +449,7 @@ pub fn open(
         .iter()
         .map(|n| metrics.sink_queue_depth.get_or_create(&metrics.sink(n)).clone())
         .collect();
-    let (end_tx, _) = watch::channel(next);
+    let (end_tx, end_rx) = watch::channel(next);
     let shared = Arc::new(Shared {
         dir: dir.clone(),
         cursor_dir,
@@ -459,7 +460,7 @@ pub fn open(
             cursors: cursors.clone(),
         }),
         total_bytes: AtomicU64::new(0),
-        end: end_tx,
+        end: AtomicU64::new(next),
         depth_gauges,
         _lock: lock,
     });
@@ -473,7 +474,7 @@ pub fn open(
             shared: shared.clone(),
             index,
             name: name.clone(),
-            end_rx: shared.end.subscribe(),
+            end_rx: end_rx.clone(),
             pos: cursors[index],
             open: None,
             acked: cursors[index],
@@ -484,6 +485,7 @@ pub fn open(
     let writer = SpoolWriter {
         core: Some(WriterCore {
             shared,
+            end_tx,
             active: Active {
                 file,
                 path: active_path,
@@ -538,6 +540,7 @@ struct Active {
 
 struct WriterCore {
     shared: Arc<Shared>,
+    end_tx: watch::Sender<Seq>,
     active: Active,
     last_sync: Instant,
     unsynced: bool,
@@ -602,7 +605,8 @@ impl WriterCore {
         }
         // Publish only now, so that under `always` no sink sees a record
         // that is not yet durable.
-        self.shared.end.send_replace(self.active.next);
+        self.shared.end.store(self.active.next, Ordering::Release);
+        self.end_tx.send_replace(self.active.next);
         self.shared.update_depths(&self.shared.state());
         out.end = self.active.next;
         self.maintain_if_due();
