@@ -22,7 +22,9 @@ use touchgate::sink::{DeliveryConfig, Sink, SinkError};
 fn envelope(i: usize, name: &str) -> Envelope {
     // Events carry milliseconds (the contract's JSON), so compare like that.
     let t = OffsetDateTime::now_utc();
-    let t = t.replace_nanosecond(t.millisecond() as u32 * 1_000_000).unwrap();
+    let t = t
+        .replace_nanosecond(t.millisecond() as u32 * 1_000_000)
+        .unwrap();
     let mut e = Event::new(format!("f{i:05}"), name.into(), Origin::Proxy, t, t);
     e.session_id = Some("fedcba9876543210fedcba9876543210".into());
     Envelope {
@@ -44,7 +46,10 @@ fn read_events(path: &Path) -> Vec<Event> {
         .lines()
         .map(|l| {
             let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            assert!(v.get("ad_match").is_none() && v.get("em").is_none(), "only the event is written");
+            assert!(
+                v.get("ad_match").is_none() && v.get("em").is_none(),
+                "only the event is written"
+            );
             serde_json::from_value(v).unwrap()
         })
         .collect()
@@ -54,7 +59,13 @@ fn rotated(dir: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.file_name().unwrap().to_str().unwrap().starts_with("events-"))
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with("events-")
+        })
         .collect();
     v.sort();
     v
@@ -95,8 +106,14 @@ async fn rotation_by_size_keeps_every_line_once() {
     let files = rotated(tmp.path());
     assert!(files.len() >= 3, "{files:?}");
     // All started in the same (frozen) second: numbered in order.
-    assert_eq!(files[0], rotated_path(&path, datetime!(2026-11-29 10:00:00 UTC), 0));
-    assert_eq!(files[1], rotated_path(&path, datetime!(2026-11-29 10:00:00 UTC), 1));
+    assert_eq!(
+        files[0],
+        rotated_path(&path, datetime!(2026-11-29 10:00:00 UTC), 0)
+    );
+    assert_eq!(
+        files[1],
+        rotated_path(&path, datetime!(2026-11-29 10:00:00 UTC), 1)
+    );
     let mut all = Vec::new();
     for f in &files {
         let len = std::fs::metadata(f).unwrap().len();
@@ -150,7 +167,13 @@ async fn keep_files_bounds_the_rotated_files() {
         .iter()
         .map(|p| p.file_name().unwrap().to_str().unwrap().to_string())
         .collect();
-    assert_eq!(names, ["events-2026-11-03T120000Z.jsonl", "events-2026-11-04T120000Z.jsonl"]);
+    assert_eq!(
+        names,
+        [
+            "events-2026-11-03T120000Z.jsonl",
+            "events-2026-11-04T120000Z.jsonl"
+        ]
+    );
 }
 
 #[tokio::test]
@@ -167,7 +190,10 @@ async fn a_partial_last_line_is_cut_on_start() {
     std::fs::write(&path, text).unwrap();
     let sink = FileSink::new(&FileSinkConfig::new(&path)).unwrap();
     sink.send(&b[2..]).await.unwrap();
-    assert_eq!(read_events(&path), b.into_iter().map(|e| e.event).collect::<Vec<_>>());
+    assert_eq!(
+        read_events(&path),
+        b.into_iter().map(|e| e.event).collect::<Vec<_>>()
+    );
 }
 
 /// The file sink wearing an ad platform's rules: only `signup` events,
@@ -223,18 +249,32 @@ async fn spool_to_file_filters_dead_letters_and_resumes() {
         }
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         let writer = tokio::spawn(spool::run_writer(w, rx, 64));
-        let sink: Arc<dyn Sink> = Arc::new(Picky(FileSink::new(&FileSinkConfig::new(&out)).unwrap()));
+        let sink: Arc<dyn Sink> =
+            Arc::new(Picky(FileSink::new(&FileSinkConfig::new(&out)).unwrap()));
         let dl = dead_letter_path(&delivery, &spool_cfg.dir, "picky");
         let stop = CancellationToken::new();
-        let task = tokio::spawn(run_sink(sink, readers.pop().unwrap(), delivery.clone(), dl, metrics.clone(), stop.clone()));
+        let task = tokio::spawn(run_sink(
+            sink,
+            readers.pop().unwrap(),
+            delivery.clone(),
+            dl,
+            metrics.clone(),
+            stop.clone(),
+        ));
         for e in part {
             tx.send(e.clone()).await.unwrap();
         }
         // Everything is in the spool once the writer is done.
         drop(tx);
         writer.await.unwrap().unwrap();
-        let depth = metrics.sink_queue_depth.get_or_create(&metrics.sink("picky")).clone();
-        let delivered = metrics.sink_delivered_total.get_or_create(&metrics.sink("picky")).clone();
+        let depth = metrics
+            .sink_queue_depth
+            .get_or_create(&metrics.sink("picky"))
+            .clone();
+        let delivered = metrics
+            .sink_delivered_total
+            .get_or_create(&metrics.sink("picky"))
+            .clone();
         let want = part
             .iter()
             .filter(|e| e.event.event_name == "signup" && !e.event.event_id.ends_with('4'))
@@ -256,26 +296,41 @@ async fn spool_to_file_filters_dead_letters_and_resumes() {
         .collect();
     let mut written = read_events(&out);
     written.sort_by(|a, b| a.event_id.cmp(&b.event_id));
-    assert_eq!(written, wanted, "each wanted event once (concurrency 2 may reorder batches)");
-    let dead: Vec<serde_json::Value> = std::fs::read_to_string(spool_cfg.dir.join("dead-letter/picky.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
+    assert_eq!(
+        written, wanted,
+        "each wanted event once (concurrency 2 may reorder batches)"
+    );
+    let dead: Vec<serde_json::Value> =
+        std::fs::read_to_string(spool_cfg.dir.join("dead-letter/picky.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+    let dead_ids: Vec<&str> = dead
+        .iter()
+        .map(|d| d["event"]["event_id"].as_str().unwrap())
         .collect();
-    let dead_ids: Vec<&str> = dead.iter().map(|d| d["event"]["event_id"].as_str().unwrap()).collect();
     let want_dead: Vec<String> = events
         .iter()
         .filter(|e| e.event.event_name == "signup" && e.event.event_id.ends_with('4'))
         .map(|e| e.event.event_id.clone())
         .collect();
     assert_eq!(dead_ids, want_dead);
-    assert!(dead.iter().all(|d| d["reason"] == "invalid: ids ending in 4 are invalid here" && d["sink"] == "picky"));
+    assert!(dead.iter().all(
+        |d| d["reason"] == "invalid: ids ending in 4 are invalid here" && d["sink"] == "picky"
+    ));
     // Every event was acknowledged: the spool keeps only its active segment.
     let (_w, readers) = spool::open(&spool_cfg, &names, Arc::new(Metrics::new())).unwrap();
     assert_eq!(readers[0].acked(), 300);
     let segs = std::fs::read_dir(&spool_cfg.dir)
         .unwrap()
-        .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "seg"))
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "seg")
+        })
         .count();
     assert_eq!(segs, 1);
 }

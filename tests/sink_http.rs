@@ -45,7 +45,11 @@ struct Seen {
 
 impl Seen {
     fn accepted(&self) -> Vec<String> {
-        self.requests.iter().filter(|r| r.2).flat_map(|r| r.1.clone()).collect()
+        self.requests
+            .iter()
+            .filter(|r| r.2)
+            .flat_map(|r| r.1.clone())
+            .collect()
     }
 }
 
@@ -56,7 +60,9 @@ async fn collector(script: Script) -> (SocketAddr, Arc<Mutex<Seen>>) {
     let s = seen.clone();
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { return };
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
             let (seen, script) = (s.clone(), script.clone());
             tokio::spawn(async move {
                 let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
@@ -72,7 +78,11 @@ async fn collector(script: Script) -> (SocketAddr, Arc<Mutex<Seen>>) {
     (addr, seen)
 }
 
-async fn answer(req: Request<hyper::body::Incoming>, seen: &Mutex<Seen>, script: &Script) -> Response<Full<Bytes>> {
+async fn answer(
+    req: Request<hyper::body::Incoming>,
+    seen: &Mutex<Seen>,
+    script: &Script,
+) -> Response<Full<Bytes>> {
     let arrived = Instant::now();
     let headers = req.headers().clone();
     assert_eq!(headers["content-type"], "application/x-ndjson");
@@ -80,7 +90,9 @@ async fn answer(req: Request<hyper::body::Incoming>, seen: &Mutex<Seen>, script:
     let raw = req.into_body().collect().await.unwrap().to_bytes();
     let text = if headers.get("content-encoding").is_some_and(|v| v == "gzip") {
         let mut s = String::new();
-        flate2::read::GzDecoder::new(&raw[..]).read_to_string(&mut s).unwrap();
+        flate2::read::GzDecoder::new(&raw[..])
+            .read_to_string(&mut s)
+            .unwrap();
         s
     } else {
         String::from_utf8(raw.to_vec()).unwrap()
@@ -88,7 +100,10 @@ async fn answer(req: Request<hyper::body::Incoming>, seen: &Mutex<Seen>, script:
     let mut ids = Vec::new();
     for line in text.lines() {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();
-        assert!(v.get("ad_match").is_none() && v.get("em").is_none(), "only the event leaves");
+        assert!(
+            v.get("ad_match").is_none() && v.get("em").is_none(),
+            "only the event leaves"
+        );
         let e: Event = serde_json::from_value(v).unwrap();
         ids.push(e.event_id);
     }
@@ -209,7 +224,12 @@ fn http_sink(addr: SocketAddr, edit: impl FnOnce(&mut HttpSinkConfig)) -> Arc<dy
     let mut c = HttpSinkConfig::new(format!("http://{addr}/v1/batch"));
     c.timeout = Duration::from_millis(500);
     edit(&mut c);
-    Arc::new(HttpSink::new(&c, &|k| (k == "COLLECTOR_AUTH").then(|| "Bearer s3cret".to_string())).unwrap())
+    Arc::new(
+        HttpSink::new(&c, &|k| {
+            (k == "COLLECTOR_AUTH").then(|| "Bearer s3cret".to_string())
+        })
+        .unwrap(),
+    )
 }
 
 fn counter(m: &Metrics, which: &str) -> u64 {
@@ -225,9 +245,17 @@ fn counter(m: &Metrics, which: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_first_batches_then_everything_arrives_once_acknowledged() {
     let tmp = tempfile::tempdir().unwrap();
-    let (addr, seen) = collector(Arc::new(|n| if n < 4 { Answer::Status(503, None) } else { Answer::Ok })).await;
+    let (addr, seen) = collector(Arc::new(|n| {
+        if n < 4 {
+            Answer::Status(503, None)
+        } else {
+            Answer::Ok
+        }
+    }))
+    .await;
     let sink = http_sink(addr, |c| {
-        c.headers_env.insert("authorization".into(), "COLLECTOR_AUTH".into());
+        c.headers_env
+            .insert("authorization".into(), "COLLECTOR_AUTH".into());
         c.headers.insert("x-source".into(), "touchgate".into());
     });
     let mut cfg = delivery(10);
@@ -236,27 +264,50 @@ async fn failing_first_batches_then_everything_arrives_once_acknowledged() {
     let seen = seen.lock().unwrap();
     let accepted = seen.accepted();
     // Every event arrived; a duplicate would have to carry an equal id.
-    assert_eq!(accepted.iter().cloned().collect::<BTreeSet<_>>(), all_ids(200).into_iter().collect());
+    assert_eq!(
+        accepted.iter().cloned().collect::<BTreeSet<_>>(),
+        all_ids(200).into_iter().collect()
+    );
     assert_eq!(accepted.len(), 200, "each batch is acknowledged once");
-    assert!(seen.requests.iter().all(|r| r.1.len() <= 10), "batches respect max_events");
+    assert!(
+        seen.requests.iter().all(|r| r.1.len() <= 10),
+        "batches respect max_events"
+    );
     assert_eq!(counter(&run.metrics, "failures"), 4);
     assert_eq!(counter(&run.metrics, "delivered"), 200);
     assert_eq!(run.acked, 200);
-    assert!(seen.headers.iter().all(|h| h["authorization"] == "Bearer s3cret" && h["x-source"] == "touchgate"));
+    assert!(
+        seen.headers
+            .iter()
+            .all(|h| h["authorization"] == "Bearer s3cret" && h["x-source"] == "touchgate")
+    );
     let text = run.metrics.encode();
-    assert!(text.contains("touchgate_event_delivery_seconds_count{sink=\"http\"} 200"), "{text}");
+    assert!(
+        text.contains("touchgate_event_delivery_seconds_count{sink=\"http\"} 200"),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_after_is_honoured() {
     let tmp = tempfile::tempdir().unwrap();
-    let (addr, seen) = collector(Arc::new(|n| if n == 0 { Answer::Status(429, Some("1")) } else { Answer::Ok })).await;
+    let (addr, seen) = collector(Arc::new(|n| {
+        if n == 0 {
+            Answer::Status(429, Some("1"))
+        } else {
+            Answer::Ok
+        }
+    }))
+    .await;
     let run = deliver(tmp.path(), http_sink(addr, |_| {}), delivery(100), 5).await;
     let seen = seen.lock().unwrap();
     assert_eq!(seen.accepted(), all_ids(5));
     let waited = seen.requests[1].0 - seen.requests[0].0;
     // backoff alone would retry within 50 ms
-    assert!(waited >= Duration::from_millis(990), "retried after {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(990),
+        "retried after {waited:?}"
+    );
     assert_eq!(run.acked, 5);
 }
 
@@ -264,7 +315,13 @@ async fn retry_after_is_honoured() {
 async fn a_hanging_collector_times_out_and_is_retried() {
     let tmp = tempfile::tempdir().unwrap();
     let (addr, seen) = collector(Arc::new(|n| if n < 2 { Answer::Hang } else { Answer::Ok })).await;
-    let run = deliver(tmp.path(), http_sink(addr, |c| c.timeout = Duration::from_millis(200)), delivery(100), 20).await;
+    let run = deliver(
+        tmp.path(),
+        http_sink(addr, |c| c.timeout = Duration::from_millis(200)),
+        delivery(100),
+        20,
+    )
+    .await;
     let seen = seen.lock().unwrap();
     assert_eq!(seen.accepted(), all_ids(20));
     assert_eq!(counter(&run.metrics, "failures"), 2);
@@ -282,11 +339,21 @@ async fn connection_refused_is_retried_and_max_age_gives_up_to_dead_letter() {
     let mut cfg = delivery(100);
     cfg.max_age = Duration::from_millis(300);
     let run = deliver(tmp.path(), http_sink(addr, |_| {}), cfg, 3).await;
-    assert!(counter(&run.metrics, "failures") >= 2, "retried before giving up");
+    assert!(
+        counter(&run.metrics, "failures") >= 2,
+        "retried before giving up"
+    );
     assert_eq!(counter(&run.metrics, "dead"), 3);
     let lines = dead_lines(&run.dead_letter);
     assert_eq!(lines.len(), 3);
-    assert!(lines[0]["reason"].as_str().unwrap().starts_with("gave up after max_age"), "{}", lines[0]);
+    assert!(
+        lines[0]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("gave up after max_age"),
+        "{}",
+        lines[0]
+    );
     assert_eq!(run.acked, 3);
 }
 
@@ -295,13 +362,22 @@ async fn bad_request_sends_the_batch_to_dead_letter() {
     let tmp = tempfile::tempdir().unwrap();
     let (addr, seen) = collector(Arc::new(|_| Answer::Status(400, None))).await;
     let run = deliver(tmp.path(), http_sink(addr, |_| {}), delivery(4), 10).await;
-    let sent: usize = seen.lock().unwrap().requests.iter().map(|r| r.1.len()).sum();
+    let sent: usize = seen
+        .lock()
+        .unwrap()
+        .requests
+        .iter()
+        .map(|r| r.1.len())
+        .sum();
     assert_eq!(sent, 10, "no retry of a rejected batch");
     assert_eq!(counter(&run.metrics, "dead"), 10);
     assert_eq!(counter(&run.metrics, "delivered"), 0);
     let lines = dead_lines(&run.dead_letter);
     assert_eq!(
-        lines.iter().map(|l| l["event"]["event_id"].as_str().unwrap().to_string()).collect::<Vec<_>>(),
+        lines
+            .iter()
+            .map(|l| l["event"]["event_id"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>(),
         all_ids(10)
     );
     for l in &lines {
@@ -317,7 +393,13 @@ async fn bad_request_sends_the_batch_to_dead_letter() {
 async fn gzip_payloads_decode_to_the_events() {
     let tmp = tempfile::tempdir().unwrap();
     let (addr, seen) = collector(Arc::new(|_| Answer::Ok)).await;
-    let run = deliver(tmp.path(), http_sink(addr, |c| c.gzip = true), delivery(25), 100).await;
+    let run = deliver(
+        tmp.path(),
+        http_sink(addr, |c| c.gzip = true),
+        delivery(25),
+        100,
+    )
+    .await;
     let seen = seen.lock().unwrap();
     assert_eq!(seen.accepted(), all_ids(100));
     assert!(seen.headers.iter().all(|h| h["content-encoding"] == "gzip"));

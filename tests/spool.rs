@@ -35,7 +35,9 @@ fn envelope(id: &str) -> Envelope {
 }
 
 fn batch(from: usize, n: usize) -> Vec<Envelope> {
-    (from..from + n).map(|i| envelope(&format!("e{i:06}"))).collect()
+    (from..from + n)
+        .map(|i| envelope(&format!("e{i:06}")))
+        .collect()
 }
 
 fn cfg(dir: &Path) -> SpoolConfig {
@@ -58,7 +60,7 @@ fn ids(reader: &mut SpoolReader, max: usize) -> Vec<String> {
         .read_blocking(max, usize::MAX)
         .unwrap()
         .into_iter()
-        .map(|r| r.envelope.event.event_id)
+        .map(|r| r.decode().unwrap().event.event_id)
         .collect()
 }
 
@@ -89,18 +91,32 @@ fn append_read_ack_and_resume() {
     let tmp = tempfile::tempdir().unwrap();
     let m = Arc::new(Metrics::new());
     {
-        let (mut w, mut readers) = spool::open(&cfg(tmp.path()), &names(&["file"]), m.clone()).unwrap();
+        let (mut w, mut readers) =
+            spool::open(&cfg(tmp.path()), &names(&["file"]), m.clone()).unwrap();
         let r = &mut readers[0];
         let out = w.append_batch_blocking(&batch(0, 100)).unwrap();
         assert_eq!((out.appended, out.dropped, out.end), (100, 0, 100));
         let got = r.read_blocking(1000, usize::MAX).unwrap();
-        assert_eq!(got.iter().map(|r| r.seq).collect::<Vec<_>>(), (0..100).collect::<Vec<_>>());
         assert_eq!(
-            got.iter().map(|r| r.envelope.event.event_id.clone()).collect::<Vec<_>>(),
+            got.iter().map(|r| r.seq).collect::<Vec<_>>(),
+            (0..100).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            got.iter()
+                .map(|r| r.decode().unwrap().event.event_id)
+                .collect::<Vec<_>>(),
             expected(0, 100)
         );
-        // The ad-platform match keys travel in the spool.
-        assert_eq!(got[0].envelope, envelope("e000000").with_time(&got[0].envelope));
+        // The ad-platform match keys travel in the spool, beside the event.
+        let first = got[0].decode().unwrap();
+        assert_eq!(first, envelope("e000000").with_time(&first));
+        assert_eq!(got[0].occurred_at(), first.event.occurred_at);
+        let json: serde_json::Value = serde_json::from_slice(&got[0].event_json()).unwrap();
+        assert_eq!(
+            json,
+            serde_json::to_value(&first.event).unwrap(),
+            "the event's JSON alone"
+        );
         r.ack_blocking(60).unwrap();
         assert_eq!(
             m.sink_queue_depth.get_or_create(&m.sink("file")).get(),
@@ -125,6 +141,7 @@ trait WithTime {
 }
 
 impl WithTime for Envelope {
+    /// The spool keeps the milliseconds the event's JSON carries.
     fn with_time(mut self, like: &Envelope) -> Envelope {
         self.event.occurred_at = like.event.occurred_at;
         self.event.received_at = like.event.received_at;
@@ -135,12 +152,17 @@ impl WithTime for Envelope {
 #[test]
 fn read_respects_count_and_byte_limits() {
     let tmp = tempfile::tempdir().unwrap();
-    let (mut w, mut readers) = spool::open(&cfg(tmp.path()), &names(&["a"]), Arc::new(Metrics::new())).unwrap();
+    let (mut w, mut readers) =
+        spool::open(&cfg(tmp.path()), &names(&["a"]), Arc::new(Metrics::new())).unwrap();
     w.append_batch_blocking(&batch(0, 30)).unwrap();
     let r = &mut readers[0];
     assert_eq!(r.read_blocking(7, usize::MAX).unwrap().len(), 7);
     let one = r.read_blocking(100, 1).unwrap();
-    assert_eq!(one.len(), 1, "the first record comes even when larger than the budget");
+    assert_eq!(
+        one.len(),
+        1,
+        "the first record comes even when larger than the budget"
+    );
     let size = one[0].bytes;
     let some = r.read_blocking(100, size * 3 + size / 2).unwrap();
     assert_eq!(some.len(), 3);
@@ -152,7 +174,8 @@ fn read_respects_count_and_byte_limits() {
 fn two_readers_at_different_speeds_and_segment_deletion() {
     let tmp = tempfile::tempdir().unwrap();
     let m = Arc::new(Metrics::new());
-    let (mut w, mut readers) = spool::open(&cfg(tmp.path()), &names(&["fast", "slow"]), m.clone()).unwrap();
+    let (mut w, mut readers) =
+        spool::open(&cfg(tmp.path()), &names(&["fast", "slow"]), m.clone()).unwrap();
     let (fast, slow) = readers.split_at_mut(1);
     let (fast, slow) = (&mut fast[0], &mut slow[0]);
     for g in 0..10 {
@@ -177,13 +200,28 @@ fn two_readers_at_different_speeds_and_segment_deletion() {
     slow.ack_blocking(100).unwrap();
     let left = segments(tmp.path());
     assert!(left.len() < all.len() && !left.is_empty());
-    let first_left: u64 = left[0].file_stem().unwrap().to_str().unwrap().parse().unwrap();
-    assert!(first_left <= 100, "segment holding record 100 must stay, first is {first_left}");
-    let second_left: Option<u64> = left.get(1).map(|p| p.file_stem().unwrap().to_str().unwrap().parse().unwrap());
-    assert!(second_left.is_none_or(|s| s > 100), "the segment holding 100 is the first kept");
+    let first_left: u64 = left[0]
+        .file_stem()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        first_left <= 100,
+        "segment holding record 100 must stay, first is {first_left}"
+    );
+    let second_left: Option<u64> = left
+        .get(1)
+        .map(|p| p.file_stem().unwrap().to_str().unwrap().parse().unwrap());
+    assert!(
+        second_left.is_none_or(|s| s > 100),
+        "the segment holding 100 is the first kept"
+    );
     // A reopen resumes the slow reader inside the kept segment.
     drop((w, readers));
-    let (mut w, mut readers) = spool::open(&cfg(tmp.path()), &names(&["fast", "slow"]), m.clone()).unwrap();
+    let (mut w, mut readers) =
+        spool::open(&cfg(tmp.path()), &names(&["fast", "slow"]), m.clone()).unwrap();
     assert_eq!(ids(&mut readers[1], 1000), expected(100, 100));
     assert!(ids(&mut readers[0], 1000).is_empty());
     readers[1].ack_blocking(200).unwrap();
@@ -192,7 +230,10 @@ fn two_readers_at_different_speeds_and_segment_deletion() {
     w.append_batch_blocking(&batch(200, 1)).unwrap();
     assert_eq!(ids(&mut readers[0], 10), expected(200, 1));
     assert_eq!(ids(&mut readers[1], 10), expected(200, 1));
-    let bytes: u64 = segments(tmp.path()).iter().map(|p| fs::metadata(p).unwrap().len()).sum();
+    let bytes: u64 = segments(tmp.path())
+        .iter()
+        .map(|p| fs::metadata(p).unwrap().len())
+        .sum();
     assert_eq!(m.spool_bytes.get() as u64, bytes);
 }
 
@@ -207,7 +248,10 @@ fn max_bytes_drops_and_counts_without_blocking() {
     assert!(out.appended > 5 && out.dropped > 0, "{out:?}");
     assert_eq!(out.appended + out.dropped, 100);
     assert_eq!(dropped(&m, "spool_full"), out.dropped as u64);
-    let on_disk: u64 = segments(tmp.path()).iter().map(|p| fs::metadata(p).unwrap().len()).sum();
+    let on_disk: u64 = segments(tmp.path())
+        .iter()
+        .map(|p| fs::metadata(p).unwrap().len())
+        .sum();
     assert!(on_disk <= c.max_bytes, "{on_disk}");
     assert_eq!(m.spool_bytes.get() as u64, on_disk);
     // The kept events are the first ones, in order.
@@ -249,10 +293,19 @@ fn torn_tail_is_truncated_on_open_and_complete_records_kept() {
     assert_eq!(offs.len(), 20);
     // Cut the last frame in the middle.
     let len = fs::metadata(&seg).unwrap().len();
-    OpenOptions::new().write(true).open(&seg).unwrap().set_len(len - 10).unwrap();
+    OpenOptions::new()
+        .write(true)
+        .open(&seg)
+        .unwrap()
+        .set_len(len - 10)
+        .unwrap();
     {
         let (mut w, mut readers) = spool::open(&c, &names(&["a"]), m.clone()).unwrap();
-        assert_eq!(fs::metadata(&seg).unwrap().len(), offs[19], "torn frame removed");
+        assert_eq!(
+            fs::metadata(&seg).unwrap().len(),
+            offs[19],
+            "torn frame removed"
+        );
         assert_eq!(ids(&mut readers[0], 1000), expected(0, 19));
         // New records continue the numbering after the last complete one.
         let out = w.append_batch_blocking(&batch(19, 3)).unwrap();
@@ -263,7 +316,11 @@ fn torn_tail_is_truncated_on_open_and_complete_records_kept() {
     let offs = frame_offsets(&seg);
     assert_eq!(offs.len(), 22);
     {
-        let mut f = OpenOptions::new().read(true).write(true).open(&seg).unwrap();
+        let mut f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&seg)
+            .unwrap();
         let at = offs[21] + 8 + 20;
         let mut b = [0u8; 1];
         f.seek(SeekFrom::Start(at)).unwrap();
@@ -272,7 +329,12 @@ fn torn_tail_is_truncated_on_open_and_complete_records_kept() {
         f.write_all(&[b[0] ^ 0x20]).unwrap();
     }
     // And append garbage shorter than a header.
-    OpenOptions::new().append(true).open(&seg).unwrap().write_all(&[1, 2, 3]).unwrap();
+    OpenOptions::new()
+        .append(true)
+        .open(&seg)
+        .unwrap()
+        .write_all(&[1, 2, 3])
+        .unwrap();
     let (_w, mut readers) = spool::open(&c, &names(&["a"]), m).unwrap();
     assert_eq!(fs::metadata(&seg).unwrap().len(), offs[21]);
     let mut want = expected(0, 19);
@@ -295,10 +357,24 @@ fn retention_removes_old_segments_even_unacknowledged() {
     // The first two segments were last written two hours ago.
     let old = SystemTime::now() - Duration::from_secs(7200);
     for p in &segs[..2] {
-        OpenOptions::new().write(true).open(p).unwrap().set_modified(old).unwrap();
+        OpenOptions::new()
+            .write(true)
+            .open(p)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
     }
-    let third: u64 = segs[2].file_stem().unwrap().to_str().unwrap().parse().unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let third: u64 = segs[2]
+        .file_stem()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let (mut w, mut readers) = spool::open(&c, &names(&["a"]), m.clone()).unwrap();
         w.tick().await.unwrap();
@@ -313,7 +389,8 @@ fn retention_removes_old_segments_even_unacknowledged() {
 #[tokio::test]
 async fn readers_wake_on_append_without_polling() {
     let tmp = tempfile::tempdir().unwrap();
-    let (w, mut readers) = spool::open(&cfg(tmp.path()), &names(&["a"]), Arc::new(Metrics::new())).unwrap();
+    let (w, mut readers) =
+        spool::open(&cfg(tmp.path()), &names(&["a"]), Arc::new(Metrics::new())).unwrap();
     let mut r = readers.pop().unwrap();
     assert!(!r.available());
     let (tx, rx) = tokio::sync::mpsc::channel(16);
@@ -321,17 +398,30 @@ async fn readers_wake_on_append_without_polling() {
     let waiter = tokio::spawn(async move {
         let alive = r.wait().await;
         let got = r.read(10, usize::MAX).await.unwrap();
-        (alive, got.into_iter().map(|r| r.envelope.event.event_id).collect::<Vec<_>>(), r)
+        (
+            alive,
+            got.into_iter()
+                .map(|r| r.decode().unwrap().event.event_id)
+                .collect::<Vec<_>>(),
+            r,
+        )
     });
     tokio::task::yield_now().await;
     tx.send(envelope("e000000")).await.unwrap();
-    let (alive, got, mut r) = tokio::time::timeout(Duration::from_secs(10), waiter).await.unwrap().unwrap();
+    let (alive, got, mut r) = tokio::time::timeout(Duration::from_secs(10), waiter)
+        .await
+        .unwrap()
+        .unwrap();
     assert!(alive);
     assert_eq!(got, expected(0, 1));
     drop(tx);
     writer.await.unwrap().unwrap();
     // The writer is gone: waiting ends instead of hanging.
-    assert!(!tokio::time::timeout(Duration::from_secs(10), r.wait()).await.unwrap());
+    assert!(
+        !tokio::time::timeout(Duration::from_secs(10), r.wait())
+            .await
+            .unwrap()
+    );
 }
 
 #[test]
@@ -363,7 +453,12 @@ fn sigkill_loses_no_event_acknowledged_as_durable() {
     let tmp = tempfile::tempdir().unwrap();
     let exe = std::env::current_exe().unwrap();
     let mut child = Command::new(exe)
-        .args(["--exact", "sigkill_loses_no_event_acknowledged_as_durable", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "sigkill_loses_no_event_acknowledged_as_durable",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD_ENV, tmp.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
