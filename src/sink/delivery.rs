@@ -443,10 +443,20 @@ async fn run<T: Item>(
             } else {
                 max_bytes.saturating_sub(have_bytes)
             };
+            let before = reader.position();
             let records = reader
                 .read(max_events - have_events, room_bytes.max(1))
                 .await?;
             if records.is_empty() {
+                if have_events == 0 && reader.position() == before {
+                    // Records are announced but cannot be read (a segment
+                    // changed under us; the spool logs it): try again now
+                    // and then instead of spinning.
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = shutdown.cancelled() => break,
+                    }
+                }
                 // The next record does not fit into the open batch.
                 close(&mut open, &mut units, &mut ready, &mut next_id);
                 continue;
