@@ -32,6 +32,7 @@ use crate::event::Envelope;
 #[serde(deny_unknown_fields)]
 pub struct FileSinkConfig {
     pub name: Option<String>,
+    #[serde(default = "default_path")]
     pub path: PathBuf,
     #[serde(default)]
     pub delivery: DeliveryConfig,
@@ -53,6 +54,10 @@ pub struct FileSinkConfig {
     pub retention: Option<Duration>,
 }
 
+/// The contract's default.
+fn default_path() -> PathBuf {
+    "data/events.jsonl".into()
+}
 fn default_rotate_bytes() -> u64 {
     256 << 20
 }
@@ -521,6 +526,71 @@ mod tests {
             Path::new("log-2026-11-29T000000Z")
         );
         assert!(is_rotated_of(bare, "log-2026-11-29T000000Z"));
+    }
+
+    #[test]
+    fn sink_tables_parse_from_toml() {
+        let text = r#"
+[[sink]]
+type = "file"
+rotate_bytes = 1000
+keep_files = 5
+retention = "30d"
+fsync = "interval"
+fsync_interval = "2s"
+delivery = { max_events = 100, linger = "50ms" }
+
+[[sink]]
+type = "http"
+name = "collector"
+url = "https://collector.example/v1/batch"
+gzip = true
+timeout = "5s"
+headers_env = { authorization = "COLLECTOR_AUTH" }
+headers = { x-source = "touchgate" }
+"#;
+        let env = |k: &str| {
+            matches!(k, "TOUCHGATE_SECRET" | "COLLECTOR_AUTH")
+                .then(|| "0123456789abcdef0123456789abcdef".to_string())
+        };
+        let cfg = crate::config::Config::parse("t.toml", text, &env).unwrap();
+        let crate::sink::SinkConfig::File(f) = &cfg.sink[0] else {
+            panic!("file")
+        };
+        assert_eq!(f.path, Path::new("data/events.jsonl"));
+        assert_eq!(f.sink_name(), "file");
+        assert_eq!(
+            (f.rotate_bytes, f.keep_files, f.fsync),
+            (1000, Some(5), FsyncPolicy::Interval)
+        );
+        assert_eq!(f.retention, Some(Duration::from_secs(30 * 86400)));
+        assert_eq!(f.delivery.max_events, 100);
+        assert_eq!(f.delivery.linger, Duration::from_millis(50));
+        let crate::sink::SinkConfig::Http(h) = &cfg.sink[1] else {
+            panic!("http")
+        };
+        assert_eq!(h.sink_name(), "collector");
+        assert!(h.gzip);
+        assert_eq!(h.timeout, Duration::from_secs(5));
+        assert_eq!(h.headers_env["authorization"], "COLLECTOR_AUTH");
+
+        let err = crate::config::Config::parse(
+            "t.toml",
+            &text.replace("rotate_bytes", "rotate_byte"),
+            &env,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("rotate_byte"), "{err}");
+        let err = crate::config::Config::parse("t.toml", text, &|k| {
+            (k == "TOUCHGATE_SECRET").then(|| "0123456789abcdef".repeat(2))
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("sink[1].headers_env.authorization") && err.contains("COLLECTOR_AUTH"),
+            "{err}"
+        );
     }
 
     #[test]
