@@ -895,8 +895,10 @@ impl SpoolWriter {
     }
 
     /// The same as [`append_batch_blocking`](Self::append_batch_blocking),
-    /// with the file I/O on tokio's blocking pool. Not cancel-safe: await it
-    /// to the end (a dropped future leaves the writer `Poisoned`).
+    /// with the file I/O on tokio's blocking pool; the events are
+    /// serialized on the calling task (see [`append_owned`](Self::append_owned)).
+    /// Not cancel-safe: await it to the end (a dropped future leaves the
+    /// writer `Poisoned`).
     pub async fn append_batch(&mut self, batch: &[Envelope]) -> Result<Appended, SpoolError> {
         let metrics = self
             .core
@@ -909,17 +911,31 @@ impl SpoolWriter {
         self.with_core(move |core| core.write(&enc)).await
     }
 
-    /// [`append_batch`](Self::append_batch) for envelopes framed by the
-    /// producers ([`Frame::encode`]): the writer only copies and writes.
-    pub async fn append_frames(&mut self, frames: &[Frame]) -> Result<Appended, SpoolError> {
-        let mut buf = Vec::with_capacity(frames.iter().map(Frame::len).sum());
-        let mut ends = Vec::with_capacity(frames.len());
-        for f in frames {
-            buf.extend_from_slice(&f.0);
-            ends.push(buf.len());
-        }
-        let enc = Encoded { buf, ends };
-        self.with_core(move |core| core.write(&enc)).await
+    /// [`append_batch`](Self::append_batch) with everything — serializing
+    /// (milliseconds for a large group), writing, dropping the events — on
+    /// the blocking pool, off the threads that serve the proxy.
+    pub async fn append_owned(&mut self, batch: Vec<Envelope>) -> Result<Appended, SpoolError> {
+        self.with_core(move |core| {
+            let enc = encode(&batch, &core.shared.metrics);
+            drop(batch);
+            core.write(&enc)
+        })
+        .await
+    }
+
+    /// Append envelopes the producers framed ([`Frame::encode`]): the
+    /// writer only copies and writes.
+    pub async fn append_frames(&mut self, frames: Vec<Frame>) -> Result<Appended, SpoolError> {
+        self.with_core(move |core| {
+            let mut buf = Vec::with_capacity(frames.iter().map(Frame::len).sum());
+            let mut ends = Vec::with_capacity(frames.len());
+            for f in frames {
+                buf.extend_from_slice(&f.0);
+                ends.push(buf.len());
+            }
+            core.write(&Encoded { buf, ends })
+        })
+        .await
     }
 
     /// Idle work; call at least every [`tick_interval`](Self::tick_interval)
@@ -973,29 +989,27 @@ impl SpoolWriter {
 
 /// What the writer loop takes from its channel: envelopes (serialized by
 /// the writer) or frames (serialized by the producers).
-pub trait SpoolItem: Send + 'static {
-    fn append<'a>(
-        writer: &'a mut SpoolWriter,
-        items: &'a [Self],
-    ) -> BoxFuture<'a, Result<Appended, SpoolError>>
-    where
-        Self: Sized;
+pub trait SpoolItem: Send + Sized + 'static {
+    fn append(
+        writer: &mut SpoolWriter,
+        items: Vec<Self>,
+    ) -> BoxFuture<'_, Result<Appended, SpoolError>>;
 }
 
 impl SpoolItem for Envelope {
-    fn append<'a>(
-        writer: &'a mut SpoolWriter,
-        items: &'a [Self],
-    ) -> BoxFuture<'a, Result<Appended, SpoolError>> {
-        Box::pin(writer.append_batch(items))
+    fn append(
+        writer: &mut SpoolWriter,
+        items: Vec<Self>,
+    ) -> BoxFuture<'_, Result<Appended, SpoolError>> {
+        Box::pin(writer.append_owned(items))
     }
 }
 
 impl SpoolItem for Frame {
-    fn append<'a>(
-        writer: &'a mut SpoolWriter,
-        items: &'a [Self],
-    ) -> BoxFuture<'a, Result<Appended, SpoolError>> {
+    fn append(
+        writer: &mut SpoolWriter,
+        items: Vec<Self>,
+    ) -> BoxFuture<'_, Result<Appended, SpoolError>> {
         Box::pin(writer.append_frames(items))
     }
 }
@@ -1016,19 +1030,19 @@ pub async fn run_writer<T: SpoolItem>(
                 if n == 0 {
                     break;
                 }
-                if let Err(e) = T::append(&mut writer, &group).await {
-                    tracing::error!(error = %e, events = group.len(), "spool append failed, events dropped");
+                let items = std::mem::replace(&mut group, Vec::with_capacity(max_group.max(1)));
+                if let Err(e) = T::append(&mut writer, items).await {
+                    tracing::error!(error = %e, events = n, "spool append failed, events dropped");
                     let metrics = writer.core.as_ref().map(|c| c.shared.metrics.clone());
                     if let Some(m) = metrics {
                         m.events_dropped_total
                             .get_or_create(&crate::metrics::ReasonLabel { reason: "spool_error".into() })
-                            .inc_by(group.len() as u64);
+                            .inc_by(n as u64);
                     }
                     if matches!(e, SpoolError::Poisoned | SpoolError::Task(_)) {
                         return Err(e);
                     }
                 }
-                group.clear();
             }
             _ = tokio::time::sleep(tick) => writer.tick().await?,
         }

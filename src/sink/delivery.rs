@@ -461,18 +461,29 @@ async fn run<T: Item>(
                 close(&mut open, &mut units, &mut ready, &mut next_id);
                 continue;
             }
-            for rec in records {
+            // Parsing a batch takes milliseconds of CPU: off the threads
+            // that serve the proxy.
+            let sink = ctx.sink.clone();
+            let admitted = tokio::task::spawn_blocking(move || {
+                records
+                    .into_iter()
+                    .map(|rec| (rec.seq, rec.bytes, T::admit(&rec, &*sink)))
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .map_err(|e| SpoolError::Task(e.to_string()))?;
+            for (seq, bytes, admit) in admitted {
                 let b = open.get_or_insert_with(|| OpenBatch {
                     events: Vec::new(),
                     bytes: 0,
                     started: None,
-                    through: rec.seq,
+                    through: seq,
                 });
-                b.through = rec.seq + 1;
-                match T::admit(&rec, &*ctx.sink) {
+                b.through = seq + 1;
+                match admit {
                     Admit::Take(item) => {
                         b.events.push(item);
-                        b.bytes += rec.bytes;
+                        b.bytes += bytes;
                         b.started.get_or_insert_with(Instant::now);
                     }
                     Admit::Skip => {}
@@ -482,12 +493,12 @@ async fn run<T: Item>(
                             .await
                         {
                             // Shutdown before it was kept: not part of the batch.
-                            b.through = rec.seq;
+                            b.through = seq;
                             break;
                         }
                     }
                     Admit::Corrupt(error) => {
-                        tracing::error!(sink = %ctx.sink.name(), seq = rec.seq, %error, "spool record is not an event, skipped");
+                        tracing::error!(sink = %ctx.sink.name(), seq, %error, "spool record is not an event, skipped");
                         ctx.corrupt.inc();
                     }
                 }
