@@ -26,9 +26,9 @@
 //! is a few hundred lines, all of them below.
 //!
 //! With real events (~1.3 KB of JSON) in `benches/delivery.rs`, appending
-//! costs 5–7 µs of CPU per event, 3.6–4.7 µs of it serializing the event;
-//! spool + file sink end to end cost 9–10 µs per event (60–90k events/s of
-//! wall clock on the shared, loaded machine; figures in `docs/spool.md`).
+//! costs ~5 µs of CPU per event, most of it serializing the event; spool +
+//! file sink end to end cost 7.6–8.6 µs per event (59–139k events/s of wall
+//! clock on the shared, loaded machine; figures in `docs/spool.md`).
 //!
 //! # Format
 //!
