@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
 use futures_util::stream::FuturesUnordered;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
@@ -31,8 +32,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::{DeliveryConfig, Sink, SinkError};
 use crate::event::{Envelope, rfc3339_millis};
-use crate::metrics::Metrics;
-use crate::pipeline::spool::{Seq, SpoolError, SpoolReader, file_safe};
+use crate::metrics::{Metrics, ReasonLabel};
+use crate::pipeline::spool::{RawEvent, Record, Seq, SpoolError, SpoolReader, file_safe};
 
 /// After shutdown is signalled, batches already in flight get this long to
 /// finish their current attempt; none is retried.
@@ -44,9 +45,11 @@ pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 /// The dead-letter file of a sink: `delivery.dead_letter` when set, else
 /// `<spool.dir>/dead-letter/<sink>.jsonl`.
 pub fn dead_letter_path(cfg: &DeliveryConfig, spool_dir: &Path, sink: &str) -> PathBuf {
-    cfg.dead_letter
-        .clone()
-        .unwrap_or_else(|| spool_dir.join("dead-letter").join(format!("{}.jsonl", file_safe(sink))))
+    cfg.dead_letter.clone().unwrap_or_else(|| {
+        spool_dir
+            .join("dead-letter")
+            .join(format!("{}.jsonl", file_safe(sink)))
+    })
 }
 
 /// Problems with a `[sink.delivery]` table, as `(key, message)` with keys
@@ -115,18 +118,19 @@ impl DeadLetter {
     }
 
     /// Append the events and fsync: once this returns they are kept.
-    pub async fn write(&self, events: &[Envelope], reason: &str) -> std::io::Result<()> {
+    pub async fn write<T: Item>(&self, events: &[T], reason: &str) -> std::io::Result<()> {
         let time = rfc3339_millis::format(OffsetDateTime::now_utc());
+        let prefix = format!(
+            "{{\"time\":{},\"sink\":{},\"reason\":{},\"event\":",
+            serde_json::to_string(&time)?,
+            serde_json::to_string(&self.sink)?,
+            serde_json::to_string(reason)?
+        );
         let mut buf = Vec::new();
-        for env in events {
-            let line = serde_json::json!({
-                "time": time,
-                "sink": self.sink,
-                "reason": reason,
-                "event": env.event,
-            });
-            serde_json::to_writer(&mut buf, &line)?;
-            buf.push(b'\n');
+        for e in events {
+            buf.extend_from_slice(prefix.as_bytes());
+            e.write_json(&mut buf)?;
+            buf.extend_from_slice(b"}\n");
         }
         let _guard = self.lock.lock().await;
         let path = self.path.clone();
@@ -136,12 +140,77 @@ impl DeadLetter {
             {
                 std::fs::create_dir_all(dir)?;
             }
-            let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)?;
             f.write_all(&buf)?;
             f.sync_data()
         })
         .await
         .map_err(std::io::Error::other)?
+    }
+}
+
+/// What a batch holds: parsed envelopes for most sinks, the spooled JSON
+/// for sinks that forward it unchanged (`Sink::raw`).
+pub trait Item: Send + Sync + Sized + 'static {
+    fn occurred_at(&self) -> OffsetDateTime;
+    /// The event's JSON (never the ad-platform match keys).
+    fn write_json(&self, out: &mut Vec<u8>) -> serde_json::Result<()>;
+    fn send<'a>(sink: &'a dyn Sink, batch: &'a [Self]) -> BoxFuture<'a, Result<(), SinkError>>;
+    /// What the delivery loop does with a spool record.
+    fn admit(rec: &Record, sink: &dyn Sink) -> Admit<Self>;
+}
+
+pub enum Admit<T> {
+    Take(T),
+    /// Not wanted by the sink: acknowledged without sending.
+    Skip,
+    /// Refused by `Sink::check`: to the dead-letter file.
+    Invalid(T, String),
+    /// The record does not parse as an event.
+    Corrupt(String),
+}
+
+impl Item for Envelope {
+    fn occurred_at(&self) -> OffsetDateTime {
+        self.event.occurred_at
+    }
+    fn write_json(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
+        serde_json::to_writer(out, &self.event)
+    }
+    fn send<'a>(sink: &'a dyn Sink, batch: &'a [Self]) -> BoxFuture<'a, Result<(), SinkError>> {
+        sink.send(batch)
+    }
+    fn admit(rec: &Record, sink: &dyn Sink) -> Admit<Self> {
+        let env = match rec.decode() {
+            Ok(e) => e,
+            Err(e) => return Admit::Corrupt(e.to_string()),
+        };
+        if !sink.accepts(&env) {
+            return Admit::Skip;
+        }
+        match sink.check(&env) {
+            Ok(()) => Admit::Take(env),
+            Err(reason) => Admit::Invalid(env, reason),
+        }
+    }
+}
+
+impl Item for RawEvent {
+    fn occurred_at(&self) -> OffsetDateTime {
+        self.occurred_at
+    }
+    fn write_json(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
+        out.extend_from_slice(&self.json);
+        Ok(())
+    }
+    fn send<'a>(sink: &'a dyn Sink, batch: &'a [Self]) -> BoxFuture<'a, Result<(), SinkError>> {
+        sink.send_raw(batch)
+    }
+    fn admit(rec: &Record, _sink: &dyn Sink) -> Admit<Self> {
+        Admit::Take(rec.raw())
     }
 }
 
@@ -154,6 +223,7 @@ struct Ctx {
     failures: Counter,
     dead_total: Counter,
     latency: Histogram,
+    corrupt: Counter,
     stop: CancellationToken,
 }
 
@@ -161,7 +231,7 @@ impl Ctx {
     /// Write to the dead-letter file, retrying with backoff while the disk
     /// refuses: events must not be acknowledged before they are kept.
     /// `false` when shutdown interrupted it.
-    async fn dead_letter(&self, events: &[Envelope], reason: &str) -> bool {
+    async fn dead_letter<T: Item>(&self, events: &[T], reason: &str) -> bool {
         let mut attempt = 0;
         loop {
             match self.dead.write(events, reason).await {
@@ -186,31 +256,36 @@ impl Ctx {
     /// Deliver one batch until it is acknowledged, rejected or given up.
     /// `true` when the batch is done (its events may be acknowledged in the
     /// spool), `false` when shutdown interrupted it.
-    async fn deliver(self: Arc<Self>, mut events: Vec<Envelope>) -> bool {
+    async fn deliver<T: Item>(self: Arc<Self>, mut events: Vec<T>) -> bool {
         let mut attempt = 0u32;
         loop {
-            match self.sink.send(&events).await {
+            match T::send(&*self.sink, &events).await {
                 Ok(()) => {
                     self.delivered.inc_by(events.len() as u64);
                     let now = OffsetDateTime::now_utc();
                     for e in &events {
-                        let age = (now - e.event.occurred_at).as_seconds_f64();
+                        let age = (now - e.occurred_at()).as_seconds_f64();
                         self.latency.observe(age.max(0.0));
                     }
                     return true;
                 }
                 Err(SinkError::Rejected { message }) => {
                     self.failures.inc();
-                    return self.dead_letter(&events, &format!("rejected: {message}")).await;
+                    return self
+                        .dead_letter(&events, &format!("rejected: {message}"))
+                        .await;
                 }
-                Err(SinkError::Retryable { message, retry_after }) => {
+                Err(SinkError::Retryable {
+                    message,
+                    retry_after,
+                }) => {
                     self.failures.inc();
                     tracing::warn!(sink = %self.sink.name(), events = events.len(), attempt, error = %message, "delivery failed, will retry");
                     let now = OffsetDateTime::now_utc();
                     let max_age = self.cfg.max_age;
-                    let (expired, keep): (Vec<Envelope>, Vec<Envelope>) = events
+                    let (expired, keep): (Vec<T>, Vec<T>) = events
                         .into_iter()
-                        .partition(|e| (now - e.event.occurred_at) >= max_age);
+                        .partition(|e| (now - e.occurred_at()) >= max_age);
                     if !expired.is_empty() {
                         let reason = format!(
                             "gave up after max_age {}: {message}",
@@ -246,8 +321,8 @@ struct Unit {
     done: bool,
 }
 
-struct OpenBatch {
-    events: Vec<Envelope>,
+struct OpenBatch<T> {
+    events: Vec<T>,
     bytes: usize,
     /// When the first event entered (linger runs from here).
     started: Option<Instant>,
@@ -264,23 +339,42 @@ type Flight = Pin<Box<dyn std::future::Future<Output = (u64, bool)> + Send>>;
 /// fails.
 pub async fn run_sink(
     sink: Arc<dyn Sink>,
-    mut reader: SpoolReader,
+    reader: SpoolReader,
     cfg: DeliveryConfig,
     dead_letter: PathBuf,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) -> Result<(), SpoolError> {
     let label = metrics.sink(sink.name());
+    let raw = sink.raw();
     let ctx = Arc::new(Ctx {
         dead: DeadLetter::new(dead_letter, sink.name()),
         delivered: metrics.sink_delivered_total.get_or_create(&label).clone(),
         failures: metrics.sink_failures_total.get_or_create(&label).clone(),
         dead_total: metrics.sink_dead_letter_total.get_or_create(&label).clone(),
         latency: metrics.event_delivery_seconds.get_or_create(&label).clone(),
+        corrupt: metrics
+            .events_dropped_total
+            .get_or_create(&ReasonLabel {
+                reason: "spool_corrupt".into(),
+            })
+            .clone(),
         sink,
         cfg,
         stop: shutdown.clone(),
     });
+    if raw {
+        run::<RawEvent>(ctx, reader, shutdown).await
+    } else {
+        run::<Envelope>(ctx, reader, shutdown).await
+    }
+}
+
+async fn run<T: Item>(
+    ctx: Arc<Ctx>,
+    mut reader: SpoolReader,
+    shutdown: CancellationToken,
+) -> Result<(), SpoolError> {
     let max_events = ctx.cfg.max_events.max(1);
     let max_bytes = ctx.cfg.max_bytes.max(1);
     let concurrency = ctx.cfg.concurrency.max(1);
@@ -288,14 +382,14 @@ pub async fn run_sink(
 
     let mut units: VecDeque<Unit> = VecDeque::new();
     let mut next_id = 0u64;
-    let mut open: Option<OpenBatch> = None;
+    let mut open: Option<OpenBatch<T>> = None;
     // A closed batch waiting for a slot; reading pauses meanwhile.
-    let mut ready: Option<(u64, Vec<Envelope>)> = None;
+    let mut ready: Option<(u64, Vec<T>)> = None;
     let mut flights: FuturesUnordered<Flight> = FuturesUnordered::new();
 
-    let close = |open: &mut Option<OpenBatch>,
+    let close = |open: &mut Option<OpenBatch<T>>,
                  units: &mut VecDeque<Unit>,
-                 ready: &mut Option<(u64, Vec<Envelope>)>,
+                 ready: &mut Option<(u64, Vec<T>)>,
                  next_id: &mut u64| {
         // Never replace a batch that waits for a slot.
         if ready.is_some() && open.as_ref().is_some_and(|b| !b.events.is_empty()) {
@@ -342,36 +436,72 @@ pub async fn run_sink(
 
         // Read while there is room for another batch.
         if ready.is_none() && reader.available() {
-            let (have_events, have_bytes) = open.as_ref().map_or((0, 0), |b| (b.events.len(), b.bytes));
-            let room_bytes = if have_events == 0 { usize::MAX } else { max_bytes.saturating_sub(have_bytes) };
-            let records = reader.read(max_events - have_events, room_bytes.max(1)).await?;
+            let (have_events, have_bytes) =
+                open.as_ref().map_or((0, 0), |b| (b.events.len(), b.bytes));
+            let room_bytes = if have_events == 0 {
+                usize::MAX
+            } else {
+                max_bytes.saturating_sub(have_bytes)
+            };
+            let before = reader.position();
+            let records = reader
+                .read(max_events - have_events, room_bytes.max(1))
+                .await?;
             if records.is_empty() {
+                if have_events == 0 && reader.position() == before {
+                    // Records are announced but cannot be read (a segment
+                    // changed under us; the spool logs it): try again now
+                    // and then instead of spinning.
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = shutdown.cancelled() => break,
+                    }
+                }
                 // The next record does not fit into the open batch.
                 close(&mut open, &mut units, &mut ready, &mut next_id);
                 continue;
             }
-            for rec in records {
+            // Parsing a batch takes milliseconds of CPU: off the threads
+            // that serve the proxy.
+            let sink = ctx.sink.clone();
+            let admitted = tokio::task::spawn_blocking(move || {
+                records
+                    .into_iter()
+                    .map(|rec| (rec.seq, rec.bytes, T::admit(&rec, &*sink)))
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .map_err(|e| SpoolError::Task(e.to_string()))?;
+            for (seq, bytes, admit) in admitted {
                 let b = open.get_or_insert_with(|| OpenBatch {
                     events: Vec::new(),
                     bytes: 0,
                     started: None,
-                    through: rec.seq,
+                    through: seq,
                 });
-                b.through = rec.seq + 1;
-                if !ctx.sink.accepts(&rec.envelope) {
-                    continue;
-                }
-                if let Err(reason) = ctx.sink.check(&rec.envelope) {
-                    if !ctx.dead_letter(std::slice::from_ref(&rec.envelope), &format!("invalid: {reason}")).await {
-                        // Shutdown before it was kept: not part of the batch.
-                        b.through = rec.seq;
-                        break;
+                b.through = seq + 1;
+                match admit {
+                    Admit::Take(item) => {
+                        b.events.push(item);
+                        b.bytes += bytes;
+                        b.started.get_or_insert_with(Instant::now);
                     }
-                    continue;
+                    Admit::Skip => {}
+                    Admit::Invalid(item, reason) => {
+                        if !ctx
+                            .dead_letter(std::slice::from_ref(&item), &format!("invalid: {reason}"))
+                            .await
+                        {
+                            // Shutdown before it was kept: not part of the batch.
+                            b.through = seq;
+                            break;
+                        }
+                    }
+                    Admit::Corrupt(error) => {
+                        tracing::error!(sink = %ctx.sink.name(), seq, %error, "spool record is not an event, skipped");
+                        ctx.corrupt.inc();
+                    }
                 }
-                b.events.push(rec.envelope);
-                b.bytes += rec.bytes;
-                b.started.get_or_insert_with(Instant::now);
             }
             if open
                 .as_ref()
@@ -469,14 +599,24 @@ mod tests {
             ..DeliveryConfig::default()
         };
         for attempt in 0..40 {
-            let cap = Duration::from_millis(100 * (1u64 << attempt.min(20))).min(Duration::from_secs(2));
+            let cap =
+                Duration::from_millis(100 * (1u64 << attempt.min(20))).min(Duration::from_secs(2));
             for _ in 0..20 {
                 let d = backoff(&cfg, attempt, None);
-                assert!(d >= Duration::from_millis(100) && d <= cap, "attempt {attempt}: {d:?}");
+                assert!(
+                    d >= Duration::from_millis(100) && d <= cap,
+                    "attempt {attempt}: {d:?}"
+                );
             }
         }
-        assert_eq!(backoff(&cfg, 3, Some(Duration::from_secs(7))), Duration::from_secs(7));
-        assert_eq!(backoff(&cfg, 0, Some(Duration::from_secs(86_400))), MAX_RETRY_AFTER);
+        assert_eq!(
+            backoff(&cfg, 3, Some(Duration::from_secs(7))),
+            Duration::from_secs(7)
+        );
+        assert_eq!(
+            backoff(&cfg, 0, Some(Duration::from_secs(86_400))),
+            MAX_RETRY_AFTER
+        );
     }
 
     #[test]
@@ -490,7 +630,10 @@ mod tests {
             dead_letter: Some("/x/dl.jsonl".into()),
             ..cfg
         };
-        assert_eq!(dead_letter_path(&cfg, Path::new("/s"), "a"), PathBuf::from("/x/dl.jsonl"));
+        assert_eq!(
+            dead_letter_path(&cfg, Path::new("/s"), "a"),
+            PathBuf::from("/x/dl.jsonl")
+        );
     }
 
     #[test]
@@ -502,6 +645,13 @@ mod tests {
             ..DeliveryConfig::default()
         };
         let keys: Vec<String> = validate(&cfg).into_iter().map(|(k, _)| k).collect();
-        assert_eq!(keys, ["delivery.max_events", "delivery.concurrency", "delivery.backoff_max"]);
+        assert_eq!(
+            keys,
+            [
+                "delivery.max_events",
+                "delivery.concurrency",
+                "delivery.backoff_max"
+            ]
+        );
     }
 }

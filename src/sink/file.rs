@@ -24,7 +24,7 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use time::OffsetDateTime;
 
-use super::{DeliveryConfig, Sink, SinkError};
+use super::{DeliveryConfig, RawEvent, Sink, SinkError};
 use crate::config::FsyncPolicy;
 use crate::event::Envelope;
 
@@ -32,6 +32,7 @@ use crate::event::Envelope;
 #[serde(deny_unknown_fields)]
 pub struct FileSinkConfig {
     pub name: Option<String>,
+    #[serde(default = "default_path")]
     pub path: PathBuf,
     #[serde(default)]
     pub delivery: DeliveryConfig,
@@ -53,6 +54,10 @@ pub struct FileSinkConfig {
     pub retention: Option<Duration>,
 }
 
+/// The contract's default.
+fn default_path() -> PathBuf {
+    "data/events.jsonl".into()
+}
 fn default_rotate_bytes() -> u64 {
     256 << 20
 }
@@ -90,15 +95,27 @@ impl FileSinkConfig {
     pub fn validate(&self, _env: &dyn Fn(&str) -> Option<String>) -> Vec<(String, String)> {
         let mut out = super::delivery::validate(&self.delivery);
         if self.path.file_name().is_none() {
-            out.push(("path".into(), "must name a file, e.g. data/events.jsonl".into()));
+            out.push((
+                "path".into(),
+                "must name a file, e.g. data/events.jsonl".into(),
+            ));
         } else if self.path.is_dir() {
-            out.push(("path".into(), format!("{} is a directory", self.path.display())));
+            out.push((
+                "path".into(),
+                format!("{} is a directory", self.path.display()),
+            ));
         }
         if self.keep_files == Some(0) {
-            out.push(("keep_files".into(), "must be at least 1 (omit it to keep every file)".into()));
+            out.push((
+                "keep_files".into(),
+                "must be at least 1 (omit it to keep every file)".into(),
+            ));
         }
         if self.retention.is_some_and(|d| d.is_zero()) {
-            out.push(("retention".into(), "must be more than 0 (omit it to keep every file)".into()));
+            out.push((
+                "retention".into(),
+                "must be more than 0 (omit it to keep every file)".into(),
+            ));
         }
         if self.fsync == FsyncPolicy::Interval && self.fsync_interval.is_zero() {
             out.push(("fsync_interval".into(), "must be more than 0".into()));
@@ -174,13 +191,20 @@ pub fn rotated_path(path: &Path, started: OffsetDateTime, n: usize) -> PathBuf {
         t.minute(),
         t.second()
     );
-    let seq = if n == 0 { String::new() } else { format!("_{n:03}") };
+    let seq = if n == 0 {
+        String::new()
+    } else {
+        format!("_{n:03}")
+    };
     let ext = ext.map(|e| format!(".{e}")).unwrap_or_default();
     path.with_file_name(format!("{stem}-{stamp}{seq}{ext}"))
 }
 
 fn split_name(path: &Path) -> (String, Option<String>) {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     match name.rsplit_once('.') {
         Some((stem, ext)) if !stem.is_empty() => (stem.to_string(), Some(ext.to_string())),
         _ => (name, None),
@@ -202,7 +226,11 @@ fn is_rotated_of(path: &Path, name: &str) -> bool {
     };
     // YYYY-MM-DDTHHMMSSZ, optionally _NNN
     let stamp = rest.split_once('_').map_or(rest, |(s, n)| {
-        if n.bytes().all(|b| b.is_ascii_digit()) { s } else { "" }
+        if n.bytes().all(|b| b.is_ascii_digit()) {
+            s
+        } else {
+            ""
+        }
     });
     stamp.len() == 18 && stamp.as_bytes()[10] == b'T' && stamp.ends_with('Z')
 }
@@ -222,12 +250,19 @@ impl Writer {
         {
             fs::create_dir_all(dir)?;
         }
-        let mut file = OpenOptions::new().create(true).read(true).append(true).open(path)?;
+        let mut file = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .open(path)?;
         let md = file.metadata()?;
         let mut size = md.len();
         if size > 0 {
             size = cut_partial_line(&mut file, size)?;
-            let born = md.created().or_else(|_| md.modified()).unwrap_or_else(|_| SystemTime::now());
+            let born = md
+                .created()
+                .or_else(|_| md.modified())
+                .unwrap_or_else(|_| SystemTime::now());
             self.started = OffsetDateTime::from(born);
         } else {
             self.started = (self.clock)();
@@ -259,7 +294,11 @@ impl Writer {
             n += 1;
         };
         fs::rename(&self.cfg.path, &target)?;
-        let file = OpenOptions::new().create(true).read(true).append(true).open(&self.cfg.path)?;
+        let file = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .open(&self.cfg.path)?;
         if self.cfg.fsync != FsyncPolicy::Never {
             self.sync_dir()?;
         }
@@ -279,7 +318,9 @@ impl Writer {
             Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        let Ok(entries) = fs::read_dir(&dir) else { return };
+        let Ok(entries) = fs::read_dir(&dir) else {
+            return;
+        };
         let mut rotated: Vec<(String, PathBuf, Option<SystemTime>)> = entries
             .flatten()
             .filter_map(|e| {
@@ -291,14 +332,24 @@ impl Writer {
             })
             .collect();
         rotated.sort_by(|a, b| a.0.cmp(&b.0));
-        let over = self.cfg.keep_files.map_or(0, |k| rotated.len().saturating_sub(k));
-        let cutoff = self.cfg.retention.and_then(|r| SystemTime::now().checked_sub(r));
+        let over = self
+            .cfg
+            .keep_files
+            .map_or(0, |k| rotated.len().saturating_sub(k));
+        let cutoff = self
+            .cfg
+            .retention
+            .and_then(|r| SystemTime::now().checked_sub(r));
         for (i, (_, path, mtime)) in rotated.iter().enumerate() {
             let expired = matches!((cutoff, mtime), (Some(c), Some(m)) if *m < c);
             if i < over || expired {
                 match fs::remove_file(path) {
-                    Ok(()) => tracing::info!(path = %path.display(), "file sink: removed a rotated file (retention)"),
-                    Err(e) => tracing::warn!(path = %path.display(), error = %e, "file sink: cannot remove a rotated file"),
+                    Ok(()) => {
+                        tracing::info!(path = %path.display(), "file sink: removed a rotated file (retention)")
+                    }
+                    Err(e) => {
+                        tracing::warn!(path = %path.display(), error = %e, "file sink: cannot remove a rotated file")
+                    }
                 }
             }
         }
@@ -311,7 +362,9 @@ impl Writer {
         if self.file.is_none() {
             self.open()?;
         }
-        if self.cfg.rotate_daily && self.started.to_offset(time::UtcOffset::UTC).date() != now.date() {
+        if self.cfg.rotate_daily
+            && self.started.to_offset(time::UtcOffset::UTC).date() != now.date()
+        {
             if self.size > 0 {
                 self.rotate(now)?;
             } else {
@@ -333,7 +386,9 @@ impl Writer {
         self.write_run(&buf[run_start..start])?;
         match self.cfg.fsync {
             FsyncPolicy::Always => self.sync()?,
-            FsyncPolicy::Interval if self.last_sync.elapsed() >= self.cfg.fsync_interval => self.sync()?,
+            FsyncPolicy::Interval if self.last_sync.elapsed() >= self.cfg.fsync_interval => {
+                self.sync()?
+            }
             _ => {}
         }
         Ok(())
@@ -377,7 +432,10 @@ fn cut_partial_line(file: &mut File, size: u64) -> io::Result<u64> {
         if let Some(i) = chunk[..n].iter().rposition(|&b| b == b'\n') {
             let keep = start + i as u64 + 1;
             file.set_len(keep)?;
-            tracing::warn!(removed_bytes = size - keep, "file sink: cut a partial last line");
+            tracing::warn!(
+                removed_bytes = size - keep,
+                "file sink: cut a partial last line"
+            );
             return Ok(keep);
         }
         end = start;
@@ -402,6 +460,27 @@ impl Sink for FileSink {
             buf.push(b'\n');
             ends.push(buf.len());
         }
+        self.write(buf, ends).await
+    }
+
+    fn raw(&self) -> bool {
+        true
+    }
+
+    async fn send_raw(&self, batch: &[RawEvent]) -> Result<(), SinkError> {
+        let mut buf = Vec::with_capacity(batch.iter().map(|e| e.json.len() + 1).sum());
+        let mut ends = Vec::with_capacity(batch.len());
+        for e in batch {
+            buf.extend_from_slice(&e.json);
+            buf.push(b'\n');
+            ends.push(buf.len());
+        }
+        self.write(buf, ends).await
+    }
+}
+
+impl FileSink {
+    async fn write(&self, buf: Vec<u8>, ends: Vec<usize>) -> Result<(), SinkError> {
         let state = self.state.clone();
         tokio::task::spawn_blocking(move || {
             let mut w = state.lock().unwrap_or_else(|p| p.into_inner());
@@ -442,8 +521,76 @@ mod tests {
         assert!(!is_rotated_of(p, "events-notes.jsonl"));
         assert!(!is_rotated_of(p, "other-2026-11-29T000000Z.jsonl"));
         let bare = Path::new("log");
-        assert_eq!(rotated_path(bare, t, 0), Path::new("log-2026-11-29T000000Z"));
+        assert_eq!(
+            rotated_path(bare, t, 0),
+            Path::new("log-2026-11-29T000000Z")
+        );
         assert!(is_rotated_of(bare, "log-2026-11-29T000000Z"));
+    }
+
+    #[test]
+    fn sink_tables_parse_from_toml() {
+        let text = r#"
+[[sink]]
+type = "file"
+rotate_bytes = 1000
+keep_files = 5
+retention = "30d"
+fsync = "interval"
+fsync_interval = "2s"
+delivery = { max_events = 100, linger = "50ms" }
+
+[[sink]]
+type = "http"
+name = "collector"
+url = "https://collector.example/v1/batch"
+gzip = true
+timeout = "5s"
+headers_env = { authorization = "COLLECTOR_AUTH" }
+headers = { x-source = "touchgate" }
+"#;
+        let env = |k: &str| {
+            matches!(k, "TOUCHGATE_SECRET" | "COLLECTOR_AUTH")
+                .then(|| "0123456789abcdef0123456789abcdef".to_string())
+        };
+        let cfg = crate::config::Config::parse("t.toml", text, &env).unwrap();
+        let crate::sink::SinkConfig::File(f) = &cfg.sink[0] else {
+            panic!("file")
+        };
+        assert_eq!(f.path, Path::new("data/events.jsonl"));
+        assert_eq!(f.sink_name(), "file");
+        assert_eq!(
+            (f.rotate_bytes, f.keep_files, f.fsync),
+            (1000, Some(5), FsyncPolicy::Interval)
+        );
+        assert_eq!(f.retention, Some(Duration::from_secs(30 * 86400)));
+        assert_eq!(f.delivery.max_events, 100);
+        assert_eq!(f.delivery.linger, Duration::from_millis(50));
+        let crate::sink::SinkConfig::Http(h) = &cfg.sink[1] else {
+            panic!("http")
+        };
+        assert_eq!(h.sink_name(), "collector");
+        assert!(h.gzip);
+        assert_eq!(h.timeout, Duration::from_secs(5));
+        assert_eq!(h.headers_env["authorization"], "COLLECTOR_AUTH");
+
+        let err = crate::config::Config::parse(
+            "t.toml",
+            &text.replace("rotate_bytes", "rotate_byte"),
+            &env,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("rotate_byte"), "{err}");
+        let err = crate::config::Config::parse("t.toml", text, &|k| {
+            (k == "TOUCHGATE_SECRET").then(|| "0123456789abcdef".repeat(2))
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("sink[1].headers_env.authorization") && err.contains("COLLECTOR_AUTH"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -26,7 +26,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
 
-use super::{DeliveryConfig, Sink, SinkError};
+use super::{DeliveryConfig, RawEvent, Sink, SinkError};
 use crate::event::Envelope;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -56,13 +56,26 @@ fn default_timeout() -> Duration {
 }
 
 /// Headers touchgate sets itself.
-const RESERVED: &[&str] = &["content-type", "content-encoding", "content-length", "host", "transfer-encoding"];
+const RESERVED: &[&str] = &[
+    "content-type",
+    "content-encoding",
+    "content-length",
+    "host",
+    "transfer-encoding",
+];
 
 fn looks_secret(name: &str) -> bool {
     matches!(name, "authorization" | "proxy-authorization" | "cookie")
-        || ["token", "secret", "api-key", "apikey", "password", "signature"]
-            .iter()
-            .any(|s| name.contains(s))
+        || [
+            "token",
+            "secret",
+            "api-key",
+            "apikey",
+            "password",
+            "signature",
+        ]
+        .iter()
+        .any(|s| name.contains(s))
 }
 
 impl HttpSinkConfig {
@@ -87,15 +100,20 @@ impl HttpSinkConfig {
         let mut out = super::delivery::validate(&self.delivery);
         let mut bad = |k: String, m: String| out.push((k, m));
         match url::Url::parse(&self.url) {
-            Ok(u) if !matches!(u.scheme(), "http" | "https") => {
-                bad("url".into(), format!("scheme {:?}: must be http or https", u.scheme()))
+            Ok(u) if !matches!(u.scheme(), "http" | "https") => bad(
+                "url".into(),
+                format!("scheme {:?}: must be http or https", u.scheme()),
+            ),
+            Ok(u) if u.host_str().is_none_or(str::is_empty) => {
+                bad("url".into(), "has no host".into())
             }
-            Ok(u) if u.host_str().is_none_or(str::is_empty) => bad("url".into(), "has no host".into()),
             Ok(u) if !u.username().is_empty() || u.password().is_some() => bad(
                 "url".into(),
                 "must not carry credentials; use headers_env = { authorization = \"VAR\" }".into(),
             ),
-            Ok(_) if self.url.parse::<Uri>().is_err() => bad("url".into(), "not a valid request URI".into()),
+            Ok(_) if self.url.parse::<Uri>().is_err() => {
+                bad("url".into(), "not a valid request URI".into())
+            }
             Ok(_) => {}
             Err(e) => bad("url".into(), format!("not a URL: {e}")),
         }
@@ -110,9 +128,10 @@ impl HttpSinkConfig {
             }
             match env(var) {
                 None => bad(key, format!("environment variable {var} is not set")),
-                Some(v) if HeaderValue::from_str(&v).is_err() => {
-                    bad(key, format!("environment variable {var} is not a valid header value"))
-                }
+                Some(v) if HeaderValue::from_str(&v).is_err() => bad(
+                    key,
+                    format!("environment variable {var} is not a valid header value"),
+                ),
                 Some(_) => {}
             }
         }
@@ -123,12 +142,18 @@ impl HttpSinkConfig {
             } else if looks_secret(&name.to_ascii_lowercase()) {
                 bad(
                     key,
-                    format!("looks like a secret: put it in headers_env = {{ {name} = \"ENV_VAR\" }}"),
+                    format!(
+                        "looks like a secret: put it in headers_env = {{ {name} = \"ENV_VAR\" }}"
+                    ),
                 );
             } else if HeaderValue::from_str(value).is_err() {
                 bad(key, "not a valid header value".into());
             }
-            if self.headers_env.keys().any(|k| k.eq_ignore_ascii_case(name)) {
+            if self
+                .headers_env
+                .keys()
+                .any(|k| k.eq_ignore_ascii_case(name))
+            {
                 bad(format!("headers.{name}"), "also set in headers_env".into());
             }
         }
@@ -174,27 +199,36 @@ pub struct HttpSink {
 impl HttpSink {
     /// Validate the config, read the header secrets through `env` (e.g.
     /// `&|k| std::env::var(k).ok()`), and build the pooled client.
-    pub fn new(cfg: &HttpSinkConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<HttpSink, HttpSinkError> {
+    pub fn new(
+        cfg: &HttpSinkConfig,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<HttpSink, HttpSinkError> {
         let problems = cfg.validate(env);
         if !problems.is_empty() {
             return Err(HttpSinkError::Config(problems));
         }
-        let config_err = |k: &str, m: &str| HttpSinkError::Config(vec![(k.to_string(), m.to_string())]);
-        let uri: Uri = cfg.url.parse().map_err(|_| config_err("url", "not a valid request URI"))?;
+        let config_err =
+            |k: &str, m: &str| HttpSinkError::Config(vec![(k.to_string(), m.to_string())]);
+        let uri: Uri = cfg
+            .url
+            .parse()
+            .map_err(|_| config_err("url", "not a valid request URI"))?;
         let mut headers = HeaderMap::new();
         for (name, var) in &cfg.headers_env {
-            let value = env(var).ok_or_else(|| config_err("headers_env", "environment variable not set"))?;
-            let mut value =
-                HeaderValue::from_str(&value).map_err(|_| config_err("headers_env", "not a valid header value"))?;
+            let value = env(var)
+                .ok_or_else(|| config_err("headers_env", "environment variable not set"))?;
+            let mut value = HeaderValue::from_str(&value)
+                .map_err(|_| config_err("headers_env", "not a valid header value"))?;
             value.set_sensitive(true);
             let name = HeaderName::from_bytes(name.as_bytes())
                 .map_err(|_| config_err("headers_env", "not a valid header name"))?;
             headers.insert(name, value);
         }
         for (name, value) in &cfg.headers {
-            let value = HeaderValue::from_str(value).map_err(|_| config_err("headers", "not a valid header value"))?;
-            let name =
-                HeaderName::from_bytes(name.as_bytes()).map_err(|_| config_err("headers", "not a valid header name"))?;
+            let value = HeaderValue::from_str(value)
+                .map_err(|_| config_err("headers", "not a valid header value"))?;
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| config_err("headers", "not a valid header name"))?;
             headers.insert(name, value);
         }
         let mut http = HttpConnector::new();
@@ -220,7 +254,7 @@ impl HttpSink {
         })
     }
 
-    fn body(&self, batch: &[Envelope]) -> Result<Bytes, SinkError> {
+    async fn body(&self, batch: &[Envelope]) -> Result<Bytes, SinkError> {
         let mut buf = Vec::with_capacity(batch.len() * 768);
         for env in batch {
             serde_json::to_writer(&mut buf, &env.event).map_err(|e| SinkError::Rejected {
@@ -228,17 +262,38 @@ impl HttpSink {
             })?;
             buf.push(b'\n');
         }
+        self.finish_body(buf).await
+    }
+
+    async fn raw_body(&self, batch: &[RawEvent]) -> Result<Bytes, SinkError> {
+        let mut buf = Vec::with_capacity(batch.iter().map(|e| e.json.len() + 1).sum());
+        for e in batch {
+            buf.extend_from_slice(&e.json);
+            buf.push(b'\n');
+        }
+        self.finish_body(buf).await
+    }
+
+    /// Compression is CPU work of milliseconds per batch: it runs on the
+    /// blocking pool, off the threads that serve the proxy.
+    async fn finish_body(&self, buf: Vec<u8>) -> Result<Bytes, SinkError> {
         if !self.gzip {
             return Ok(buf.into());
         }
-        let mut gz = flate2::write::GzEncoder::new(Vec::with_capacity(buf.len() / 4), flate2::Compression::fast());
-        gz.write_all(&buf)
-            .and_then(|()| gz.finish())
-            .map(Bytes::from)
-            .map_err(|e| SinkError::Retryable {
-                message: format!("gzip: {e}"),
-                retry_after: None,
-            })
+        let gz = tokio::task::spawn_blocking(move || {
+            let mut gz = flate2::write::GzEncoder::new(
+                Vec::with_capacity(buf.len() / 4),
+                flate2::Compression::fast(),
+            );
+            gz.write_all(&buf).and_then(|()| gz.finish())
+        })
+        .await
+        .map_err(std::io::Error::other)
+        .and_then(|r| r);
+        gz.map(Bytes::from).map_err(|e| SinkError::Retryable {
+            message: format!("gzip: {e}"),
+            retry_after: None,
+        })
     }
 }
 
@@ -268,7 +323,22 @@ impl Sink for HttpSink {
     }
 
     async fn send(&self, batch: &[Envelope]) -> Result<(), SinkError> {
-        let body = self.body(batch)?;
+        let body = self.body(batch).await?;
+        self.post(body).await
+    }
+
+    fn raw(&self) -> bool {
+        true
+    }
+
+    async fn send_raw(&self, batch: &[RawEvent]) -> Result<(), SinkError> {
+        let body = self.raw_body(batch).await?;
+        self.post(body).await
+    }
+}
+
+impl HttpSink {
+    async fn post(&self, body: Bytes) -> Result<(), SinkError> {
         let mut req = Request::post(self.uri.clone())
             .body(Full::new(body))
             .map_err(|e| SinkError::Rejected {
@@ -276,15 +346,22 @@ impl Sink for HttpSink {
             })?;
         let h = req.headers_mut();
         h.extend(self.headers.clone());
-        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
+        h.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/x-ndjson"),
+        );
         if self.gzip {
             h.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
         }
         let exchange = async {
-            let resp = self.client.request(req).await.map_err(|e| SinkError::Retryable {
-                message: format!("request failed: {e}"),
-                retry_after: None,
-            })?;
+            let resp = self
+                .client
+                .request(req)
+                .await
+                .map_err(|e| SinkError::Retryable {
+                    message: format!("request failed: {e}"),
+                    retry_after: None,
+                })?;
             let status = resp.status();
             let retry_after = resp
                 .headers()
@@ -306,7 +383,10 @@ impl Sink for HttpSink {
             Ok(r) => r?,
             Err(_) => {
                 return Err(SinkError::Retryable {
-                    message: format!("no answer within {}", humantime::format_duration(self.timeout)),
+                    message: format!(
+                        "no answer within {}",
+                        humantime::format_duration(self.timeout)
+                    ),
                     retry_after: None,
                 });
             }
@@ -314,7 +394,10 @@ impl Sink for HttpSink {
         let message = format!("HTTP {status}: {}", text.trim());
         match classify(status) {
             None => Ok(()),
-            Some(true) => Err(SinkError::Retryable { message, retry_after }),
+            Some(true) => Err(SinkError::Retryable {
+                message,
+                retry_after,
+            }),
             Some(false) => Err(SinkError::Rejected { message }),
         }
     }
@@ -332,7 +415,10 @@ mod tests {
             parse_retry_after("Sun, 29 Nov 2026 10:00:30 GMT", now),
             Some(Duration::from_secs(30))
         );
-        assert_eq!(parse_retry_after("Sun, 29 Nov 2026 09:00:00 GMT", now), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after("Sun, 29 Nov 2026 09:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
         assert_eq!(parse_retry_after("soon", now), None);
     }
 
@@ -351,7 +437,11 @@ mod tests {
             (413, Some(false)),
             (301, Some(false)),
         ] {
-            assert_eq!(classify(StatusCode::from_u16(code).unwrap()), want, "{code}");
+            assert_eq!(
+                classify(StatusCode::from_u16(code).unwrap()),
+                want,
+                "{code}"
+            );
         }
     }
 
@@ -366,14 +456,23 @@ mod tests {
         let mut c = HttpSinkConfig::new("ftp://x/");
         c.headers_env.insert("x-key".into(), "MISSING".into());
         c.headers_env.insert("content-type".into(), "AUTH".into());
-        c.headers.insert("authorization".into(), "Bearer secret".into());
+        c.headers
+            .insert("authorization".into(), "Bearer secret".into());
         c.headers.insert("x-source".into(), "touchgate".into());
         let keys: Vec<String> = c.validate(&env).into_iter().map(|(k, _)| k).collect();
         assert_eq!(
             keys,
-            ["url", "headers_env.content-type", "headers_env.x-key", "headers.authorization"]
+            [
+                "url",
+                "headers_env.content-type",
+                "headers_env.x-key",
+                "headers.authorization"
+            ]
         );
-        assert!(matches!(HttpSink::new(&c, &env), Err(HttpSinkError::Config(_))));
+        assert!(matches!(
+            HttpSink::new(&c, &env),
+            Err(HttpSinkError::Config(_))
+        ));
         for u in ["not a url", "http://user:pw@host/", "https:///nohost"] {
             let c = HttpSinkConfig::new(u);
             assert!(c.validate(&env).iter().any(|(k, _)| k == "url"), "{u}");

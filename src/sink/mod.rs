@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::event::Envelope;
+pub use crate::pipeline::spool::RawEvent;
 
 mod ad_http;
 pub mod delivery;
@@ -208,4 +209,19 @@ pub trait Sink: Send + Sync {
 
     /// Deliver one batch. `Ok` means the sink acknowledged every event.
     async fn send(&self, batch: &[Envelope]) -> Result<(), SinkError>;
+
+    /// A sink that forwards the event's JSON unchanged (file, http) says
+    /// so: the delivery loop then hands it the spool's bytes through
+    /// `send_raw`, every event (no `accepts`, no `check`), and saves a parse
+    /// and a serialization per event.
+    fn raw(&self) -> bool {
+        false
+    }
+
+    /// Deliver one batch of events as their JSON (see `raw`).
+    async fn send_raw(&self, _batch: &[RawEvent]) -> Result<(), SinkError> {
+        Err(SinkError::Rejected {
+            message: format!("sink {} takes no raw batches", self.name()),
+        })
+    }
 }
