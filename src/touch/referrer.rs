@@ -66,17 +66,20 @@ pub fn classify(referrer: &str) -> Option<Referrer> {
 /// the search list, for its site search), then search engines.
 pub fn classify_host(host: String, path: &str) -> Referrer {
     let t = &*TABLES;
-    let found = t
-        .ai
-        .find_domain(&host, path)
-        .map(|n| (ReferrerKind::AiAssistant, n))
-        .or_else(|| t.social.find_domain(&host, path).map(|n| (ReferrerKind::Social, n)))
-        .or_else(|| {
-            t.search
-                .find_exact(&host, path)
-                .or_else(|| t.search.find_exact(&lossy(&host), path))
-                .map(|n| (ReferrerKind::SearchEngine, n))
-        });
+    let found =
+        t.ai.find_domain(&host, path)
+            .map(|n| (ReferrerKind::AiAssistant, n))
+            .or_else(|| {
+                t.social
+                    .find_domain(&host, path)
+                    .map(|n| (ReferrerKind::Social, n))
+            })
+            .or_else(|| {
+                t.search
+                    .find_exact(&host, path)
+                    .or_else(|| t.search.find_exact(&lossy(&host), path))
+                    .map(|n| (ReferrerKind::SearchEngine, n))
+            });
     match found {
         Some((kind, name)) => Referrer {
             host,
@@ -160,10 +163,13 @@ impl Table {
             return;
         }
         self.patterns += 1;
-        self.by_host.entry(host.to_string()).or_default().push(Entry {
-            path,
-            name: name.to_string(),
-        });
+        self.by_host
+            .entry(host.to_string())
+            .or_default()
+            .push(Entry {
+                path,
+                name: name.to_string(),
+            });
     }
 
     fn len(&self) -> usize {
@@ -289,17 +295,35 @@ mod tests {
     fn kinds() {
         use ReferrerKind::*;
         let s = |n: &str| Some(n.to_string());
-        assert_eq!(kind("https://www.google.co.uk/"), (SearchEngine, s("google")));
-        assert_eq!(kind("https://images.google.de/x"), (SearchEngine, s("google images")));
-        assert_eq!(kind("https://www.google.com/imgres?x"), (SearchEngine, s("google images")));
-        assert_eq!(kind("https://fr.search.yahoo.com/"), (SearchEngine, s("yahoo!")));
+        assert_eq!(
+            kind("https://www.google.co.uk/"),
+            (SearchEngine, s("google"))
+        );
+        assert_eq!(
+            kind("https://images.google.de/x"),
+            (SearchEngine, s("google images"))
+        );
+        assert_eq!(
+            kind("https://www.google.com/imgres?x"),
+            (SearchEngine, s("google images"))
+        );
+        assert_eq!(
+            kind("https://fr.search.yahoo.com/"),
+            (SearchEngine, s("yahoo!"))
+        );
         assert_eq!(kind("https://x.com/i/grok?a"), (AiAssistant, s("grok")));
         assert_eq!(kind("https://x.com/home"), (Social, s("twitter")));
         assert_eq!(kind("https://www.facebook.com/"), (Social, s("facebook")));
-        assert_eq!(kind("https://lm.facebook.com/l.php"), (Social, s("facebook")));
+        assert_eq!(
+            kind("https://lm.facebook.com/l.php"),
+            (Social, s("facebook"))
+        );
         assert_eq!(kind("https://mail.google.com/"), (Website, None));
         assert_eq!(kind("https://notfacebook.com/"), (Website, None));
-        assert_eq!(kind("android-app://com.reddit.frontpage/"), (Social, s("reddit")));
+        assert_eq!(
+            kind("android-app://com.reddit.frontpage/"),
+            (Social, s("reddit"))
+        );
         assert_eq!(classify("not a url"), None);
     }
 }
