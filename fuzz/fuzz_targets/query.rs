@@ -16,9 +16,15 @@ fuzz_target!(|data: &[u8]| {
     let obs = touch::observe(&RULES, Some(&query), None, "www.example.com");
     if let Observation::Touch { touch, fbclid } = &obs {
         assert!(may, "pre-check missed {query:?}");
-        for v in [&touch.source, &touch.medium, &touch.campaign, &touch.term, &touch.content]
-            .into_iter()
-            .flatten()
+        for v in [
+            &touch.source,
+            &touch.medium,
+            &touch.campaign,
+            &touch.term,
+            &touch.content,
+        ]
+        .into_iter()
+        .flatten()
         {
             assert!(!v.is_empty() && v.chars().count() <= 100 && !v.chars().any(char::is_control));
             assert_eq!(touch::clean(v).as_deref(), Some(v.as_str()));

@@ -173,7 +173,8 @@ pub enum Observation {
 /// recorded in `click_id_type` either way); without either, the referrer
 /// decides: same site → [`Observation::Internal`], search engine →
 /// `organic`, social network → `social`, AI assistant or other site →
-/// `referral`. No usable referrer → [`Observation::Direct`].
+/// `referral`. No usable referrer → [`Observation::Direct`]. Aliases apply
+/// to UTM source and medium and to the lists' names, never to a host.
 pub fn observe(
     rules: &TouchRules,
     query: Option<&str>,
