@@ -47,7 +47,13 @@ fn bench(c: &mut Criterion) {
         })
     });
     c.bench_function("channel/paid_search", |b| {
-        b.iter(|| touch::channel(black_box(Some("google")), black_box(Some("cpc")), black_box(Some("spring"))))
+        b.iter(|| {
+            touch::channel(
+                black_box(Some("google")),
+                black_box(Some("cpc")),
+                black_box(Some("spring")),
+            )
+        })
     });
     c.bench_function("channel/unassigned", |b| {
         b.iter(|| {

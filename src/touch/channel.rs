@@ -39,7 +39,8 @@ static CATEGORIES: LazyLock<HashMap<String, SourceCategory>> = LazyLock::new(|| 
 
 // GA4's own regexes, verbatim. `regex` is fine here: channel() runs on
 // landings only, never on pass-through traffic.
-static PAID_MEDIUM: LazyLock<Regex> = LazyLock::new(|| compile(r"^(.*cp.*|ppc|retargeting|paid.*)$"));
+static PAID_MEDIUM: LazyLock<Regex> =
+    LazyLock::new(|| compile(r"^(.*cp.*|ppc|retargeting|paid.*)$"));
 static SHOPPING_CAMPAIGN: LazyLock<Regex> =
     LazyLock::new(|| compile(r"^(.*(([^a-df-z]|^)shop|shopping).*)$"));
 static VIDEO_MEDIUM: LazyLock<Regex> = LazyLock::new(|| compile(r"^(.*video.*)$"));
@@ -153,7 +154,10 @@ mod tests {
         assert!(source_category_count() > 800);
         assert_eq!(source_category("google"), Some(SourceCategory::Search));
         assert_eq!(source_category("Facebook"), Some(SourceCategory::Social));
-        assert_eq!(source_category("google shopping"), Some(SourceCategory::Shopping));
+        assert_eq!(
+            source_category("google shopping"),
+            Some(SourceCategory::Shopping)
+        );
         assert_eq!(source_category("youtube"), Some(SourceCategory::Video));
         assert_eq!(source_category("example.org"), None);
     }

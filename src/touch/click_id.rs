@@ -48,8 +48,29 @@ pub fn lookup(key: &str) -> Option<(usize, &'static ClickId)> {
     CLICK_IDS.iter().enumerate().find(|(_, c)| c.key == key)
 }
 
+/// Is this a click-id parameter name? A `match`, not a scan of
+/// [`CLICK_IDS`], because the pass-through pre-check calls it for every
+/// parameter of every navigation; a test keeps the two in step.
 pub fn is_click_id_key(key: &str) -> bool {
-    CLICK_IDS.iter().any(|c| c.key == key)
+    matches!(
+        key,
+        "gclid"
+            | "gbraid"
+            | "wbraid"
+            | "dclid"
+            | "msclkid"
+            | "ttclid"
+            | "li_fat_id"
+            | "twclid"
+            | "epik"
+            | "sccid"
+            | "rdt_cid"
+            | "qclid"
+            | "gad_source"
+            | "fbclid"
+            | "igshid"
+            | "srsltid"
+    )
 }
 
 /// Longest `fbclid` kept for the Meta `fbc` match key; a longer one is not
@@ -63,4 +84,40 @@ pub fn fbclid_value(decoded: &str) -> Option<String> {
         && decoded.len() <= MAX_FBCLID_LEN
         && decoded.bytes().all(|b| b.is_ascii_graphic());
     ok.then(|| decoded.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_match_agrees_with_the_table() {
+        for c in CLICK_IDS {
+            assert!(is_click_id_key(c.key), "{}", c.key);
+        }
+        let matched = [
+            "gclid",
+            "gbraid",
+            "wbraid",
+            "dclid",
+            "msclkid",
+            "ttclid",
+            "li_fat_id",
+            "twclid",
+            "epik",
+            "sccid",
+            "rdt_cid",
+            "qclid",
+            "gad_source",
+            "fbclid",
+            "igshid",
+            "srsltid",
+        ];
+        assert_eq!(matched.len(), CLICK_IDS.len());
+        for k in matched {
+            assert!(lookup(k).is_some(), "{k}");
+        }
+        assert!(!is_click_id_key("gclid "));
+        assert!(!is_click_id_key("GCLID"));
+    }
 }

@@ -150,6 +150,9 @@ fn alias(map: &HashMap<String, String>, value: String) -> String {
 }
 
 /// What one request says about where the visitor came from.
+// Built once per landing and destructured at once; boxing the touch would
+// only add an allocation to the common case.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Observation {
     /// Campaign parameters, a click id, or an external referrer.
@@ -170,7 +173,8 @@ pub enum Observation {
 /// recorded in `click_id_type` either way); without either, the referrer
 /// decides: same site → [`Observation::Internal`], search engine →
 /// `organic`, social network → `social`, AI assistant or other site →
-/// `referral`. No usable referrer → [`Observation::Direct`].
+/// `referral`. No usable referrer → [`Observation::Direct`]. Aliases apply
+/// to UTM source and medium and to the lists' names, never to a host.
 pub fn observe(
     rules: &TouchRules,
     query: Option<&str>,
@@ -181,8 +185,14 @@ pub fn observe(
     if !params.is_empty() {
         let click = params.click_id;
         let touch = Touch {
-            source: params.source.or_else(|| click.map(|c| c.source.to_string())),
-            medium: params.medium.or_else(|| click.map(|c| c.medium.to_string())),
+            source: params
+                .source
+                .map(|s| rules.source_alias(s))
+                .or_else(|| click.map(|c| c.source.to_string())),
+            medium: params
+                .medium
+                .map(|m| rules.medium_alias(m))
+                .or_else(|| click.map(|c| c.medium.to_string())),
             campaign: params.campaign,
             term: params.term,
             content: params.content,
@@ -191,7 +201,7 @@ pub fn observe(
             ..Touch::default()
         };
         return Observation::Touch {
-            touch: finish(rules, touch),
+            touch: finish(touch),
             fbclid: params.fbclid,
         };
     }
@@ -203,10 +213,13 @@ pub fn observe(
         return Observation::Internal;
     }
     let class = referrer::classify_host(ref_host, &path);
+    // Aliases rename the list names ("yahoo!" → "yahoo"), never a host: the
+    // host of an AI assistant (x.com/i/grok) is not the network it shares.
     let site = || clean(host::without_www(&class.host));
     let (source, medium) = match (class.kind, class.name.clone()) {
-        (ReferrerKind::SearchEngine, Some(name)) => (Some(name), "organic"),
+        (ReferrerKind::SearchEngine, Some(name)) => (Some(rules.source_alias(name)), "organic"),
         (ReferrerKind::Social, Some(name)) => {
+            let name = rules.source_alias(name);
             // GA4 puts video platforms (YouTube, Vimeo) in Organic Video;
             // "social" would force Organic Social.
             let medium = if channel::source_category(&name) == Some(SourceCategory::Video) {
@@ -224,16 +237,18 @@ pub fn observe(
         ..Touch::default()
     };
     Observation::Touch {
-        touch: finish(rules, touch),
+        touch: finish(touch),
         fbclid: None,
     }
 }
 
-/// Aliases, channel and validity.
-fn finish(rules: &TouchRules, mut t: Touch) -> Touch {
-    t.source = t.source.map(|s| rules.source_alias(s));
-    t.medium = t.medium.map(|m| rules.medium_alias(m));
-    let ch = channel(t.source.as_deref(), t.medium.as_deref(), t.campaign.as_deref());
+/// Channel and validity.
+fn finish(mut t: Touch) -> Touch {
+    let ch = channel(
+        t.source.as_deref(),
+        t.medium.as_deref(),
+        t.campaign.as_deref(),
+    );
     t.valid = t.source.is_some() && t.medium.is_some() && ch != "Unassigned";
     t.channel = ch.to_string();
     t

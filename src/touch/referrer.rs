@@ -1,19 +1,10 @@
-//! Referrer classification: search engine, social network, AI assistant or
-//! plain website, from Matomo's lists in `data/matomo/` (CC0).
+//! Referrer classification (search engine, social network, AI assistant,
+//! website) from Matomo's CC0 lists in `data/matomo/`.
 //!
-//! The YAML is embedded with `include_str!` and parsed once, on first use
-//! (`TouchRules::new` forces it): about 1,500 host patterns load in well
-//! under a millisecond, the shipped files stay the single source with no
-//! generated code or build script, and a unit test proves they parse.
-//!
-//! Matching follows Matomo's own rules. Search engines: the exact host, then
-//! a "lossy" host (leading `www.`/`search.` and `m.` labels dropped, country
-//! TLD and country labels replaced by `{}`, so `www.google.co.uk` becomes
-//! `google.{}`), each tried with the list's path (`google.{}/imgres`) before
-//! without. Social networks and AI assistants: the host or any parent domain
-//! (`l.facebook.com` is `facebook.com`), with an optional path prefix
-//! (`x.com/i/grok`). Matomo also asks a search referrer for a keyword
-//! parameter; browsers have stopped sending those, so the host alone decides.
+//! The YAML is embedded and parsed once on first use (`TouchRules::new`
+//! forces it): ~900 patterns load in a few milliseconds, once, the shipped files
+//! stay the single source with no build script or generated code, and a test
+//! proves they parse.
 
 use std::collections::HashMap;
 use std::sync::LazyLock;
@@ -64,19 +55,29 @@ pub fn classify(referrer: &str) -> Option<Referrer> {
 /// Classify a bare host and its path. Assistants first (`x.com/i/grok` is
 /// Grok, not Twitter), then social networks (`www.facebook.com` is also on
 /// the search list, for its site search), then search engines.
+///
+/// Matching follows Matomo. Search engines: the exact host, then the lossy
+/// host (see [`lossy`]), each with the list's path (`google.{}/imgres`)
+/// before without. Social networks and assistants: the host or its nearest
+/// listed parent domain (`l.facebook.com` is `facebook.com`), with an
+/// optional path prefix. Matomo also wants a keyword parameter from a search
+/// referrer; browsers stopped sending those, so the host alone decides.
 pub fn classify_host(host: String, path: &str) -> Referrer {
     let t = &*TABLES;
-    let found = t
-        .ai
-        .find_domain(&host, path)
-        .map(|n| (ReferrerKind::AiAssistant, n))
-        .or_else(|| t.social.find_domain(&host, path).map(|n| (ReferrerKind::Social, n)))
-        .or_else(|| {
-            t.search
-                .find_exact(&host, path)
-                .or_else(|| t.search.find_exact(&lossy(&host), path))
-                .map(|n| (ReferrerKind::SearchEngine, n))
-        });
+    let found =
+        t.ai.find_domain(&host, path)
+            .map(|n| (ReferrerKind::AiAssistant, n))
+            .or_else(|| {
+                t.social
+                    .find_domain(&host, path)
+                    .map(|n| (ReferrerKind::Social, n))
+            })
+            .or_else(|| {
+                t.search
+                    .find_exact(&host, path)
+                    .or_else(|| t.search.find_exact(&lossy(&host), path))
+                    .map(|n| (ReferrerKind::SearchEngine, n))
+            });
     match found {
         Some((kind, name)) => Referrer {
             host,
@@ -97,7 +98,10 @@ pub fn pattern_counts() -> (usize, usize, usize) {
     (t.search.len(), t.social.len(), t.ai.len())
 }
 
-/// Matomo's lossy host: see the module doc.
+/// Matomo's lossy host: leading `www.`/`ww2.`/`search.` and `m.` labels
+/// dropped, a country TLD (with `com`/`co`/… before it) and country labels
+/// replaced by `{}`: `www.google.co.uk` → `google.{}`,
+/// `de.search.yahoo.com` → `{}.search.yahoo.com`.
 fn lossy(host: &str) -> String {
     let mut labels: Vec<&str> = host.split('.').collect();
     if labels.len() > 1 && is_www_like(labels[0]) {
@@ -160,10 +164,13 @@ impl Table {
             return;
         }
         self.patterns += 1;
-        self.by_host.entry(host.to_string()).or_default().push(Entry {
-            path,
-            name: name.to_string(),
-        });
+        self.by_host
+            .entry(host.to_string())
+            .or_default()
+            .push(Entry {
+                path,
+                name: name.to_string(),
+            });
     }
 
     fn len(&self) -> usize {
@@ -289,17 +296,35 @@ mod tests {
     fn kinds() {
         use ReferrerKind::*;
         let s = |n: &str| Some(n.to_string());
-        assert_eq!(kind("https://www.google.co.uk/"), (SearchEngine, s("google")));
-        assert_eq!(kind("https://images.google.de/x"), (SearchEngine, s("google images")));
-        assert_eq!(kind("https://www.google.com/imgres?x"), (SearchEngine, s("google images")));
-        assert_eq!(kind("https://fr.search.yahoo.com/"), (SearchEngine, s("yahoo!")));
+        assert_eq!(
+            kind("https://www.google.co.uk/"),
+            (SearchEngine, s("google"))
+        );
+        assert_eq!(
+            kind("https://images.google.de/x"),
+            (SearchEngine, s("google images"))
+        );
+        assert_eq!(
+            kind("https://www.google.com/imgres?x"),
+            (SearchEngine, s("google images"))
+        );
+        assert_eq!(
+            kind("https://fr.search.yahoo.com/"),
+            (SearchEngine, s("yahoo!"))
+        );
         assert_eq!(kind("https://x.com/i/grok?a"), (AiAssistant, s("grok")));
         assert_eq!(kind("https://x.com/home"), (Social, s("twitter")));
         assert_eq!(kind("https://www.facebook.com/"), (Social, s("facebook")));
-        assert_eq!(kind("https://lm.facebook.com/l.php"), (Social, s("facebook")));
+        assert_eq!(
+            kind("https://lm.facebook.com/l.php"),
+            (Social, s("facebook"))
+        );
         assert_eq!(kind("https://mail.google.com/"), (Website, None));
         assert_eq!(kind("https://notfacebook.com/"), (Website, None));
-        assert_eq!(kind("android-app://com.reddit.frontpage/"), (Social, s("reddit")));
+        assert_eq!(
+            kind("android-app://com.reddit.frontpage/"),
+            (Social, s("reddit"))
+        );
         assert_eq!(classify("not a url"), None);
     }
 }
