@@ -559,3 +559,127 @@ fn the_schema_check_catches_a_misplaced_field() {
     });
     assert!(validate(&doc).is_err());
 }
+
+// ---------------------------------------------------------------------------
+// deploy/kubernetes and docs/operations.md
+
+fn repo_file(path: &str) -> String {
+    std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(path)).unwrap()
+}
+
+/// Environment for `Config::parse`: every variable a config names is set,
+/// URLs where the name says so.
+fn any_env(name: &str) -> Option<String> {
+    Some(if name.contains("REDIS") {
+        "redis://127.0.0.1:6379".into()
+    } else if name.contains("PG") {
+        "postgres://touchgate@127.0.0.1/touchgate".into()
+    } else {
+        "an-example-value-that-is-long-enough-0123456789".into()
+    })
+}
+
+#[test]
+fn the_kubernetes_examples_are_the_output_of_inject() {
+    let input = repo_file("deploy/kubernetes/app.yaml");
+    let update = std::env::var_os("UPDATE_GOLDEN").is_some();
+    for (file, classic) in [
+        ("sidecar-native.yaml", false),
+        ("sidecar-classic.yaml", true),
+    ] {
+        let options = InjectOptions {
+            classic,
+            ..InjectOptions::default()
+        };
+        let actual = inject(&input, &options).unwrap();
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("deploy/kubernetes")
+            .join(file);
+        if update {
+            std::fs::write(&path, &actual).unwrap();
+        }
+        let expected = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            expected == actual,
+            "{file} is not `touchgate inject{}` of app.yaml:\n{}",
+            if classic { " --classic" } else { "" },
+            diff(&expected, &actual)
+        );
+        let docs = documents(&actual);
+        for doc in &docs {
+            validate(doc).unwrap_or_else(|e| panic!("{file}: {e}"));
+        }
+        let service = find(&docs, "Service", "shop");
+        assert_eq!(target_ports(service), vec![Value::from("touchgate")]);
+        // The ConfigMap's config is valid, listens where the sidecar's ports
+        // and probes expect, and keeps its spool on the emptyDir.
+        let toml = find(&docs, "ConfigMap", "touchgate-config")["data"]["touchgate.toml"]
+            .as_str()
+            .unwrap();
+        let config = touchgate::config::Config::parse("touchgate.toml", toml, &any_env)
+            .unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert_eq!(config.proxy.listen.port(), 8080);
+        assert_eq!(config.admin.listen.port(), 9901);
+        assert!(config.proxy.listen.ip().is_unspecified());
+        assert!(config.admin.listen.ip().is_unspecified());
+        assert!(config.spool.dir.starts_with("/var/lib/touchgate"));
+        let defaults = InjectOptions::default().with_drain_from(&config.proxy);
+        assert_eq!(defaults.drain_delay, InjectOptions::default().drain_delay);
+        assert_eq!(
+            defaults.drain_timeout,
+            InjectOptions::default().drain_timeout
+        );
+    }
+}
+
+/// The `meta_capi` and `ga4_mp` sink tables are checked for TOML syntax only:
+/// their keys (the `events` mapping) belong to the sinks module, whose tests
+/// own that schema.
+fn without_ad_platform_sinks(text: &str) -> String {
+    let mut doc: toml::Table = toml::from_str(text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    if let Some(toml::Value::Array(sinks)) = doc.get_mut("sink") {
+        sinks.retain(|s| {
+            !matches!(
+                s.get("type").and_then(|t| t.as_str()),
+                Some("meta_capi" | "ga4_mp")
+            )
+        });
+    }
+    toml::to_string(&doc).unwrap()
+}
+
+#[test]
+fn every_config_in_the_operations_guide_is_valid() {
+    let guide = repo_file("docs/operations.md");
+    let mut blocks = 0;
+    let mut rest = guide.as_str();
+    while let Some(start) = rest.find("```toml\n") {
+        let body = &rest[start + 8..];
+        let end = body.find("```").expect("an unclosed toml block");
+        let line = guide.len() - rest.len() + start;
+        let line = guide[..line].lines().count() + 1;
+        let text = without_ad_platform_sinks(&body[..end]);
+        touchgate::config::Config::parse(&format!("docs/operations.md:{line}"), &text, &any_env)
+            .unwrap_or_else(|e| panic!("{e}"));
+        blocks += 1;
+        rest = &body[end + 3..];
+    }
+    assert!(blocks >= 4, "only {blocks} toml blocks");
+}
+
+#[test]
+fn the_image_config_is_valid_and_listens_outside_the_container() {
+    let text = repo_file("deploy/docker/touchgate.toml");
+    let config = touchgate::config::Config::parse("deploy/docker/touchgate.toml", &text, &any_env)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(config.proxy.listen.ip().is_unspecified());
+    assert!(config.admin.listen.ip().is_unspecified());
+    assert_eq!(
+        (config.proxy.listen.port(), config.admin.listen.port()),
+        (8080, 9901)
+    );
+    let dockerfile = repo_file("deploy/docker/Dockerfile");
+    assert!(dockerfile.contains("EXPOSE 8080 9901"));
+    assert!(dockerfile.contains("COPY deploy/docker/touchgate.toml /etc/touchgate/touchgate.toml"));
+    assert!(!dockerfile.contains("HEALTHCHECK "));
+}

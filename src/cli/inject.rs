@@ -134,6 +134,16 @@ impl Default for InjectOptions {
     }
 }
 
+impl InjectOptions {
+    /// Take the drain timings from the config the sidecar will run with, so
+    /// the preStop sleep and the grace period match it.
+    pub fn with_drain_from(mut self, proxy: &crate::config::ProxyConfig) -> Self {
+        self.drain_delay = proxy.drain_delay;
+        self.drain_timeout = proxy.drain_timeout;
+        self
+    }
+}
+
 /// Why the input could not be injected. Documents are numbered from 1 in the
 /// order they appear; lines are 1-based lines of the whole input.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
