@@ -1685,6 +1685,24 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Whatever a string holds, the emitter writes it so that it reads
+        /// back as that same string, as a value and as a key.
+        #[test]
+        fn any_string_round_trips(
+            v in "\\PC{0,24}|[-:#'\"\n\t yYnNoO0-9.eExX+_~\\[\\]{}|>!&*%@`,/$]{0,12}"
+        ) {
+            let doc = Node::Map(vec![
+                ("a-key-longer-than-any-generated-one".into(), Node::Str(v.clone())),
+                (v.clone(), Node::Seq(vec![Node::Str(v.clone())])),
+            ]);
+            let mut out = String::new();
+            emit_document(&mut out, &doc);
+            let back = load(&out, 1).ok().flatten().map(|l| l.root);
+            proptest::prop_assert_eq!(back, Some(doc), "{}", out);
+        }
+    }
+
     #[test]
     fn merge_keys_and_aliases() {
         let r = root("base: &b\n  a: 1\n  b: 2\nthing:\n  <<: *b\n  b: 3\n  y: 4\n");
