@@ -266,6 +266,16 @@ fn patch_error(
     item: Option<usize>,
     reason: String,
 ) -> InjectError {
+    InjectError::Patch {
+        document,
+        line: chunk.first_line,
+        object: object_name(obj, item),
+        reason,
+    }
+}
+
+/// `Kind/name`, prefixed by the item number inside a List.
+fn object_name(obj: &Node, item: Option<usize>) -> String {
     let name = obj
         .get("metadata")
         .and_then(|m| m.get("name"))
@@ -275,15 +285,9 @@ fn patch_error(
         .get("kind")
         .and_then(Node::as_str)
         .unwrap_or("(no kind)");
-    let object = match item {
+    match item {
         Some(i) => format!("List item {}: {kind}/{name}", i + 1),
         None => format!("{kind}/{name}"),
-    };
-    InjectError::Patch {
-        document,
-        line: chunk.first_line,
-        object,
-        reason,
     }
 }
 
@@ -294,7 +298,7 @@ fn refuse_lossy(loaded: &Loaded, document: usize, chunk: &Chunk) -> Result<(), I
         Some((line, what)) => Err(InjectError::Patch {
             document,
             line: chunk.first_line,
-            object: "document".into(),
+            object: object_name(&loaded.root, None),
             reason: format!(
                 "line {line}: {what}; inject re-writes patched documents and cannot keep this"
             ),
@@ -1213,13 +1217,13 @@ fn load(text: &str, first_line: usize) -> Result<Option<Loaded>, LoadError> {
             }
             Event::SequenceStart(anchor, tag) => {
                 if let Some(t) = tag.as_deref().filter(|t| !is_core(t, "seq")) {
-                    b.note(line, format!("the tag {t}"));
+                    b.note(line, format!("the tag {}", show_tag(t)));
                 }
                 b.stack.push(Frame::Seq(Vec::new(), anchor));
             }
             Event::MappingStart(anchor, tag) => {
                 if let Some(t) = tag.as_deref().filter(|t| !is_core(t, "map")) {
-                    b.note(line, format!("the tag {t}"));
+                    b.note(line, format!("the tag {}", show_tag(t)));
                 }
                 b.stack.push(Frame::Map {
                     entries: Vec::new(),
@@ -1269,6 +1273,17 @@ fn load(text: &str, first_line: usize) -> Result<Option<Loaded>, LoadError> {
     }))
 }
 
+/// A tag as it is usually written: `!!binary`, `!Ref`.
+fn show_tag(tag: &Tag) -> String {
+    if tag.is_yaml_core_schema() {
+        format!("!!{}", tag.suffix)
+    } else if tag.handle == "!" {
+        format!("!{}", tag.suffix)
+    } else {
+        format!("{}{}", tag.handle, tag.suffix)
+    }
+}
+
 fn is_core(tag: &Tag, suffix: &str) -> bool {
     tag.is_yaml_core_schema() && tag.suffix == suffix
 }
@@ -1287,7 +1302,7 @@ fn resolve_scalar(value: &str, style: ScalarStyle, tag: Option<&Tag>) -> Result<
         return Ok(Node::Str(value.to_string()));
     }
     if !tag.is_yaml_core_schema() {
-        return Err(format!("the tag {tag}"));
+        return Err(format!("the tag {}", show_tag(tag)));
     }
     let resolved = resolve_plain(value);
     match (tag.suffix.as_str(), resolved) {
@@ -1297,7 +1312,7 @@ fn resolve_scalar(value: &str, style: ScalarStyle, tag: Option<&Tag>) -> Result<
         | ("bool", n @ Node::Bool(_))
         | ("null", n @ Node::Null) => Ok(n),
         ("float", Node::Int(i)) => Ok(Node::Float(i as f64)),
-        _ => Err(format!("the tag {tag} on {value:?}")),
+        _ => Err(format!("the tag {} on {value:?}", show_tag(tag))),
     }
 }
 
