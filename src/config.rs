@@ -495,6 +495,12 @@ impl Config {
                 }]));
             }
         };
+        let mut config = config;
+        // The sidecar injector points touchgate at the app's port this way,
+        // so one ConfigMap serves pods whose apps listen on different ports.
+        if let Some(upstream) = env("TOUCHGATE_UPSTREAM").filter(|u| !u.is_empty()) {
+            config.proxy.upstream = upstream;
+        }
         let mut problems = config.validate(env);
         if problems.is_empty() {
             return Ok(config);

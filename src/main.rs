@@ -31,10 +31,36 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Try touchgate in one command: the proxy in front of a built-in sample app.
+    Demo {
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        #[arg(long, default_value = "touchgate-data")]
+        data_dir: PathBuf,
+    },
     /// Validate a config file without binding anything (exit 2 on problems).
     CheckConfig {
         #[arg(long)]
         config: Option<PathBuf>,
+    },
+    /// Add the touchgate sidecar to every pod template in Kubernetes YAML.
+    Inject {
+        /// YAML file, or - for stdin (the default).
+        #[arg(default_value = "-")]
+        file: String,
+        /// The classic sidecar form (a regular container) instead of a
+        /// native sidecar (initContainers with restartPolicy: Always).
+        #[arg(long)]
+        classic: bool,
+        /// The app's container port (name or number) to route through touchgate.
+        #[arg(long)]
+        app_port: Option<touchgate::cli::inject::AppPort>,
+        #[arg(long)]
+        image: Option<String>,
+        #[arg(long)]
+        config_map: Option<String>,
+        #[arg(long)]
+        secret: Option<String>,
     },
     /// The operational checks over event files (exit 1 when one is in alert).
     Report {
@@ -104,6 +130,39 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 Err(code) => Ok(code),
             }
         }
+        Command::Inject { file, classic, app_port, image, config_map, secret } => {
+            use std::io::Read;
+            let mut input = String::new();
+            if file == "-" {
+                std::io::stdin().read_to_string(&mut input).context("reading stdin")?;
+            } else {
+                input = std::fs::read_to_string(&file).with_context(|| format!("reading {file}"))?;
+            }
+            let mut opts = touchgate::cli::inject::InjectOptions {
+                classic,
+                app_port,
+                ..Default::default()
+            };
+            if let Some(i) = image {
+                opts.image = i;
+            }
+            if let Some(c) = config_map {
+                opts.config_map = c;
+            }
+            if let Some(s) = secret {
+                opts.secret = s;
+            }
+            match touchgate::cli::inject::inject(&input, &opts) {
+                Ok(out) => {
+                    print!("{out}");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("touchgate inject: {e}");
+                    Ok(ExitCode::from(2))
+                }
+            }
+        }
         Command::Report { events, config, format, out } => {
             let checks = match config {
                 Some(path) => match load(&path) {
@@ -121,6 +180,11 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                     Ok(ExitCode::from(2))
                 }
             }
+        }
+        Command::Demo { listen, data_dir } => {
+            let rt = tokio::runtime::Runtime::new().context("starting the runtime")?;
+            rt.block_on(touchgate::cli::demo::run(&touchgate::cli::demo::DemoOptions { listen, data_dir }))?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Run { config } => {
             let path = config_path(config);
