@@ -654,6 +654,23 @@ impl Config {
                 }
             }
         }
+        for (i, f) in self.form.iter().enumerate() {
+            for (j, field) in f.fields.iter().enumerate() {
+                if crate::privacy::is_never_captured(&field.name) {
+                    bad(
+                        format!("form[{i}].fields[{j}].name"),
+                        format!("{:?} looks like a password, card, token or secret field: such fields are never captured", field.name),
+                    );
+                }
+            }
+        }
+        let mut names = std::collections::HashSet::new();
+        for i in 0..self.sink.len() {
+            let name = crate::sink::unique_name(&self.sink, i);
+            if !names.insert(name.clone()) {
+                bad(format!("sink[{i}].name"), format!("sink name {name:?} is used twice (names key metrics, spool cursors and dead-letter files)"));
+            }
+        }
         for (i, r) in self.ingest.iter().enumerate() {
             if !valid_event_name(&r.event) {
                 bad(format!("ingest[{i}].event"), EVENT_NAME_RULE.into());

@@ -18,6 +18,12 @@ struct Cli {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum AuditFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 enum LogFormat {
     Human,
     Json,
@@ -42,6 +48,22 @@ enum Command {
     CheckConfig {
         #[arg(long)]
         config: Option<PathBuf>,
+    },
+    /// The data inventory (every field that can leave, and how), or a dry
+    /// run of one raw HTTP/1.1 request through the pipeline.
+    Audit {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// A raw HTTP/1.1 request (file, or - for stdin): print the request
+        /// the upstream would get and the events, as JSON. No network.
+        #[arg(long)]
+        request: Option<String>,
+        /// The upstream's answer to assume for --request.
+        #[arg(long, default_value_t = 200)]
+        status: u16,
+        /// Inventory format.
+        #[arg(long, value_enum, default_value_t = AuditFormat::Text)]
+        format: AuditFormat,
     },
     /// Add the touchgate sidecar to every pod template in Kubernetes YAML.
     Inject {
@@ -128,6 +150,61 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(code) => Ok(code),
+            }
+        }
+        Command::Audit { config, request, status, format } => {
+            let path = config_path(config);
+            // The inventory and the dry run need no real secret or token,
+            // so audit runs where production secrets are not available:
+            // unset variables get placeholders of the right shape.
+            let env = |k: &str| {
+                std::env::var(k).ok().or_else(|| {
+                    let upper = k.to_ascii_uppercase();
+                    Some(if upper.contains("REDIS") {
+                        "redis://127.0.0.1:6379".to_string()
+                    } else if upper.contains("PG") || upper.contains("POSTGRES") || upper.contains("DATABASE") {
+                        "postgres://audit@127.0.0.1/audit".to_string()
+                    } else {
+                        "audit-placeholder-0123456789abcdef".to_string()
+                    })
+                })
+            };
+            let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+            let cfg = match Config::parse(&path.display().to_string(), &text, &env) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            match request {
+                None => {
+                    let inv = touchgate::cli::audit::inventory(&cfg);
+                    match format {
+                        AuditFormat::Text => print!("{}", touchgate::cli::audit::render_text(&inv)),
+                        AuditFormat::Json => println!("{}", serde_json::to_string_pretty(&inv)?),
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                Some(file) => {
+                    use std::io::Read;
+                    let mut raw = Vec::new();
+                    if file == "-" {
+                        std::io::stdin().read_to_end(&mut raw).context("reading stdin")?;
+                    } else {
+                        raw = std::fs::read(&file).with_context(|| format!("reading {file}"))?;
+                    }
+                    match touchgate::cli::audit::dry_run(cfg, &raw, status, &env) {
+                        Ok(run) => {
+                            println!("{}", serde_json::to_string_pretty(&run)?);
+                            Ok(ExitCode::SUCCESS)
+                        }
+                        Err(e) => {
+                            eprintln!("touchgate audit: {e}");
+                            Ok(ExitCode::from(2))
+                        }
+                    }
+                }
             }
         }
         Command::Inject { file, classic, app_port, image, config_map, secret } => {

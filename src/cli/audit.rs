@@ -1,1 +1,316 @@
-//! touchgate audit
+//! `touchgate audit`: the data inventory a security reviewer needs, and a
+//! dry run of one raw request through the real pipeline without network.
+//!
+//! The inventory is derived from the configuration (which sinks, which
+//! form fields, which IP policies), not written by hand per deployment, so
+//! what it prints is what this config does.
+
+use bytes::Bytes;
+use serde::Serialize;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use crate::capture::{Capture, Class};
+use crate::config::{Config, EventIp, FieldMode, ForwardIp};
+use crate::identity::Keys;
+use crate::metrics::Metrics;
+use crate::pipeline::{EventQueue, Item};
+use crate::proxy::service::prepare;
+use crate::proxy::upstream::Upstream;
+use crate::sink::SinkConfig;
+
+/// How a field leaves the process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Form {
+    /// As captured (after normalization and the PII guard).
+    Raw,
+    /// Keyed blake3 under a per-purpose key: joinable inside this
+    /// deployment, not reversible without the secret.
+    KeyedHash,
+    /// Unkeyed SHA-256 of the normalized value, as the ad platforms require.
+    Sha256,
+    /// IPv4 /24, IPv6 /48.
+    Truncated,
+    /// Reduced to a coarse category (user agent family and bot flag).
+    Reduced,
+    /// Never leaves.
+    Never,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Flow {
+    pub destination: String,
+    pub field: String,
+    pub form: Form,
+    pub note: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Retention {
+    pub place: String,
+    pub bound: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Inventory {
+    pub flows: Vec<Flow>,
+    pub retention: Vec<Retention>,
+}
+
+fn flow(destination: &str, field: &str, form: Form, note: &str) -> Flow {
+    Flow {
+        destination: destination.to_string(),
+        field: field.to_string(),
+        form,
+        note: note.to_string(),
+    }
+}
+
+pub fn inventory(cfg: &Config) -> Inventory {
+    let mut flows = Vec::new();
+    let up = "upstream";
+    let fwd = match cfg.privacy.forward_client_ip {
+        ForwardIp::Truncate => (Form::Truncated, "privacy.forward_client_ip = truncate"),
+        ForwardIp::Raw => (Form::Raw, "privacy.forward_client_ip = raw"),
+        ForwardIp::Drop => (Form::Never, "privacy.forward_client_ip = drop"),
+    };
+    flows.extend([
+        flow(up, "request line, headers, cookies, body", Form::Raw, "the app receives what it would without touchgate, minus hop-by-hop headers and client-sent x-touch-*"),
+        flow(up, "x-forwarded-for, forwarded for=", fwd.0, fwd.1),
+        flow(up, "x-forwarded-proto, x-forwarded-host, via", Form::Raw, "overwritten, never appended"),
+        flow(up, "x-touch-device", Form::KeyedHash, "of the tg_did cookie; only with analytics consent"),
+        flow(up, "x-touch-session", Form::KeyedHash, "of the tg_sid cookie; only with analytics consent"),
+        flow(up, "x-touch-first, x-touch-last", Form::Raw, "normalized campaign values after the PII guard; RFC 8941 dictionaries"),
+        flow(up, "x-touch-id", Form::KeyedHash, "touchpoint id of a landing or conversion"),
+        flow(up, "x-touch-context (client header)", Form::Never, "read for capture, removed before forwarding"),
+        flow(up, "tg_did, tg_sid, tg_ft, tg_lt cookies", Form::Raw, "forwarded as the browser sent them (the app may read them; ids are random, touches signed)"),
+    ]);
+    let ip = match cfg.privacy.client_ip {
+        EventIp::Truncate => (Form::Truncated, "privacy.client_ip = truncate"),
+        EventIp::Drop => (Form::Never, "privacy.client_ip = drop"),
+    };
+    let lead_fields: Vec<String> = cfg
+        .form
+        .iter()
+        .flat_map(|f| f.lead_id.iter().chain(f.user_id.iter()).map(move |n| format!("{}.{}", f.event, n)))
+        .collect();
+    let event_fields = vec![
+        ("event_id, touchpoint_id", Form::KeyedHash, "deterministic ids".to_string()),
+        ("device_id, session_id", Form::KeyedHash, "null without analytics consent".into()),
+        (
+            "user_id, lead_id",
+            Form::KeyedHash,
+            format!("of the normalized identifier (e-mail trimmed+lowercased, phone E.164) from {}", if lead_fields.is_empty() { "ingest".into() } else { lead_fields.join(", ") + " and ingest" }),
+        ),
+        ("natural_key", Form::KeyedHash, "joined keyed hashes and the UTC day".into()),
+        ("page.url", Form::Raw, "canonical: scheme, host, path, campaign parameters only; PII guard".into()),
+        ("page.path, page.referrer_host", Form::Raw, "referrer reduced to its host; PII guard".into()),
+        ("touch, first_touch, last_touch", Form::Raw, "normalized campaign values; PII guard".into()),
+        ("client.ip_prefix", ip.0, ip.1.into()),
+        ("client.user_agent", Form::Reduced, "browser family and a bot flag; the raw user agent never".into()),
+        ("client.context", Form::Raw, "validated keys only: cid, exp, ux; PII guard".into()),
+        ("status, capture, consent, origin, timestamps", Form::Raw, String::new()),
+        ("raw e-mail, phone, name, address, password, card, token fields", Form::Never, "not on any allowlist".into()),
+    ];
+    let mut props = Vec::new();
+    for f in &cfg.form {
+        for field in &f.fields {
+            let (form, note) = if crate::privacy::is_never_captured(&field.name) {
+                (Form::Never, "password/card/token-like name: refused")
+            } else {
+                match field.mode {
+                    FieldMode::Raw => (Form::Raw, "allowlisted raw; PII guard"),
+                    FieldMode::Hashed => (Form::KeyedHash, "allowlisted hashed"),
+                }
+            };
+            props.push((format!("properties.{} ({})", field.name, f.event), form, note.to_string()));
+        }
+    }
+    props.push(("properties (ingest)".into(), Form::Raw, "as sent by the back office; PII guard; secret-like names refused".into()));
+    for (i, s) in cfg.sink.iter().enumerate() {
+        let name = crate::sink::unique_name(&cfg.sink, i);
+        let dest = format!("sink {name} ({})", s.kind());
+        match s {
+            SinkConfig::MetaCapi(_) => {
+                flows.extend([
+                    flow(&dest, "user_data.em, ph, external_id", Form::Sha256, "computed at capture from the normalized value; only with ads consent and a mapped event name"),
+                    flow(&dest, "user_data.fbc", Form::Raw, "the _fbc cookie or fb.1.<ms>.<fbclid> of the last touch"),
+                    flow(&dest, "user_data.client_user_agent", Form::Raw, "required by Meta for website events; ads consent only"),
+                    flow(&dest, "user_data.client_ip_address", Form::Never, "touchgate keeps no raw IP"),
+                    flow(&dest, "event_source_url", Form::Raw, "the canonical page URL"),
+                    flow(&dest, "event_id", Form::Raw, "the client cid when present, else event_id"),
+                ]);
+            }
+            SinkConfig::Ga4Mp(_) => {
+                flows.extend([
+                    flow(&dest, "client_id, session_id", Form::KeyedHash, "derived from device_id / session_id hashes; ads consent only"),
+                    flow(&dest, "events[].name, params (source, medium, campaign, page_location)", Form::Raw, "mapped event names only"),
+                ]);
+            }
+            _ => {
+                for (field, form, note) in event_fields.iter() {
+                    flows.push(flow(&dest, field, *form, note));
+                }
+                for (field, form, note) in &props {
+                    flows.push(flow(&dest, field, *form, note));
+                }
+            }
+        }
+    }
+    let mut retention = vec![
+        Retention {
+            place: format!("spool ({})", cfg.spool.dir.display()),
+            bound: format!(
+                "{} or {} bytes, whichever first; segments removed once every sink acknowledged",
+                humantime::format_duration(cfg.spool.retention),
+                cfg.spool.max_bytes
+            ),
+        },
+        Retention {
+            place: "dedupe set (memory)".into(),
+            bound: format!(
+                "{} or {} ids; event ids only",
+                humantime::format_duration(cfg.dedupe.window),
+                cfg.dedupe.max_entries
+            ),
+        },
+    ];
+    if cfg.redis_url(&|_| None).is_some() || cfg.dedupe.redis_url_env.is_some() {
+        retention.push(Retention {
+            place: "Redis dedupe keys".into(),
+            bound: format!("PX {} ms per event id", cfg.dedupe.window.as_millis()),
+        });
+    }
+    for (i, s) in cfg.sink.iter().enumerate() {
+        let name = crate::sink::unique_name(&cfg.sink, i);
+        if let SinkConfig::File(f) = s {
+            retention.push(Retention {
+                place: format!("file sink {name} ({})", f.path.display()),
+                bound: match (f.keep_files, f.retention) {
+                    (None, None) => "unbounded: set keep_files or retention, or ship the files elsewhere".into(),
+                    (k, r) => format!(
+                        "{}{}",
+                        k.map(|k| format!("{k} rotated files ")).unwrap_or_default(),
+                        r.map(|r| format!("{} ", humantime::format_duration(r))).unwrap_or_default()
+                    ),
+                },
+            });
+        }
+        let dl = crate::sink::delivery::dead_letter_path(s.delivery(), &cfg.spool.dir, &name);
+        retention.push(Retention {
+            place: format!("dead-letter file of {name} ({})", dl.display()),
+            bound: "kept until an operator replays or removes it (events a sink rejected)".into(),
+        });
+    }
+    Inventory { flows, retention }
+}
+
+pub fn render_text(inv: &Inventory) -> String {
+    let mut out = String::from("DATA INVENTORY — every field that can leave touchgate\n\n");
+    let w_dest = inv.flows.iter().map(|f| f.destination.len()).max().unwrap_or(0);
+    let w_field = inv.flows.iter().map(|f| f.field.len()).max().unwrap_or(0).min(60);
+    for f in &inv.flows {
+        let form = serde_json::to_value(f.form).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+        out.push_str(&format!("{:<w_dest$}  {:<w_field$}  {:<10}  {}\n", f.destination, f.field, form, f.note));
+    }
+    out.push_str("\nRETENTION\n\n");
+    for r in &inv.retention {
+        out.push_str(&format!("{}: {}\n", r.place, r.bound));
+    }
+    out
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error("malformed request: {0}")]
+    Malformed(String),
+    #[error("{0}")]
+    Setup(String),
+}
+
+#[derive(Debug, Serialize)]
+pub struct DryRun {
+    pub class: String,
+    pub upstream_request: UpstreamRequest,
+    pub events: Vec<serde_json::Value>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct UpstreamRequest {
+    pub method: String,
+    pub uri: String,
+    pub headers: Vec<(String, String)>,
+    pub body_bytes: usize,
+}
+
+/// Run one raw HTTP/1.1 request through the pipeline with no network:
+/// classification, identity, touch, header rewriting, form capture, the
+/// PII guard — as if the app answered `status`.
+pub fn dry_run(cfg: Config, raw: &[u8], status: u16, env: &dyn Fn(&str) -> Option<String>) -> Result<DryRun, AuditError> {
+    let mut headers = [httparse::EMPTY_HEADER; 128];
+    let mut req = httparse::Request::new(&mut headers);
+    let head_len = match req.parse(raw) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Err(AuditError::Malformed("incomplete head (no blank line)".into())),
+        Err(e) => return Err(AuditError::Malformed(e.to_string())),
+    };
+    let mut builder = http::Request::builder()
+        .method(req.method.unwrap_or("GET"))
+        .uri(req.path.unwrap_or("/"));
+    for h in req.headers.iter() {
+        builder = builder.header(h.name, h.value);
+    }
+    let body = Bytes::copy_from_slice(&raw[head_len..]);
+    let (mut parts, ()) = builder.body(()).map_err(|e| AuditError::Malformed(e.to_string()))?.into_parts();
+    if parts.headers.contains_key(http::header::CONTENT_LENGTH) && parts.headers.contains_key(http::header::TRANSFER_ENCODING) {
+        return Err(AuditError::Malformed("both Content-Length and Transfer-Encoding (touchgate answers 400)".into()));
+    }
+
+    let cfg = Arc::new(cfg);
+    let secret = env(&cfg.identity.secret_env).unwrap_or_else(|| "audit-dry-run-secret-not-for-production".into());
+    let metrics = Arc::new(Metrics::new());
+    let (queue, mut rx) = EventQueue::new(64, metrics.clone());
+    let capture = Capture::new(cfg.clone(), Keys::derive(secret.as_bytes()), None, metrics, queue);
+    let upstream = Upstream::new(&cfg.proxy).map_err(|e| AuditError::Setup(e.to_string()))?;
+    let peer: IpAddr = [203, 0, 113, 10].into();
+    let class = capture.classify(&parts.method, parts.uri.path(), &parts.headers);
+    let prepared = prepare(&capture, cfg.privacy.forward_client_ip, &mut parts, class, false, peer, peer, false);
+    if let Some(l) = prepared.landing {
+        capture.emit(l);
+    }
+    if let (Some(i), Some(v)) = (prepared.form, &prepared.visit)
+        && let Some(rule) = capture.form(i)
+    {
+        let pending = capture.conversion_from_bytes(rule, v, &parts, &body, prepared.context_header.as_ref(), peer);
+        capture.confirm(pending, http::StatusCode::from_u16(status).map_err(|e| AuditError::Setup(e.to_string()))?);
+    }
+    parts.uri = upstream.uri(parts.uri.path_and_query());
+    let mut events = Vec::new();
+    while let Ok(item) = rx.try_recv() {
+        if let Item::Event(e) = item {
+            events.push(serde_json::to_value(&e.event).map_err(|e| AuditError::Setup(e.to_string()))?);
+        }
+    }
+    Ok(DryRun {
+        class: match class {
+            Class::Pass => "pass-through",
+            Class::Navigation => "navigation",
+            Class::Form(_) => "form",
+            Class::Script => "client script",
+            Class::Beacon => "client beacon",
+        }
+        .into(),
+        upstream_request: UpstreamRequest {
+            method: parts.method.to_string(),
+            uri: parts.uri.to_string(),
+            headers: parts
+                .headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+                .collect(),
+            body_bytes: body.len(),
+        },
+        events,
+    })
+}
