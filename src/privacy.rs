@@ -1,1 +1,1113 @@
-//! Field policy and PII guard.
+//! Field policy and the PII guard.
+//!
+//! Fields leave by allowlist only; [`is_never_captured`] refuses
+//! password-like and card-like field names even when configured. The guard
+//! ([`guard`]) is the last line of defence: before an event is queued it
+//! scans every string in it and replaces each e-mail, phone, IP or card
+//! shape with a marker (`[email]`, `[phone]`, `[ip]`, `[card]`), keeping the
+//! rest of the string (`hi bob@example.com` → `hi [email]`).
+//!
+//! The scanner is written by hand rather than with `regex`: the shapes need
+//! token-boundary, Luhn, octet-range and date exclusions that a regex cannot
+//! express (no look-around in the `regex` crate), and a single byte pass with
+//! an early exit keeps the common no-match case to a few nanoseconds per
+//! string. What counts as each shape:
+//!
+//! - **E-mail**: `local@domain`, local part of `[A-Za-z0-9._+'-]` or
+//!   non-ASCII, domain of at least two non-empty labels whose last one
+//!   starts with two letters (or non-ASCII bytes), or is an `xn--` label.
+//! - **Digit runs** are digit groups joined by short separators (one to
+//!   three of space, `-`, `.`, `(`, `)`), optionally led by `+` or `(`, not
+//!   glued to a letter, digit or `_` on either side. A run may be split only
+//!   at separators that contain a space, so `10.0.19041.1234` is judged
+//!   whole but `2026-11-29 4155550123` is judged as a date and a number.
+//!   A run glued to a word by `-` or `.` (`sku-123…`, the last part of a
+//!   UUID) is not a number of its own either.
+//!   - **IPv4**: four dot-separated groups of 1–3 digits, each ≤ 255.
+//!   - **Card**: 13–19 digits, Luhn-valid, either bare or in groups of 3–6
+//!     digits led by a group of 4 and separated by space or `-`; not a
+//!     millisecond epoch (13 digits starting with `1`).
+//!   - **Phone**: at most 15 digits (E.164). With a leading `+`: at least 7.
+//!     Bare digits: at least 10 (shorter bare numbers are order ids,
+//!     dates, ZIP codes). Grouped: at least 9 (a number without its area
+//!     code identifies nobody). Not an epoch in seconds or milliseconds
+//!     (10 or 13 digits starting with `1`: no NANP number starts with 1),
+//!     not a compact date-time (`yyyymmddhhmm[ss]`), not a date followed by
+//!     more digits, not a decimal (`3.14159265358`), not a ZIP+4, not
+//!     followed by `:digit` (a time), and every group after the first has
+//!     at least two digits unless it is a `(d)` trunk prefix (this rejects
+//!     versions like `10.0.19041.1234` and lists like `1 2 3 4`).
+//! - **IPv6**: a token of hex digits, `:` and `.` with `::` or at least
+//!   three colons that `std` parses as an [`std::net::Ipv6Addr`].
+//!
+//! Percent-encoded forms (`bob%40example.com`, `%2B1%20415…`) are caught by
+//! scanning a decoded view as well (`%XX` decoded and `+` read as a space,
+//! up to two rounds for double encoding) whose matches are mapped back to
+//! the original bytes, so only the matched span is replaced and the rest of
+//! a URL keeps its encoding.
+
+use std::borrow::Cow;
+use std::net::Ipv6Addr;
+
+use serde_json::Value;
+
+use crate::event::{Event, Touch};
+
+// ---------------------------------------------------------------------------
+// Field policy
+
+/// Whole name components (or adjacent pairs) that mark a field as secret.
+const SECRET_WORDS: &[&str] = &[
+    "password",
+    "passwd",
+    "pwd",
+    "pass",
+    "passcode",
+    "passphrase",
+    "pin",
+    "secret",
+    "token",
+    "apikey",
+    "auth",
+    "otp",
+    "totp",
+    "mfa",
+    "cvv",
+    "cvv2",
+    "cvc",
+    "cvc2",
+    "csc",
+    "ssn",
+    "card",
+    "cardnumber",
+    "ccnumber",
+    "ccnum",
+    "creditcard",
+    "iban",
+    "bic",
+    "swift",
+    "sortcode",
+    "routing",
+    "session",
+    "cookie",
+    "jwt",
+    "bearer",
+    "signature",
+    "privatekey",
+    "credential",
+    "credentials",
+];
+
+/// Substrings that mark a secret even inside a longer word (`newPassword`
+/// may arrive as `newpassword`).
+const SECRET_SUBSTRINGS: &[&str] = &[
+    "password",
+    "passwd",
+    "passphrase",
+    "secret",
+    "token",
+    "apikey",
+    "creditcard",
+    "cardnumber",
+    "ccnumber",
+    "credential",
+];
+
+const SECRET_PAIRS: &[(&str, &str)] = &[
+    ("api", "key"),
+    ("access", "key"),
+    ("private", "key"),
+    ("secret", "key"),
+    ("cc", "number"),
+    ("cc", "num"),
+    ("cc", "no"),
+    ("cc", "exp"),
+    ("cc", "csc"),
+    ("card", "number"),
+    ("security", "code"),
+    ("social", "security"),
+    ("credit", "card"),
+    ("one", "time"),
+    ("account", "number"),
+    ("sort", "code"),
+];
+
+/// Splits a field name into lowercase components at non-alphanumerics and
+/// lower→upper case changes (`ccNumber` → `cc`, `number`).
+fn name_components(name: &str) -> Vec<String> {
+    let mut parts = Vec::new();
+    let mut cur = String::new();
+    let mut prev_lower = false;
+    for c in name.chars() {
+        if !c.is_alphanumeric() {
+            if !cur.is_empty() {
+                parts.push(std::mem::take(&mut cur));
+            }
+            prev_lower = false;
+            continue;
+        }
+        if c.is_uppercase() && prev_lower && !cur.is_empty() {
+            parts.push(std::mem::take(&mut cur));
+        }
+        prev_lower = c.is_lowercase() || c.is_ascii_digit();
+        cur.extend(c.to_lowercase());
+    }
+    if !cur.is_empty() {
+        parts.push(cur);
+    }
+    parts
+}
+
+/// True for field names that must never be captured, even if configured:
+/// passwords, PINs, secrets, tokens, API keys, one-time codes, card data,
+/// bank account numbers, national ids.
+pub fn is_never_captured(field_name: &str) -> bool {
+    let parts = name_components(field_name);
+    let joined: String = parts.concat();
+    parts.iter().any(|p| SECRET_WORDS.contains(&p.as_str()))
+        || SECRET_SUBSTRINGS.iter().any(|s| joined.contains(s))
+        || parts
+            .windows(2)
+            .any(|w| SECRET_PAIRS.contains(&(w[0].as_str(), w[1].as_str())))
+}
+
+fn luhn(digits: impl DoubleEndedIterator<Item = u8>) -> bool {
+    let mut sum = 0u32;
+    for (i, d) in digits.rev().enumerate() {
+        let mut d = u32::from(d - b'0');
+        if i % 2 == 1 {
+            d *= 2;
+            if d > 9 {
+                d -= 9;
+            }
+        }
+        sum += d;
+    }
+    sum.is_multiple_of(10)
+}
+
+/// A whole value that is a card number: 13–19 digits, optionally grouped
+/// with spaces or dashes, passing the Luhn check.
+pub fn looks_like_card(value: &str) -> bool {
+    let v = value.trim();
+    if !v
+        .bytes()
+        .all(|b| b.is_ascii_digit() || b == b' ' || b == b'-')
+    {
+        return false;
+    }
+    let digits = v.bytes().filter(u8::is_ascii_digit);
+    let n = digits.clone().count();
+    (13..=19).contains(&n) && luhn(digits)
+}
+
+// ---------------------------------------------------------------------------
+// Shapes
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    Email,
+    Phone,
+    Ip,
+    Card,
+}
+
+impl Shape {
+    fn marker(self) -> &'static str {
+        match self {
+            Shape::Email => "[email]",
+            Shape::Phone => "[phone]",
+            Shape::Ip => "[ip]",
+            Shape::Card => "[card]",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    start: usize,
+    end: usize,
+    shape: Shape,
+}
+
+fn is_word(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_'
+}
+
+/// Counts from one pass over a text. The loop has no early exit and no
+/// branches so that it vectorizes: the guard runs it over every string, and
+/// for most strings it is the only work done.
+#[derive(Debug, Clone, Copy)]
+struct Census {
+    at: usize,
+    pct: usize,
+    plus: usize,
+    digits: usize,
+    colons: usize,
+}
+
+impl Census {
+    fn of(s: &[u8]) -> Census {
+        let mut c = Census {
+            at: 0,
+            pct: 0,
+            plus: 0,
+            digits: 0,
+            colons: 0,
+        };
+        // Byte-wide counters over chunks that cannot overflow them, so
+        // that each comparison covers a whole vector register.
+        for chunk in s.chunks(255) {
+            let (mut at, mut pct, mut plus, mut digits, mut colons) = (0u8, 0u8, 0u8, 0u8, 0u8);
+            for &b in chunk {
+                at += u8::from(b == b'@');
+                pct += u8::from(b == b'%');
+                plus += u8::from(b == b'+');
+                digits += u8::from(b.wrapping_sub(b'0') < 10);
+                colons += u8::from(b == b':');
+            }
+            c.at += usize::from(at);
+            c.pct += usize::from(pct);
+            c.plus += usize::from(plus);
+            c.digits += usize::from(digits);
+            c.colons += usize::from(colons);
+        }
+        c
+    }
+
+    /// No shape can be in the text itself without these: an e-mail needs
+    /// `@`, IPv4 four digits (phones and cards more), IPv6 two colons.
+    fn may_match(&self) -> bool {
+        self.at > 0 || self.digits >= 4 || self.colons >= 2
+    }
+
+    /// A decoded view could hold a shape the text does not show: `%40`
+    /// is an `@`, and `+` joins digit groups (`415+555+0123`).
+    fn worth_decoding(&self) -> bool {
+        self.pct > 0 || (self.plus > 0 && self.digits >= 4)
+    }
+}
+
+fn emails(s: &[u8], out: &mut Vec<Span>) {
+    let is_local = |b: u8| {
+        b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'+' | b'-' | b'\'') || b >= 0x80
+    };
+    let is_domain = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-') || b >= 0x80;
+    for at in memchr::memchr_iter(b'@', s) {
+        let mut a = at;
+        while a > 0 && is_local(s[a - 1]) {
+            a -= 1;
+        }
+        if a == at {
+            continue;
+        }
+        let mut b = at + 1;
+        while b < s.len() && is_domain(s[b]) {
+            b += 1;
+        }
+        while b > at + 1 && matches!(s[b - 1], b'.' | b'-') {
+            b -= 1;
+        }
+        if let Some(len) = domain_len(&s[at + 1..b]) {
+            out.push(Span {
+                start: a,
+                end: at + 1 + len,
+                shape: Shape::Email,
+            });
+        }
+    }
+}
+
+/// The length of the longest prefix of `d` that is a mail domain: at
+/// least two non-empty labels, the last one starting with two letters (or
+/// non-ASCII bytes) or being an `xn--` label. Trailing junk is left out, so
+/// `bob@example.com2026` still yields `bob@example.com`. Each label is
+/// looked at once, right to left, so this is linear in `d`.
+fn domain_len(d: &[u8]) -> Option<usize> {
+    // Nothing at or after an empty label can belong to the domain.
+    let usable = match memchr::memmem::find(d, b"..") {
+        Some(p) => &d[..p],
+        None => d,
+    };
+    if usable.first() == Some(&b'.') {
+        return None;
+    }
+    let mut end = usable.len();
+    loop {
+        let dom = &usable[..end];
+        let last_dot = memchr::memrchr(b'.', dom)?;
+        let last = &dom[last_dot + 1..];
+        if last.len() > 4 && last[..4].eq_ignore_ascii_case(b"xn--") {
+            return Some(end);
+        }
+        let alpha = last
+            .iter()
+            .take_while(|&&b| b.is_ascii_alphabetic() || b >= 0x80)
+            .count();
+        if alpha >= 2 {
+            return Some(last_dot + 1 + alpha);
+        }
+        end = last_dot;
+    }
+}
+
+/// One digit group of a run, with the separator bytes before it.
+#[derive(Debug, Clone, Copy)]
+struct Group {
+    start: usize,
+    end: usize,
+    sep_start: usize,
+}
+
+fn is_sep(b: u8) -> bool {
+    matches!(b, b' ' | b'-' | b'.' | b'(' | b')')
+}
+
+/// Finds phone, card and IPv4 shapes.
+fn digit_runs(s: &[u8], out: &mut Vec<Span>, groups: &mut Vec<Group>) {
+    let n = s.len();
+    let mut i = 0;
+    while i < n {
+        let b = s[i];
+        if !(b.is_ascii_digit() || b == b'+' || b == b'(') {
+            i += 1;
+            continue;
+        }
+        // A run never starts inside a word, nor right after `word-` or
+        // `word.` (the last part of a UUID or a slug): skip that part. A
+        // `+` or `(` glued to a word is no prefix, but may precede a run.
+        let glued = i >= 2 && matches!(s[i - 1], b'-' | b'.') && is_word(s[i - 2]);
+        if i > 0 && (is_word(s[i - 1]) || (glued && is_word(b))) {
+            if is_word(b) {
+                while i < n && is_word(s[i]) {
+                    i += 1;
+                }
+            } else {
+                i += 1;
+            }
+            continue;
+        }
+        // Optional `+` or `(` prefix directly before the first digit.
+        let (prefix, first) = match b {
+            b'+' | b'(' if i + 1 < n && s[i + 1].is_ascii_digit() => (Some(b), i + 1),
+            b'+' | b'(' => {
+                i += 1;
+                continue;
+            }
+            _ => (None, i),
+        };
+        groups.clear();
+        let mut p = first;
+        let mut sep_start = first;
+        loop {
+            let g = p;
+            while p < n && s[p].is_ascii_digit() {
+                p += 1;
+            }
+            groups.push(Group {
+                start: g,
+                end: p,
+                sep_start,
+            });
+            // A separator: 1–3 separator bytes, at most one `.` and one `-`,
+            // then a digit.
+            let mut q = p;
+            let (mut dots, mut dashes) = (0, 0);
+            while q < n && q - p < 3 && is_sep(s[q]) {
+                dots += usize::from(s[q] == b'.');
+                dashes += usize::from(s[q] == b'-');
+                q += 1;
+            }
+            if q > p && q < n && s[q].is_ascii_digit() && dots <= 1 && dashes <= 1 {
+                sep_start = p;
+                p = q;
+            } else {
+                break;
+            }
+        }
+        let run_end = p;
+        // A last group glued to a word (directly or by `-`/`.`) is not a
+        // number of its own.
+        let glued_after =
+            run_end + 1 < n && matches!(s[run_end], b'-' | b'.') && is_word(s[run_end + 1]);
+        if run_end < n && (is_word(s[run_end]) || glued_after) {
+            groups.pop();
+        }
+        classify_run(s, prefix.map(|_| i), groups, out);
+        i = run_end.max(i + 1);
+    }
+}
+
+fn classify_run(s: &[u8], prefix_at: Option<usize>, groups: &[Group], out: &mut Vec<Span>) {
+    let splittable = |k: usize| s[groups[k].sep_start..groups[k].start].contains(&b' ');
+    let mut i = 0;
+    while i < groups.len() {
+        if i > 0 && !splittable(i) {
+            i += 1;
+            continue;
+        }
+        // Longest sub-run first, ending at a space separator or the end.
+        let mut digits = 0;
+        let mut last_ok = i;
+        for (k, g) in groups.iter().enumerate().skip(i) {
+            digits += g.end - g.start;
+            if digits > 19 {
+                break;
+            }
+            last_ok = k;
+        }
+        let mut found = None;
+        for j in (i..=last_ok).rev() {
+            if j + 1 < groups.len() && !splittable(j + 1) {
+                continue;
+            }
+            let prefix = if i == 0 { prefix_at } else { None };
+            if let Some(shape) = classify(s, prefix, &groups[i..=j]) {
+                found = Some((j, shape, prefix));
+                break;
+            }
+        }
+        match found {
+            Some((j, shape, prefix)) => {
+                out.push(Span {
+                    start: prefix.unwrap_or(groups[i].start),
+                    end: groups[j].end,
+                    shape,
+                });
+                i = j + 1;
+            }
+            None => i += 1,
+        }
+    }
+}
+
+fn group_value(s: &[u8], g: &Group) -> u64 {
+    s[g.start..g.end]
+        .iter()
+        .take(19)
+        .fold(0u64, |acc, &b| acc * 10 + u64::from(b - b'0'))
+}
+
+fn classify(s: &[u8], prefix_at: Option<usize>, gs: &[Group]) -> Option<Shape> {
+    let digits: usize = gs.iter().map(|g| g.end - g.start).sum();
+    if digits > 19 {
+        return None;
+    }
+    let sep = |k: usize| &s[gs[k].sep_start..gs[k].start];
+    let prefix = prefix_at.map(|p| s[p]);
+    let first_digit = s[gs[0].start];
+    let all_digits = || gs.iter().flat_map(|g| s[g.start..g.end].iter().copied());
+
+    if prefix.is_none()
+        && gs.len() == 4
+        && (1..4).all(|k| sep(k) == b".")
+        && gs
+            .iter()
+            .all(|g| (1..=3).contains(&(g.end - g.start)) && group_value(s, g) <= 255)
+    {
+        return Some(Shape::Ip);
+    }
+
+    let epoch_like = (digits == 10 || digits == 13) && first_digit == b'1';
+    let card_grouping = gs.len() == 1
+        || (gs[0].end - gs[0].start == 4
+            && gs.iter().all(|g| (3..=6).contains(&(g.end - g.start)))
+            && (1..gs.len()).all(|k| matches!(sep(k), b" " | b"-")));
+    if prefix.is_none()
+        && (13..=19).contains(&digits)
+        && !(digits == 13 && first_digit == b'1')
+        && card_grouping
+        && luhn(all_digits())
+    {
+        return Some(Shape::Card);
+    }
+
+    if digits > 15 {
+        return None;
+    }
+    if prefix == Some(b'+') {
+        return (digits >= 7).then_some(Shape::Phone);
+    }
+    if digits < 9 {
+        return None;
+    }
+    let end = gs[gs.len() - 1].end;
+    if end + 1 < s.len() && s[end] == b':' && s[end + 1].is_ascii_digit() {
+        return None;
+    }
+    if gs.len() == 1 {
+        let compact: Vec<u8> = all_digits().collect();
+        return (digits >= 10 && !epoch_like && !compact_datetime(&compact))
+            .then_some(Shape::Phone);
+    }
+    if gs.len() == 2 && sep(1) == b"." {
+        return None;
+    }
+    let len = |k: usize| gs[k].end - gs[k].start;
+    if gs.len() >= 3 && is_date(s, gs) {
+        return None;
+    }
+    if gs.len() == 2 && len(0) == 5 && len(1) == 4 && sep(1) == b"-" {
+        return None;
+    }
+    let short_group = gs.iter().skip(1).any(|g| {
+        let trunk = s[g.sep_start..g.start].last() == Some(&b'(') && s.get(g.end) == Some(&b')');
+        g.end - g.start < 2 && !(g.end - g.start == 1 && trunk)
+    });
+    (!short_group).then_some(Shape::Phone)
+}
+
+/// The first three groups read as a date: `yyyy-mm-dd`, `dd.mm.yyyy`, …
+fn is_date(s: &[u8], gs: &[Group]) -> bool {
+    let sep1 = &s[gs[1].sep_start..gs[1].start];
+    let sep2 = &s[gs[2].sep_start..gs[2].start];
+    if sep1 != sep2 || !matches!(sep1, b"-" | b"." | b"/") {
+        return false;
+    }
+    let l: Vec<usize> = gs[..3].iter().map(|g| g.end - g.start).collect();
+    let v: Vec<u64> = gs[..3].iter().map(|g| group_value(s, g)).collect();
+    let md = |m: u64, d: u64| (1..=12).contains(&m) && (1..=31).contains(&d);
+    match (l[0], l[1], l[2]) {
+        (4, 1..=2, 1..=2) => md(v[1], v[2]) || md(v[2], v[1]),
+        (1..=2, 1..=2, 4) => md(v[1], v[0]) || md(v[0], v[1]),
+        _ => false,
+    }
+}
+
+/// `yyyymmddhhmm` or `yyyymmddhhmmss`.
+fn compact_datetime(d: &[u8]) -> bool {
+    if d.len() != 12 && d.len() != 14 {
+        return false;
+    }
+    let num = |a: usize, b: usize| {
+        d[a..b]
+            .iter()
+            .fold(0u32, |acc, &c| acc * 10 + u32::from(c - b'0'))
+    };
+    (1900..=2099).contains(&num(0, 4))
+        && (1..=12).contains(&num(4, 6))
+        && (1..=31).contains(&num(6, 8))
+        && num(8, 10) <= 23
+        && num(10, 12) <= 59
+        && (d.len() == 12 || num(12, 14) <= 59)
+}
+
+fn ipv6s(s: &[u8], out: &mut Vec<Span>) {
+    let in_token = |b: u8| b.is_ascii_hexdigit() || b == b':' || b == b'.';
+    let n = s.len();
+    let mut i = 0;
+    while i < n {
+        if !in_token(s[i]) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < n && in_token(s[i]) {
+            i += 1;
+        }
+        let mut end = i;
+        if (start > 0 && is_word(s[start - 1])) || (end < n && is_word(s[end])) {
+            continue;
+        }
+        while end > start && s[end - 1] == b'.' {
+            end -= 1;
+        }
+        if end >= start + 2 && s[end - 1] == b':' && s[end - 2] != b':' {
+            end -= 1;
+        }
+        let tok = &s[start..end];
+        let colons = tok.iter().filter(|&&b| b == b':').count();
+        let has_double = tok.windows(2).any(|w| w == b"::");
+        if !(has_double || colons >= 3) || !tok.iter().any(u8::is_ascii_hexdigit) {
+            continue;
+        }
+        let parsed = std::str::from_utf8(tok)
+            .ok()
+            .and_then(|t| t.parse::<Ipv6Addr>().ok());
+        if parsed.is_some() {
+            out.push(Span {
+                start,
+                end,
+                shape: Shape::Ip,
+            });
+        }
+    }
+}
+
+/// Every shape in one view of the text.
+fn find_spans(s: &[u8], c: &Census, out: &mut Vec<Span>) {
+    if c.at > 0 {
+        emails(s, out);
+    }
+    if c.digits >= 4 {
+        digit_runs(s, out, &mut Vec::new());
+    }
+    if c.colons >= 2 {
+        ipv6s(s, out);
+    }
+}
+
+/// A percent-decoded copy of some text, with, for each decoded byte, the
+/// byte range of the text it came from.
+struct Decoded {
+    bytes: Vec<u8>,
+    from: Vec<(usize, usize)>,
+}
+
+fn hex_val(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// `%XX` decoded and `+` read as a space; `None` when nothing changes.
+fn decode(s: &[u8]) -> Option<Decoded> {
+    if !s.iter().any(|&b| b == b'%' || b == b'+') {
+        return None;
+    }
+    let mut bytes = Vec::with_capacity(s.len());
+    let mut from = Vec::with_capacity(s.len());
+    let mut changed = false;
+    let mut i = 0;
+    while i < s.len() {
+        let b = s[i];
+        if b == b'%'
+            && i + 2 < s.len()
+            && let (Some(h), Some(l)) = (hex_val(s[i + 1]), hex_val(s[i + 2]))
+        {
+            bytes.push(h * 16 + l);
+            from.push((i, i + 3));
+            changed = true;
+            i += 3;
+            continue;
+        }
+        if b == b'+' {
+            bytes.push(b' ');
+            changed = true;
+        } else {
+            bytes.push(b);
+        }
+        from.push((i, i + 1));
+        i += 1;
+    }
+    changed.then_some(Decoded { bytes, from })
+}
+
+fn map_back(spans: &mut [Span], d: &Decoded) {
+    for sp in spans {
+        let start = d.from[sp.start].0;
+        let end = d.from[sp.end - 1].1;
+        sp.start = start;
+        sp.end = end;
+    }
+}
+
+/// Every shape in the text, in original byte offsets, merged.
+fn spans_of(s: &str) -> Vec<Span> {
+    let raw = s.as_bytes();
+    let mut spans = Vec::new();
+    let c0 = Census::of(raw);
+    if c0.may_match() {
+        find_spans(raw, &c0, &mut spans);
+    }
+    if c0.worth_decoding()
+        && let Some(d1) = decode(raw)
+    {
+        let c1 = Census::of(&d1.bytes);
+        let mut level1 = Vec::new();
+        if c1.may_match() {
+            find_spans(&d1.bytes, &c1, &mut level1);
+        }
+        if c1.worth_decoding()
+            && let Some(d2) = decode(&d1.bytes)
+        {
+            let c2 = Census::of(&d2.bytes);
+            let mut level2 = Vec::new();
+            if c2.may_match() {
+                find_spans(&d2.bytes, &c2, &mut level2);
+            }
+            map_back(&mut level2, &d2);
+            level1.extend(level2);
+        }
+        map_back(&mut level1, &d1);
+        spans.extend(level1);
+    }
+    if spans.is_empty() {
+        return spans;
+    }
+    spans.retain(|sp| sp.end > sp.start);
+    for sp in &mut spans {
+        while !s.is_char_boundary(sp.start) {
+            sp.start -= 1;
+        }
+        while !s.is_char_boundary(sp.end) {
+            sp.end += 1;
+        }
+    }
+    spans.sort_by(|a, b| a.start.cmp(&b.start).then(b.end.cmp(&a.end)));
+    let mut merged: Vec<Span> = Vec::with_capacity(spans.len());
+    for sp in spans {
+        match merged.last_mut() {
+            Some(last) if sp.start < last.end => last.end = last.end.max(sp.end),
+            _ => merged.push(sp),
+        }
+    }
+    merged
+}
+
+/// Replaces every e-mail, phone, IP and card shape in `s` with its marker;
+/// borrowed when there is nothing to replace.
+pub fn scrub_free_text(s: &str) -> Cow<'_, str> {
+    let spans = spans_of(s);
+    if spans.is_empty() {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut at = 0;
+    for sp in spans {
+        out.push_str(&s[at..sp.start]);
+        out.push_str(sp.shape.marker());
+        at = sp.end;
+    }
+    out.push_str(&s[at..]);
+    Cow::Owned(out)
+}
+
+// ---------------------------------------------------------------------------
+// The guard
+
+/// Scrubs one string in place; true when something was replaced.
+fn scrub_string(s: &mut String) -> bool {
+    match scrub_free_text(s) {
+        Cow::Borrowed(_) => false,
+        Cow::Owned(o) => {
+            *s = o;
+            true
+        }
+    }
+}
+
+/// An integer long enough to be a phone or card number is scanned as text
+/// (a number field holding a phone is still a phone) and, if it matches,
+/// becomes the marker string.
+fn scrub_number(v: &mut Value) -> bool {
+    let Value::Number(n) = v else { return false };
+    if !(n.is_u64() || n.is_i64()) {
+        return false;
+    }
+    let text = n.to_string();
+    if text.len() < 7 {
+        return false;
+    }
+    match scrub_free_text(&text) {
+        Cow::Owned(o) => {
+            *v = Value::String(o);
+            true
+        }
+        Cow::Borrowed(_) => false,
+    }
+}
+
+/// Scrubs a JSON value: every string, every object key, and long integers
+/// ([`scrub_number`]). Iterative, so no depth of nesting can exhaust the
+/// stack.
+fn scrub_value(root: &mut Value) -> bool {
+    let mut changed = scrub_number(root);
+    let mut stack = vec![root];
+    while let Some(v) = stack.pop() {
+        match v {
+            Value::String(s) => changed |= scrub_string(s),
+            Value::Array(a) => {
+                for c in a.iter_mut() {
+                    changed |= scrub_number(c);
+                    stack.push(c);
+                }
+            }
+            Value::Object(m) => {
+                let bad: Vec<String> = m
+                    .keys()
+                    .filter(|k| !spans_of(k).is_empty())
+                    .cloned()
+                    .collect();
+                for k in bad {
+                    if let Some(val) = m.remove(&k) {
+                        m.insert(scrub_free_text(&k).into_owned(), val);
+                        changed = true;
+                    }
+                }
+                for c in m.values_mut() {
+                    changed |= scrub_number(c);
+                    stack.push(c);
+                }
+            }
+            Value::Null | Value::Bool(_) | Value::Number(_) => {}
+        }
+    }
+    changed
+}
+
+fn is_hash_id(s: &str) -> bool {
+    s.len() == 32 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// IPv4 /24-or-shorter or IPv6 /48-or-shorter network, with no host bits.
+fn is_truncated_prefix(s: &str) -> bool {
+    match s.parse::<ipnet::IpNet>() {
+        Ok(net) => {
+            let max = match net {
+                ipnet::IpNet::V4(_) => 24,
+                ipnet::IpNet::V6(_) => 48,
+            };
+            net.prefix_len() <= max && net.addr() == net.network()
+        }
+        Err(_) => false,
+    }
+}
+
+/// The field paths the guard reports, as metric labels.
+struct Report(Vec<&'static str>);
+
+impl Report {
+    fn hit(&mut self, field: &'static str) {
+        if !self.0.contains(&field) {
+            self.0.push(field);
+        }
+    }
+
+    fn string(&mut self, field: &'static str, s: &mut String) {
+        if scrub_string(s) {
+            self.hit(field);
+        }
+    }
+
+    fn opt(&mut self, field: &'static str, s: &mut Option<String>) {
+        if let Some(s) = s {
+            self.string(field, s);
+        }
+    }
+
+    fn hash_id(&mut self, field: &'static str, s: &mut Option<String>) {
+        if let Some(s) = s
+            && !is_hash_id(s)
+        {
+            self.string(field, s);
+        }
+    }
+
+    fn touch(&mut self, labels: &[&'static str; 8], t: &mut Touch) {
+        self.opt(labels[0], &mut t.source);
+        self.opt(labels[1], &mut t.medium);
+        self.opt(labels[2], &mut t.campaign);
+        self.opt(labels[3], &mut t.term);
+        self.opt(labels[4], &mut t.content);
+        self.opt(labels[5], &mut t.campaign_id);
+        self.opt(labels[6], &mut t.click_id_type);
+        self.string(labels[7], &mut t.channel);
+    }
+}
+
+const TOUCH: [&str; 8] = [
+    "touch.source",
+    "touch.medium",
+    "touch.campaign",
+    "touch.term",
+    "touch.content",
+    "touch.campaign_id",
+    "touch.click_id_type",
+    "touch.channel",
+];
+const FIRST_TOUCH: [&str; 8] = [
+    "first_touch.source",
+    "first_touch.medium",
+    "first_touch.campaign",
+    "first_touch.term",
+    "first_touch.content",
+    "first_touch.campaign_id",
+    "first_touch.click_id_type",
+    "first_touch.channel",
+];
+const LAST_TOUCH: [&str; 8] = [
+    "last_touch.source",
+    "last_touch.medium",
+    "last_touch.campaign",
+    "last_touch.term",
+    "last_touch.content",
+    "last_touch.campaign_id",
+    "last_touch.click_id_type",
+    "last_touch.channel",
+];
+
+/// The PII guard: redacts e-mail, phone, IP and card shapes in every string
+/// of the event and returns the field paths it changed (each once), for
+/// `touchgate_pii_redacted_total{field}`.
+///
+/// Skipped: the id fields (`event_id`, `device_id`, `session_id`,
+/// `user_id`, `lead_id`, `touchpoint_id`) when they are 32 lowercase hex,
+/// the form every keyed hash has; any other value in them is scanned. The
+/// `client.ip_prefix` is not scanned (it is an IP by design) but checked:
+/// anything other than an IPv4 /24 or IPv6 /48 network (or shorter) is
+/// removed and reported. `properties` and `client.context` are reported as
+/// one label each, whatever their keys, to keep metric labels bounded.
+pub fn guard(event: &mut Event) -> Vec<&'static str> {
+    let mut r = Report(Vec::new());
+    r.string("schema", &mut event.schema);
+    r.string("event_name", &mut event.event_name);
+    if !is_hash_id(&event.event_id) {
+        r.string("event_id", &mut event.event_id);
+    }
+    r.hash_id("device_id", &mut event.device_id);
+    r.hash_id("session_id", &mut event.session_id);
+    r.hash_id("user_id", &mut event.user_id);
+    r.hash_id("lead_id", &mut event.lead_id);
+    r.hash_id("touchpoint_id", &mut event.touchpoint_id);
+    r.opt("natural_key", &mut event.natural_key);
+    if let Some(page) = &mut event.page {
+        r.string("page.url", &mut page.url);
+        r.string("page.path", &mut page.path);
+        r.opt("page.referrer_host", &mut page.referrer_host);
+    }
+    if let Some(t) = &mut event.touch {
+        r.touch(&TOUCH, t);
+    }
+    if let Some(t) = &mut event.first_touch {
+        r.touch(&FIRST_TOUCH, &mut t.touch);
+    }
+    if let Some(t) = &mut event.last_touch {
+        r.touch(&LAST_TOUCH, &mut t.touch);
+    }
+    if event
+        .client
+        .ip_prefix
+        .as_deref()
+        .is_some_and(|p| !is_truncated_prefix(p))
+    {
+        event.client.ip_prefix = None;
+        r.hit("client.ip_prefix");
+    }
+    if let Some(ctx) = &mut event.client.context
+        && scrub_value(ctx)
+    {
+        r.hit("client.context");
+    }
+    if let Some(ua) = &mut event.client.user_agent {
+        r.string("client.user_agent", &mut ua.family);
+    }
+    r.opt("capture", &mut event.capture);
+    let mut props = Value::Object(std::mem::take(&mut event.properties));
+    if scrub_value(&mut props) {
+        r.hit("properties");
+    }
+    if let Value::Object(m) = props {
+        event.properties = m;
+    }
+    r.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn luhn_known_numbers() {
+        assert!(looks_like_card("4111 1111 1111 1111"));
+        assert!(looks_like_card("5555-5555-5555-4444"));
+        assert!(looks_like_card("378282246310005"));
+        assert!(!looks_like_card("4111 1111 1111 1112"));
+        assert!(!looks_like_card("411111111111"));
+        assert!(!looks_like_card("4111x1111 1111 1111"));
+    }
+
+    #[test]
+    fn never_captured_names() {
+        for n in [
+            "password",
+            "Password",
+            "user_password",
+            "newPassword",
+            "passwd",
+            "pwd",
+            "pass",
+            "pin",
+            "PIN",
+            "secret",
+            "client_secret",
+            "token",
+            "csrf_token",
+            "api_key",
+            "apiKey",
+            "APIKey",
+            "apikey",
+            "auth",
+            "x-auth",
+            "otp",
+            "cvv",
+            "cvc",
+            "ssn",
+            "card",
+            "card_number",
+            "cardNumber",
+            "cc-number",
+            "ccNumber",
+            "cc_exp",
+            "iban",
+            "credit_card",
+            "security_code",
+        ] {
+            assert!(is_never_captured(n), "{n} should be refused");
+        }
+        for n in [
+            "email",
+            "phone",
+            "plan",
+            "name",
+            "company",
+            "utm_source",
+            "passenger_count",
+            "pinterest_handle",
+            "author",
+            "discount_code",
+            "cc",
+            "message",
+            "spin",
+        ] {
+            assert!(!is_never_captured(n), "{n} should be allowed");
+        }
+    }
+
+    /// Inputs built to make a careless scanner quadratic. They finish in
+    /// milliseconds here; a quadratic pass over 64 KiB would take minutes.
+    #[test]
+    fn pathological_inputs_stay_linear() {
+        let n = 64 * 1024;
+        let inputs = [
+            format!("x@{}", "a.1".repeat(n / 3)),
+            "a@".repeat(n / 2),
+            format!("{}@", "a".repeat(n)),
+            "1 ".repeat(n / 2),
+            "1.".repeat(n / 2),
+            "12-".repeat(n / 3),
+            "+1 ".repeat(n / 3),
+            ":".repeat(n),
+            "a:".repeat(n / 2),
+            "%25".repeat(n / 3),
+            "%40a.bc".repeat(n / 7),
+            "(1) ".repeat(n / 4),
+        ];
+        for input in &inputs {
+            let out = scrub_free_text(input);
+            assert_eq!(scrub_free_text(&out), out, "scrubbing is idempotent");
+        }
+    }
+
+    #[test]
+    fn decode_maps_back_to_original_bytes() {
+        let d = decode(b"a%40b+c").unwrap();
+        assert_eq!(d.bytes, b"a@b c");
+        assert_eq!(d.from[1], (1, 4));
+        assert_eq!(d.from[3], (5, 6));
+        assert!(decode(b"plain").is_none());
+    }
+}

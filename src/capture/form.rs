@@ -1,1 +1,390 @@
-//! form
+//! Form bodies: a buffered request body turned into an ordered list of
+//! `(name, value)` text fields.
+//!
+//! The caller has already bounded the body (`max_capture_body`); this module
+//! still bounds its own work, because it is also reached by fuzzers and by
+//! anything that calls it with a larger body: at most [`MAX_FIELDS`] fields
+//! are kept, a field whose name exceeds [`MAX_NAME`] bytes or whose value
+//! exceeds [`MAX_VALUE`] bytes is dropped (never truncated: a truncated
+//! e-mail or phone would be a wrong identifier), and every parser is linear
+//! in the body.
+//!
+//! Supported media types (parameters ignored, matched case-insensitively):
+//! - `application/x-www-form-urlencoded`: `+` is a space, `%XX` decoded
+//!   (the WHATWG rules, as the `form_urlencoded` crate applies them).
+//! - `multipart/form-data`: parts with a `filename` (file uploads) are
+//!   skipped without being read; text parts become fields.
+//! - `application/json` and `application/*+json`: the body must be an
+//!   object. Top-level scalars become fields; one level of nested objects
+//!   becomes `parent.child`; deeper objects, arrays and nulls are ignored
+//!   (arrays are not joined: a joined list is a value no form field had).
+//!   Numbers and booleans become their JSON text (`42`, `true`).
+//!
+//! Text is decoded as UTF-8, lossily. [`parse`] is synchronous even for
+//! multipart: the body is already in memory, so the `multer` parser is
+//! driven over a single ready chunk and never waits.
+
+use bytes::Bytes;
+use futures_util::FutureExt;
+
+/// Most fields kept from one body; later ones are ignored.
+pub const MAX_FIELDS: usize = 256;
+/// Longest field name kept, in bytes.
+pub const MAX_NAME: usize = 256;
+/// Longest field value kept, in bytes (after decoding).
+pub const MAX_VALUE: usize = 8 * 1024;
+
+/// The fields of a form body, in body order. A name may repeat.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Fields {
+    pairs: Vec<(String, String)>,
+}
+
+impl Fields {
+    /// The first value for `name` (exact, case-sensitive match).
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.pairs
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every value for `name`, in body order.
+    pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.pairs
+            .iter()
+            .filter(move |(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.pairs.iter().map(|(n, v)| (n.as_str(), v.as_str()))
+    }
+
+    pub fn len(&self) -> usize {
+        self.pairs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pairs.is_empty()
+    }
+
+    pub fn into_pairs(self) -> Vec<(String, String)> {
+        self.pairs
+    }
+
+    /// Adds a field unless it breaks a bound. Returns false once the field
+    /// count is reached, so callers can stop reading.
+    fn push(&mut self, name: String, value: String) -> bool {
+        if self.pairs.len() >= MAX_FIELDS {
+            return false;
+        }
+        if !name.is_empty() && name.len() <= MAX_NAME && value.len() <= MAX_VALUE {
+            self.pairs.push((name, value));
+        }
+        self.pairs.len() < MAX_FIELDS
+    }
+}
+
+impl From<Vec<(String, String)>> for Fields {
+    fn from(pairs: Vec<(String, String)>) -> Self {
+        let mut fields = Fields::default();
+        for (n, v) in pairs {
+            if !fields.push(n, v) {
+                break;
+            }
+        }
+        fields
+    }
+}
+
+/// Why a body could not be read as a form.
+#[derive(Debug, thiserror::Error)]
+pub enum FormError {
+    /// No content type, or one this module does not read.
+    #[error("unsupported content type {0:?}")]
+    Unsupported(String),
+    #[error("malformed multipart body: {0}")]
+    Multipart(String),
+    #[error("malformed JSON body: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("JSON body is not an object")]
+    NotAnObject,
+}
+
+impl FormError {
+    /// A short, fixed label for metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            FormError::Unsupported(_) => "unsupported",
+            FormError::Multipart(_) => "multipart",
+            FormError::Json(_) | FormError::NotAnObject => "json",
+        }
+    }
+}
+
+enum Kind {
+    UrlEncoded,
+    Multipart,
+    Json,
+}
+
+fn kind(content_type: &str) -> Option<Kind> {
+    let essence = content_type.split(';').next().unwrap_or("").trim();
+    if essence.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
+        Some(Kind::UrlEncoded)
+    } else if essence.eq_ignore_ascii_case("multipart/form-data") {
+        Some(Kind::Multipart)
+    } else if essence.eq_ignore_ascii_case("application/json") || is_json_suffix(essence.as_bytes())
+    {
+        Some(Kind::Json)
+    } else {
+        None
+    }
+}
+
+/// `application/<something>+json`, compared as bytes so that no non-ASCII
+/// input can split a character.
+fn is_json_suffix(essence: &[u8]) -> bool {
+    const PREFIX: &[u8] = b"application/";
+    const SUFFIX: &[u8] = b"+json";
+    essence.len() > PREFIX.len() + SUFFIX.len()
+        && essence[..PREFIX.len()].eq_ignore_ascii_case(PREFIX)
+        && essence[essence.len() - SUFFIX.len()..].eq_ignore_ascii_case(SUFFIX)
+}
+
+/// Parses a buffered body according to its `Content-Type`.
+pub fn parse(content_type: Option<&str>, body: &Bytes) -> Result<Fields, FormError> {
+    let ct = content_type.unwrap_or("");
+    match kind(ct) {
+        Some(Kind::UrlEncoded) => Ok(parse_urlencoded(body)),
+        Some(Kind::Multipart) => parse_multipart(ct, body),
+        Some(Kind::Json) => parse_json(body),
+        None => Err(FormError::Unsupported(ct.chars().take(64).collect())),
+    }
+}
+
+/// The WHATWG `application/x-www-form-urlencoded` parser, written out
+/// rather than taken from `form_urlencoded::parse` because this runs on
+/// every conversion and the crate's iterator chain (`+` replacement, then
+/// percent-decoding, then UTF-8, each a separate pass and copy) costs
+/// several times more per byte. Same rules: split on `&`, skip empty
+/// pieces, name before the first `=`, `+` is a space, `%XX` decoded and a
+/// malformed `%` kept, UTF-8 decoded lossily. A test checks it against
+/// `form_urlencoded` on arbitrary input.
+fn parse_urlencoded(body: &[u8]) -> Fields {
+    let mut fields = Fields::default();
+    let mut start = 0;
+    let ends = memchr::memchr_iter(b'&', body).chain(std::iter::once(body.len()));
+    for end in ends {
+        let piece = &body[start..end];
+        start = end + 1;
+        if piece.is_empty() {
+            continue;
+        }
+        let (name, value) = match memchr::memchr(b'=', piece) {
+            Some(eq) => (&piece[..eq], &piece[eq + 1..]),
+            None => (piece, &[][..]),
+        };
+        // Decoding never grows text and shrinks it at most threefold, so
+        // these pieces are over the limits whatever they decode to.
+        if name.len() > 3 * MAX_NAME || value.len() > 3 * MAX_VALUE {
+            continue;
+        }
+        if !fields.push(urldecode(name), urldecode(value)) {
+            break;
+        }
+    }
+    fields
+}
+
+fn hex_digit(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+fn urldecode(s: &[u8]) -> String {
+    // Copy, turn every `+` into a space (a loop the compiler vectorizes),
+    // then decode `%XX` in place, moving the text between escapes with
+    // `copy_within`. The write position never passes the read position.
+    let mut out = s.to_vec();
+    for b in &mut out {
+        *b = if *b == b'+' { b' ' } else { *b };
+    }
+    if let Some(first) = memchr::memchr(b'%', &out) {
+        let (mut w, mut r) = (first, first);
+        while let Some(p) = memchr::memchr(b'%', &out[r..]).map(|p| p + r) {
+            out.copy_within(r..p, w);
+            w += p - r;
+            let hex = |i: usize| out.get(i).and_then(|&b| hex_digit(b));
+            match (hex(p + 1), hex(p + 2)) {
+                (Some(h), Some(l)) => {
+                    out[w] = h << 4 | l;
+                    r = p + 3;
+                }
+                _ => {
+                    out[w] = b'%';
+                    r = p + 1;
+                }
+            }
+            w += 1;
+        }
+        let len = out.len();
+        out.copy_within(r..len, w);
+        out.truncate(w + (len - r));
+    }
+    match String::from_utf8(out) {
+        Ok(s) => s,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    }
+}
+
+fn parse_multipart(content_type: &str, body: &Bytes) -> Result<Fields, FormError> {
+    let boundary =
+        multer::parse_boundary(content_type).map_err(|e| FormError::Multipart(e.to_string()))?;
+    let chunk = body.clone();
+    let stream =
+        futures_util::stream::once(async move { Ok::<Bytes, std::convert::Infallible>(chunk) });
+    let mut multipart = multer::Multipart::new(stream, boundary);
+    // The stream yields the whole body on its first poll and then ends, so
+    // multer reaches end-of-stream at once and every future below is ready
+    // when first polled. A future that is not ready would be a multer bug;
+    // it is reported as an error rather than awaited.
+    let stalled = || FormError::Multipart("parser waited on an in-memory body".into());
+    let mut fields = Fields::default();
+    loop {
+        let next = multipart
+            .next_field()
+            .now_or_never()
+            .ok_or_else(stalled)?
+            .map_err(|e| FormError::Multipart(e.to_string()))?;
+        let Some(mut field) = next else { break };
+        // File parts are dropped unread; multer skips their bytes when the
+        // next field is requested (a slice of the same buffer, no copy).
+        if field.file_name().is_some() {
+            continue;
+        }
+        let Some(name) = field.name().map(str::to_owned) else {
+            continue;
+        };
+        let mut value: Vec<u8> = Vec::new();
+        let mut oversize = false;
+        while let Some(chunk) = field
+            .chunk()
+            .now_or_never()
+            .ok_or_else(stalled)?
+            .map_err(|e| FormError::Multipart(e.to_string()))?
+        {
+            if value.len() + chunk.len() > MAX_VALUE {
+                oversize = true;
+                break;
+            }
+            value.extend_from_slice(&chunk);
+        }
+        if oversize {
+            continue;
+        }
+        let value = String::from_utf8_lossy(&value).into_owned();
+        if !fields.push(name, value) {
+            break;
+        }
+    }
+    Ok(fields)
+}
+
+fn scalar(v: &serde_json::Value) -> Option<String> {
+    match v {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        serde_json::Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+fn parse_json(body: &[u8]) -> Result<Fields, FormError> {
+    // Lossy UTF-8 first: serde_json rejects invalid UTF-8 outright, and a
+    // stray byte in one value should not lose the whole form.
+    let text = String::from_utf8_lossy(body);
+    let value: serde_json::Value = serde_json::from_str(&text)?;
+    let serde_json::Value::Object(map) = value else {
+        return Err(FormError::NotAnObject);
+    };
+    let mut fields = Fields::default();
+    'outer: for (key, v) in &map {
+        if let Some(s) = scalar(v) {
+            if !fields.push(key.clone(), s) {
+                break;
+            }
+        } else if let serde_json::Value::Object(inner) = v {
+            for (child, cv) in inner {
+                if let Some(s) = scalar(cv)
+                    && !fields.push(format!("{key}.{child}"), s)
+                {
+                    break 'outer;
+                }
+            }
+        }
+    }
+    Ok(fields)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn media_type_matching_ignores_case_and_parameters() {
+        assert!(matches!(
+            kind("Application/X-WWW-Form-URLEncoded; charset=UTF-8"),
+            Some(Kind::UrlEncoded)
+        ));
+        assert!(matches!(kind("application/vnd.api+json"), Some(Kind::Json)));
+        assert!(kind("application/+json").is_none());
+        assert!(kind("text/plain").is_none());
+        assert!(kind("").is_none());
+    }
+
+    fn bytes_with_form_syntax() -> impl Strategy<Value = Vec<u8>> {
+        let piece = prop_oneof![
+            Just(b"&".to_vec()),
+            Just(b"=".to_vec()),
+            Just(b"+".to_vec()),
+            Just(b"%".to_vec()),
+            "%[0-9a-fA-FgG]{0,2}".prop_map(String::into_bytes),
+            "[a-z]{1,4}".prop_map(String::into_bytes),
+            proptest::collection::vec(any::<u8>(), 1..4),
+        ];
+        proptest::collection::vec(piece, 0..64).prop_map(|v| v.concat())
+    }
+
+    proptest! {
+        #[test]
+        fn urlencoded_agrees_with_form_urlencoded(body in bytes_with_form_syntax()) {
+            let ours = parse_urlencoded(&body).into_pairs();
+            let theirs: Vec<(String, String)> = form_urlencoded::parse(&body)
+                .map(|(n, v)| (n.into_owned(), v.into_owned()))
+                .filter(|(n, _)| !n.is_empty())
+                .collect();
+            prop_assert_eq!(ours, theirs);
+        }
+    }
+
+    #[test]
+    fn bounds_are_enforced() {
+        let mut body = String::new();
+        for i in 0..(MAX_FIELDS + 10) {
+            body.push_str(&format!("f{i}=v&"));
+        }
+        let f = parse_urlencoded(body.as_bytes());
+        assert_eq!(f.len(), MAX_FIELDS);
+        let long = format!("a={}&b=1", "x".repeat(MAX_VALUE + 1));
+        let f = parse_urlencoded(long.as_bytes());
+        assert_eq!(f.get("a"), None);
+        assert_eq!(f.get("b"), Some("1"));
+    }
+}
