@@ -21,18 +21,22 @@
 //!   glued to a letter, digit or `_` on either side. A run may be split only
 //!   at separators that contain a space, so `10.0.19041.1234` is judged
 //!   whole but `2026-11-29 4155550123` is judged as a date and a number.
+//!   A run glued to a word by `-` or `.` (`sku-123…`, the last part of a
+//!   UUID) is not a number of its own either.
 //!   - **IPv4**: four dot-separated groups of 1–3 digits, each ≤ 255.
-//!   - **Card**: 13–19 digits, separators only space or `-`, Luhn-valid, not
-//!     a millisecond epoch (13 digits starting with `1`).
+//!   - **Card**: 13–19 digits, Luhn-valid, either bare or in groups of 3–6
+//!     digits led by a group of 4 and separated by space or `-`; not a
+//!     millisecond epoch (13 digits starting with `1`).
 //!   - **Phone**: at most 15 digits (E.164). With a leading `+`: at least 7.
-//!     Without: at least 9 (7–8 digit runs are dates, ZIP codes and short
-//!     ids, and a number without its area code identifies nobody), and not
-//!     an epoch in seconds or milliseconds (10 or 13 digits starting with
-//!     `1`: no NANP number starts with 1), not a compact date-time
-//!     (`yyyymmddhhmm[ss]`), not a date followed by more digits, not a
-//!     ZIP+4, not followed by `:digit` (a time), and every group after the
-//!     first has at least two digits unless it is a `(d)` trunk prefix
-//!     (this rejects versions like `10.0.19041.1234` and lists `1 2 3 4`).
+//!     Bare digits: at least 10 (shorter bare numbers are order ids,
+//!     dates, ZIP codes). Grouped: at least 9 (a number without its area
+//!     code identifies nobody). Not an epoch in seconds or milliseconds
+//!     (10 or 13 digits starting with `1`: no NANP number starts with 1),
+//!     not a compact date-time (`yyyymmddhhmm[ss]`), not a date followed by
+//!     more digits, not a decimal (`3.14159265358`), not a ZIP+4, not
+//!     followed by `:digit` (a time), and every group after the first has
+//!     at least two digits unless it is a `(d)` trunk prefix (this rejects
+//!     versions like `10.0.19041.1234` and lists like `1 2 3 4`).
 //! - **IPv6**: a token of hex digits, `:` and `.` with `::` or at least
 //!   three colons that `std` parses as an [`std::net::Ipv6Addr`].
 //!
@@ -54,18 +58,59 @@ use crate::event::{Event, Touch};
 
 /// Whole name components (or adjacent pairs) that mark a field as secret.
 const SECRET_WORDS: &[&str] = &[
-    "password", "passwd", "pwd", "pass", "passcode", "passphrase", "pin", "secret", "token",
-    "apikey", "auth", "otp", "totp", "mfa", "cvv", "cvv2", "cvc", "cvc2", "csc", "ssn",
-    "card", "cardnumber", "ccnumber", "ccnum", "creditcard", "iban", "bic", "swift", "sortcode",
-    "routing", "session", "cookie", "jwt", "bearer", "signature", "privatekey", "credential",
+    "password",
+    "passwd",
+    "pwd",
+    "pass",
+    "passcode",
+    "passphrase",
+    "pin",
+    "secret",
+    "token",
+    "apikey",
+    "auth",
+    "otp",
+    "totp",
+    "mfa",
+    "cvv",
+    "cvv2",
+    "cvc",
+    "cvc2",
+    "csc",
+    "ssn",
+    "card",
+    "cardnumber",
+    "ccnumber",
+    "ccnum",
+    "creditcard",
+    "iban",
+    "bic",
+    "swift",
+    "sortcode",
+    "routing",
+    "session",
+    "cookie",
+    "jwt",
+    "bearer",
+    "signature",
+    "privatekey",
+    "credential",
     "credentials",
 ];
 
 /// Substrings that mark a secret even inside a longer word (`newPassword`
 /// may arrive as `newpassword`).
 const SECRET_SUBSTRINGS: &[&str] = &[
-    "password", "passwd", "passphrase", "secret", "token", "apikey", "creditcard", "cardnumber",
-    "ccnumber", "credential",
+    "password",
+    "passwd",
+    "passphrase",
+    "secret",
+    "token",
+    "apikey",
+    "creditcard",
+    "cardnumber",
+    "ccnumber",
+    "credential",
 ];
 
 const SECRET_PAIRS: &[(&str, &str)] = &[
@@ -138,7 +183,7 @@ fn luhn(digits: impl DoubleEndedIterator<Item = u8>) -> bool {
         }
         sum += d;
     }
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// A whole value that is a card number: 13–19 digits, optionally grouped
@@ -189,33 +234,96 @@ fn is_word(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_'
 }
 
-/// The cheap pre-check: no shape can match without one of these.
-fn may_match(s: &[u8]) -> bool {
-    let mut digits = 0usize;
-    let mut colons = 0usize;
-    for &b in s {
-        match b {
-            b'@' | b'%' => return true,
-            b'0'..=b'9' => digits += 1,
-            b':' => colons += 1,
-            _ => {}
-        }
+/// Counts from one pass over a text: the guard runs this over every
+/// string, and for most strings it is the only work done.
+#[derive(Debug, Clone, Copy)]
+struct Census {
+    at: usize,
+    pct: usize,
+    plus: usize,
+    digits: usize,
+    colons: usize,
+}
+
+/// Per byte, the counters it bumps, packed in 12-bit fields (digits,
+/// colons, `@`, `%`, `+`) so that one table load and one add count a byte.
+static CENSUS_TABLE: [u64; 256] = {
+    let mut t = [0u64; 256];
+    let mut b = b'0';
+    while b <= b'9' {
+        t[b as usize] = 1;
+        b += 1;
     }
-    // IPv4 needs 4 digits; phones and cards more; IPv6 two colons.
-    digits >= 4 || colons >= 2
+    t[b':' as usize] = 1 << 12;
+    t[b'@' as usize] = 1 << 24;
+    t[b'%' as usize] = 1 << 36;
+    t[b'+' as usize] = 1 << 48;
+    t
+};
+
+impl Census {
+    fn of(s: &[u8]) -> Census {
+        let mut c = Census {
+            at: 0,
+            pct: 0,
+            plus: 0,
+            digits: 0,
+            colons: 0,
+        };
+        // Long texts: fixed-size chunks with byte-wide counters, a loop the
+        // compiler turns into vector compares with no scalar tail (192 is
+        // a multiple of every vector width and cannot overflow a `u8`).
+        let chunks = s.chunks_exact(192);
+        let rest = chunks.remainder();
+        for chunk in chunks {
+            let (mut at, mut pct, mut plus, mut digits, mut colons) = (0u8, 0u8, 0u8, 0u8, 0u8);
+            for &b in chunk {
+                at += u8::from(b == b'@');
+                pct += u8::from(b == b'%');
+                plus += u8::from(b == b'+');
+                digits += u8::from(b.wrapping_sub(b'0') < 10);
+                colons += u8::from(b == b':');
+            }
+            c.at += usize::from(at);
+            c.pct += usize::from(pct);
+            c.plus += usize::from(plus);
+            c.digits += usize::from(digits);
+            c.colons += usize::from(colons);
+        }
+        // The rest (under 192 bytes, so no 12-bit field overflows): a
+        // table add per byte, cheaper than five compares.
+        let packed: u64 = rest.iter().map(|&b| CENSUS_TABLE[usize::from(b)]).sum();
+        let field = |shift: u32| ((packed >> shift) & 0xfff) as usize;
+        c.digits += field(0);
+        c.colons += field(12);
+        c.at += field(24);
+        c.pct += field(36);
+        c.plus += field(48);
+        c
+    }
+
+    /// No shape can be in the text itself without these: an e-mail needs
+    /// `@`, IPv4 four digits (phones and cards more), IPv6 two colons.
+    fn may_match(&self) -> bool {
+        self.at > 0 || self.digits >= 4 || self.colons >= 2
+    }
+
+    /// A decoded view could hold a shape the text does not show: `%40`
+    /// is an `@`, and `+` joins digit groups (`415+555+0123`).
+    fn worth_decoding(&self) -> bool {
+        self.pct > 0 || (self.plus > 0 && self.digits >= 4)
+    }
 }
 
 fn emails(s: &[u8], out: &mut Vec<Span>) {
-    let is_local =
-        |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'+' | b'-' | b'\'') || b >= 0x80;
+    let is_local = |b: u8| {
+        b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'+' | b'-' | b'\'') || b >= 0x80
+    };
     let is_domain = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-') || b >= 0x80;
-    for at in memchr_all(b'@', s) {
+    for at in memchr::memchr_iter(b'@', s) {
         let mut a = at;
         while a > 0 && is_local(s[a - 1]) {
             a -= 1;
-        }
-        while a < at && s[a] == b'.' {
-            a += 1;
         }
         if a == at {
             continue;
@@ -237,26 +345,24 @@ fn emails(s: &[u8], out: &mut Vec<Span>) {
     }
 }
 
-fn memchr_all(needle: u8, s: &[u8]) -> impl Iterator<Item = usize> + '_ {
-    s.iter()
-        .enumerate()
-        .filter(move |(_, b)| **b == needle)
-        .map(|(i, _)| i)
-}
-
 /// The length of the longest prefix of `d` that is a mail domain: at
 /// least two non-empty labels, the last one starting with two letters (or
 /// non-ASCII bytes) or being an `xn--` label. Trailing junk is left out, so
-/// `bob@example.com2026` still yields `bob@example.com`.
+/// `bob@example.com2026` still yields `bob@example.com`. Each label is
+/// looked at once, right to left, so this is linear in `d`.
 fn domain_len(d: &[u8]) -> Option<usize> {
-    let mut end = d.len();
+    // Nothing at or after an empty label can belong to the domain.
+    let usable = match memchr::memmem::find(d, b"..") {
+        Some(p) => &d[..p],
+        None => d,
+    };
+    if usable.first() == Some(&b'.') {
+        return None;
+    }
+    let mut end = usable.len();
     loop {
-        let dom = &d[..end];
-        let last_dot = dom.iter().rposition(|&b| b == b'.')?;
-        let head = &dom[..last_dot];
-        if head.is_empty() || head.split(|&b| b == b'.').any(<[u8]>::is_empty) {
-            return None;
-        }
+        let dom = &usable[..end];
+        let last_dot = memchr::memrchr(b'.', dom)?;
         let last = &dom[last_dot + 1..];
         if last.len() > 4 && last[..4].eq_ignore_ascii_case(b"xn--") {
             return Some(end);
@@ -294,9 +400,11 @@ fn digit_runs(s: &[u8], out: &mut Vec<Span>, groups: &mut Vec<Group>) {
             i += 1;
             continue;
         }
-        // A run never starts inside a word: skip the rest of that word. A
+        // A run never starts inside a word, nor right after `word-` or
+        // `word.` (the last part of a UUID or a slug): skip that part. A
         // `+` or `(` glued to a word is no prefix, but may precede a run.
-        if i > 0 && is_word(s[i - 1]) {
+        let glued = i >= 2 && matches!(s[i - 1], b'-' | b'.') && is_word(s[i - 2]);
+        if i > 0 && (is_word(s[i - 1]) || (glued && is_word(b))) {
             if is_word(b) {
                 while i < n && is_word(s[i]) {
                     i += 1;
@@ -345,8 +453,11 @@ fn digit_runs(s: &[u8], out: &mut Vec<Span>, groups: &mut Vec<Group>) {
             }
         }
         let run_end = p;
-        // A last group glued to a word is not a number of its own.
-        if run_end < n && is_word(s[run_end]) {
+        // A last group glued to a word (directly or by `-`/`.`) is not a
+        // number of its own.
+        let glued_after =
+            run_end + 1 < n && matches!(s[run_end], b'-' | b'.') && is_word(s[run_end + 1]);
+        if run_end < n && (is_word(s[run_end]) || glued_after) {
             groups.pop();
         }
         classify_run(s, prefix.map(|_| i), groups, out);
@@ -425,10 +536,14 @@ fn classify(s: &[u8], prefix_at: Option<usize>, gs: &[Group]) -> Option<Shape> {
     }
 
     let epoch_like = (digits == 10 || digits == 13) && first_digit == b'1';
+    let card_grouping = gs.len() == 1
+        || (gs[0].end - gs[0].start == 4
+            && gs.iter().all(|g| (3..=6).contains(&(g.end - g.start)))
+            && (1..gs.len()).all(|k| matches!(sep(k), b" " | b"-")));
     if prefix.is_none()
         && (13..=19).contains(&digits)
         && !(digits == 13 && first_digit == b'1')
-        && (1..gs.len()).all(|k| matches!(sep(k), b" " | b"-"))
+        && card_grouping
         && luhn(all_digits())
     {
         return Some(Shape::Card);
@@ -449,7 +564,11 @@ fn classify(s: &[u8], prefix_at: Option<usize>, gs: &[Group]) -> Option<Shape> {
     }
     if gs.len() == 1 {
         let compact: Vec<u8> = all_digits().collect();
-        return (!epoch_like && !compact_datetime(&compact)).then_some(Shape::Phone);
+        return (digits >= 10 && !epoch_like && !compact_datetime(&compact))
+            .then_some(Shape::Phone);
+    }
+    if gs.len() == 2 && sep(1) == b"." {
+        return None;
     }
     let len = |k: usize| gs[k].end - gs[k].start;
     if gs.len() >= 3 && is_date(s, gs) {
@@ -458,15 +577,11 @@ fn classify(s: &[u8], prefix_at: Option<usize>, gs: &[Group]) -> Option<Shape> {
     if gs.len() == 2 && len(0) == 5 && len(1) == 4 && sep(1) == b"-" {
         return None;
     }
-    for k in 1..gs.len() {
-        let trunk = len(k) == 1
-            && sep(k).last() == Some(&b'(')
-            && s.get(gs[k].end) == Some(&b')');
-        if len(k) < 2 && !trunk {
-            return None;
-        }
-    }
-    Some(Shape::Phone)
+    let short_group = gs.iter().skip(1).any(|g| {
+        let trunk = s[g.sep_start..g.start].last() == Some(&b'(') && s.get(g.end) == Some(&b')');
+        g.end - g.start < 2 && !(g.end - g.start == 1 && trunk)
+    });
+    (!short_group).then_some(Shape::Phone)
 }
 
 /// The first three groups read as a date: `yyyy-mm-dd`, `dd.mm.yyyy`, …
@@ -547,16 +662,14 @@ fn ipv6s(s: &[u8], out: &mut Vec<Span>) {
 }
 
 /// Every shape in one view of the text.
-fn find_spans(s: &[u8], out: &mut Vec<Span>) {
-    if !may_match(s) {
-        return;
-    }
-    if s.contains(&b'@') {
+fn find_spans(s: &[u8], c: &Census, out: &mut Vec<Span>) {
+    if c.at > 0 {
         emails(s, out);
     }
-    let mut groups = Vec::new();
-    digit_runs(s, out, &mut groups);
-    if s.iter().filter(|&&b| b == b':').nth(1).is_some() {
+    if c.digits >= 4 {
+        digit_runs(s, out, &mut Vec::new());
+    }
+    if c.colons >= 2 {
         ipv6s(s, out);
     }
 }
@@ -623,21 +736,34 @@ fn map_back(spans: &mut [Span], d: &Decoded) {
 fn spans_of(s: &str) -> Vec<Span> {
     let raw = s.as_bytes();
     let mut spans = Vec::new();
-    if !may_match(raw) {
-        return spans;
+    let c0 = Census::of(raw);
+    if c0.may_match() {
+        find_spans(raw, &c0, &mut spans);
     }
-    find_spans(raw, &mut spans);
-    if let Some(d1) = decode(raw) {
+    if c0.worth_decoding()
+        && let Some(d1) = decode(raw)
+    {
+        let c1 = Census::of(&d1.bytes);
         let mut level1 = Vec::new();
-        find_spans(&d1.bytes, &mut level1);
-        if let Some(d2) = decode(&d1.bytes) {
+        if c1.may_match() {
+            find_spans(&d1.bytes, &c1, &mut level1);
+        }
+        if c1.worth_decoding()
+            && let Some(d2) = decode(&d1.bytes)
+        {
+            let c2 = Census::of(&d2.bytes);
             let mut level2 = Vec::new();
-            find_spans(&d2.bytes, &mut level2);
+            if c2.may_match() {
+                find_spans(&d2.bytes, &c2, &mut level2);
+            }
             map_back(&mut level2, &d2);
             level1.extend(level2);
         }
         map_back(&mut level1, &d1);
         spans.extend(level1);
+    }
+    if spans.is_empty() {
+        return spans;
     }
     spans.retain(|sp| sp.end > sp.start);
     for sp in &mut spans {
@@ -730,7 +856,7 @@ fn scrub_value(root: &mut Value) -> bool {
             Value::Object(m) => {
                 let bad: Vec<String> = m
                     .keys()
-                    .filter(|k| may_match(k.as_bytes()) && !spans_of(k).is_empty())
+                    .filter(|k| !spans_of(k).is_empty())
                     .cloned()
                     .collect();
                 for k in bad {
@@ -751,7 +877,10 @@ fn scrub_value(root: &mut Value) -> bool {
 }
 
 fn is_hash_id(s: &str) -> bool {
-    s.len() == 32 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    // No early exit, so the check vectorizes.
+    s.len() == 32
+        && s.bytes()
+            .fold(true, |ok, b| ok & matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 /// IPv4 /24-or-shorter or IPv6 /48-or-shorter network, with no host bits.
@@ -811,17 +940,33 @@ impl Report {
 }
 
 const TOUCH: [&str; 8] = [
-    "touch.source", "touch.medium", "touch.campaign", "touch.term", "touch.content",
-    "touch.campaign_id", "touch.click_id_type", "touch.channel",
+    "touch.source",
+    "touch.medium",
+    "touch.campaign",
+    "touch.term",
+    "touch.content",
+    "touch.campaign_id",
+    "touch.click_id_type",
+    "touch.channel",
 ];
 const FIRST_TOUCH: [&str; 8] = [
-    "first_touch.source", "first_touch.medium", "first_touch.campaign", "first_touch.term",
-    "first_touch.content", "first_touch.campaign_id", "first_touch.click_id_type",
+    "first_touch.source",
+    "first_touch.medium",
+    "first_touch.campaign",
+    "first_touch.term",
+    "first_touch.content",
+    "first_touch.campaign_id",
+    "first_touch.click_id_type",
     "first_touch.channel",
 ];
 const LAST_TOUCH: [&str; 8] = [
-    "last_touch.source", "last_touch.medium", "last_touch.campaign", "last_touch.term",
-    "last_touch.content", "last_touch.campaign_id", "last_touch.click_id_type",
+    "last_touch.source",
+    "last_touch.medium",
+    "last_touch.campaign",
+    "last_touch.term",
+    "last_touch.content",
+    "last_touch.campaign_id",
+    "last_touch.click_id_type",
     "last_touch.channel",
 ];
 
@@ -908,19 +1053,96 @@ mod tests {
     #[test]
     fn never_captured_names() {
         for n in [
-            "password", "Password", "user_password", "newPassword", "passwd", "pwd", "pass",
-            "pin", "PIN", "secret", "client_secret", "token", "csrf_token", "api_key", "apiKey",
-            "APIKey", "apikey", "auth", "x-auth", "otp", "cvv", "cvc", "ssn", "card",
-            "card_number", "cardNumber", "cc-number", "ccNumber", "cc_exp", "iban",
-            "credit_card", "security_code",
+            "password",
+            "Password",
+            "user_password",
+            "newPassword",
+            "passwd",
+            "pwd",
+            "pass",
+            "pin",
+            "PIN",
+            "secret",
+            "client_secret",
+            "token",
+            "csrf_token",
+            "api_key",
+            "apiKey",
+            "APIKey",
+            "apikey",
+            "auth",
+            "x-auth",
+            "otp",
+            "cvv",
+            "cvc",
+            "ssn",
+            "card",
+            "card_number",
+            "cardNumber",
+            "cc-number",
+            "ccNumber",
+            "cc_exp",
+            "iban",
+            "credit_card",
+            "security_code",
         ] {
             assert!(is_never_captured(n), "{n} should be refused");
         }
         for n in [
-            "email", "phone", "plan", "name", "company", "utm_source", "passenger_count",
-            "pinterest_handle", "author", "discount_code", "cc", "message", "spin",
+            "email",
+            "phone",
+            "plan",
+            "name",
+            "company",
+            "utm_source",
+            "passenger_count",
+            "pinterest_handle",
+            "author",
+            "discount_code",
+            "cc",
+            "message",
+            "spin",
         ] {
             assert!(!is_never_captured(n), "{n} should be allowed");
+        }
+    }
+
+    /// Inputs built to make a careless scanner quadratic. They finish in
+    /// milliseconds here; a quadratic pass over 64 KiB would take minutes.
+    #[test]
+    fn pathological_inputs_stay_linear() {
+        let n = 64 * 1024;
+        let inputs = [
+            format!("x@{}", "a.1".repeat(n / 3)),
+            "a@".repeat(n / 2),
+            format!("{}@", "a".repeat(n)),
+            "1 ".repeat(n / 2),
+            "1.".repeat(n / 2),
+            "12-".repeat(n / 3),
+            "+1 ".repeat(n / 3),
+            ":".repeat(n),
+            "a:".repeat(n / 2),
+            "%25".repeat(n / 3),
+            "%40a.bc".repeat(n / 7),
+            "(1) ".repeat(n / 4),
+        ];
+        for input in &inputs {
+            let out = scrub_free_text(input);
+            assert_eq!(scrub_free_text(&out), out, "scrubbing is idempotent");
+        }
+    }
+
+    #[test]
+    fn census_counts_match_a_plain_count() {
+        for len in [0, 1, 100, 191, 192, 193, 500, 4000] {
+            let text: Vec<u8> = (0..len).map(|i| b"a1:@%+ 9x"[i % 9]).collect();
+            let c = Census::of(&text);
+            let count = |f: fn(&u8) -> bool| text.iter().filter(|b| f(b)).count();
+            assert_eq!(c.digits, count(|b| b.is_ascii_digit()), "{len}");
+            assert_eq!(c.colons, count(|&b| b == b':'), "{len}");
+            assert_eq!(c.at, count(|&b| b == b'@'), "{len}");
+            assert_eq!(c.pct, count(|&b| b == b'%'), "{len}");
+            assert_eq!(c.plus, count(|&b| b == b'+'), "{len}");
         }
     }
 

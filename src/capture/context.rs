@@ -13,7 +13,8 @@
 //!
 //! Unknown top-level keys are dropped, not rejected, so that a newer snippet
 //! talking to an older proxy still gets its known keys through. A known key
-//! with a wrong type or out-of-range value rejects the whole object: it means
+//! set to `null` counts as absent. A known key with a wrong type or
+//! out-of-range value, or given twice, rejects the whole object: it means
 //! the object was not written by the snippet, and the caller drops and
 //! counts it.
 
@@ -65,8 +66,7 @@ impl ContextError {
 
 pub fn is_id(s: &str) -> bool {
     (1..=MAX_ID).contains(&s.len())
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'))
 }
 
@@ -80,57 +80,61 @@ pub fn decode(encoded: &str) -> Result<Value, ContextError> {
     let bytes = URL_SAFE_NO_PAD_INDIFFERENT
         .decode(encoded)
         .map_err(|_| ContextError::Base64)?;
-    let value: Value = serde_json::from_slice(&bytes).map_err(|_| ContextError::Json)?;
-    let Value::Object(map) = value else {
-        return Err(ContextError::NotAnObject);
-    };
+    // Only the known keys are materialized; serde skips the others without
+    // building them. A duplicate known key is a JSON error.
+    #[derive(serde::Deserialize)]
+    struct Known {
+        cid: Option<Value>,
+        exp: Option<Value>,
+        ux: Option<Value>,
+    }
+    if !bytes.trim_ascii_start().starts_with(b"{") {
+        return match serde_json::from_slice::<serde::de::IgnoredAny>(&bytes) {
+            Ok(_) => Err(ContextError::NotAnObject),
+            Err(_) => Err(ContextError::Json),
+        };
+    }
+    let known: Known = serde_json::from_slice(&bytes).map_err(|_| ContextError::Json)?;
     let mut out = Map::new();
-    if let Some(cid) = map.get("cid") {
+    if let Some(cid) = known.cid {
         match cid {
-            Value::String(s) if is_id(s) => {
-                out.insert("cid".into(), cid.clone());
+            Value::String(ref s) if is_id(s) => {
+                out.insert("cid".into(), cid);
             }
             _ => return Err(ContextError::Invalid("cid")),
         }
     }
-    if let Some(exp) = map.get("exp") {
+    if let Some(exp) = known.exp {
         let Value::Object(exp) = exp else {
             return Err(ContextError::Invalid("exp"));
         };
         if exp.len() > MAX_ENTRIES {
             return Err(ContextError::Invalid("exp"));
         }
-        let mut kept = Map::new();
-        for (id, variant) in exp {
-            match variant {
-                Value::String(v) if is_id(id) && is_id(v) => {
-                    kept.insert(id.clone(), variant.clone());
-                }
-                _ => return Err(ContextError::Invalid("exp")),
+        for (id, variant) in &exp {
+            if !(is_id(id) && variant.as_str().is_some_and(is_id)) {
+                return Err(ContextError::Invalid("exp"));
             }
         }
-        out.insert("exp".into(), Value::Object(kept));
+        out.insert("exp".into(), Value::Object(exp));
     }
-    if let Some(ux) = map.get("ux") {
-        let Value::Object(ux) = ux else {
+    if let Some(ux) = known.ux {
+        let Value::Object(mut ux) = ux else {
             return Err(ContextError::Invalid("ux"));
         };
         if ux.len() > MAX_ENTRIES {
             return Err(ContextError::Invalid("ux"));
         }
-        let mut kept = Map::new();
-        for (name, v) in ux {
+        for v in ux.values() {
             let ok = v
                 .as_f64()
                 .is_some_and(|x| x.is_finite() && (0.0..=MAX_METRIC).contains(&x));
             if !ok {
                 return Err(ContextError::Invalid("ux"));
             }
-            if UX_METRICS.contains(&name.as_str()) {
-                kept.insert(name.clone(), v.clone());
-            }
         }
-        out.insert("ux".into(), Value::Object(kept));
+        ux.retain(|name, _| UX_METRICS.contains(&name.as_str()));
+        out.insert("ux".into(), Value::Object(ux));
     }
     Ok(Value::Object(out))
 }
