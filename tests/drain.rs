@@ -129,7 +129,7 @@ fn check_config_reports_every_problem_with_its_line() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8(out.stderr).unwrap();
-    assert!(err.starts_with(&format!("{p}:3: proxy: unknown field `unknown_key`")), "{err}");
+    assert!(err.starts_with(&format!("{p}:3: proxy.unknown_key: unknown field `unknown_key`")), "{err}");
     // The shipped default is valid.
     let out = Command::new(env!("CARGO_BIN_EXE_touchgate"))
         .args(["check-config", "--config", concat!(env!("CARGO_MANIFEST_DIR"), "/config/touchgate.toml")])
