@@ -34,7 +34,10 @@ async fn landing_and_signup_through_the_demo_are_written_and_sigterm_exits_zero(
     // The banner tells what to try: three curl lines and the events file.
     assert_eq!(banner.matches("\n  curl ").count(), 3, "{banner}");
     assert!(banner.contains("sec-fetch-dest: document"), "{banner}");
-    assert!(banner.contains(&demo.events_path().display().to_string()), "{banner}");
+    assert!(
+        banner.contains(&demo.events_path().display().to_string()),
+        "{banner}"
+    );
 
     // A landing from a Google Ads click, as the first curl line does it.
     let (parts, body) = support::get(
@@ -47,7 +50,10 @@ async fn landing_and_signup_through_the_demo_are_written_and_sigterm_exits_zero(
     assert!(html.contains("<script src=\"/_tg/c.js\" defer></script>"));
     let cookies = set_cookies(&parts);
     for name in ["tg_did=", "tg_sid=", "tg_ft=", "tg_lt="] {
-        assert!(cookies.iter().any(|c| c.starts_with(name)), "{name} in {cookies:?}");
+        assert!(
+            cookies.iter().any(|c| c.starts_with(name)),
+            "{name} in {cookies:?}"
+        );
     }
     // The sample app shows what touchgate told it.
     assert!(html.contains("x-touch-device"), "{html}");
@@ -82,9 +88,13 @@ async fn landing_and_signup_through_the_demo_are_written_and_sigterm_exits_zero(
     assert_eq!(parts.status, 400);
 
     let events = demo.wait_events("a landing and a signup", |e| {
-        e.iter().any(|e| e["event_name"] == "landing") && e.iter().any(|e| e["event_name"] == "signup_submitted")
+        e.iter().any(|e| e["event_name"] == "landing")
+            && e.iter().any(|e| e["event_name"] == "signup_submitted")
     });
-    let landing = events.iter().find(|e| e["event_name"] == "landing").unwrap();
+    let landing = events
+        .iter()
+        .find(|e| e["event_name"] == "landing")
+        .unwrap();
     assert_eq!(landing["origin"], "proxy");
     assert_eq!(landing["touch"]["source"], "google");
     assert_eq!(landing["touch"]["medium"], "cpc");
@@ -92,17 +102,29 @@ async fn landing_and_signup_through_the_demo_are_written_and_sigterm_exits_zero(
     assert_eq!(landing["touch"]["channel"], "Paid Search");
     assert_eq!(landing["page"]["path"], "/");
 
-    let signup = events.iter().find(|e| e["event_name"] == "signup_submitted").unwrap();
+    let signup = events
+        .iter()
+        .find(|e| e["event_name"] == "signup_submitted")
+        .unwrap();
     assert_eq!(signup["status"], 303);
     assert_eq!(signup["properties"]["plan"], "team");
     assert_eq!(signup["last_touch"]["channel"], "Paid Search");
     assert_eq!(signup["device_id"], landing["device_id"]);
     let lead = signup["lead_id"].as_str().unwrap();
-    assert!(lead.len() == 32 && lead.bytes().all(|b| b.is_ascii_hexdigit()), "{lead}");
+    assert!(
+        lead.len() == 32 && lead.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{lead}"
+    );
     let raw = std::fs::read_to_string(demo.events_path()).unwrap();
-    assert!(!raw.to_lowercase().contains("ada@example.com"), "the e-mail never reaches the file");
+    assert!(
+        !raw.to_lowercase().contains("ada@example.com"),
+        "the e-mail never reaches the file"
+    );
     assert_eq!(
-        events.iter().filter(|e| e["event_name"] == "signup_submitted").count(),
+        events
+            .iter()
+            .filter(|e| e["event_name"] == "signup_submitted")
+            .count(),
         1,
         "the 400 answer is not a conversion"
     );
@@ -111,7 +133,10 @@ async fn landing_and_signup_through_the_demo_are_written_and_sigterm_exits_zero(
     demo.wait_stdout(&["landing", "Paid Search", "google/cpc", "/"]);
     let line = demo.wait_stdout(&["signup_submitted", "status=303"]);
     assert!(line.contains(&format!("lead={}…", &lead[..8])), "{line}");
-    assert!(line.contains("last touch: Paid Search google/cpc"), "{line}");
+    assert!(
+        line.contains("last touch: Paid Search google/cpc"),
+        "{line}"
+    );
 
     let status = demo.terminate();
     assert_eq!(status.code(), Some(0), "exit status {status}");
@@ -129,7 +154,10 @@ fn an_address_in_use_fails_with_a_hint_to_use_listen() {
         .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains(&format!("{addr} is already in use")), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{addr} is already in use")),
+        "{stderr}"
+    );
     assert!(stderr.contains("--listen"), "{stderr}");
     // Logs on stderr carry no colour codes when stderr is not a terminal.
     assert!(!stderr.contains('\u{1b}'), "{stderr}");
@@ -151,13 +179,19 @@ fn events_from_an_earlier_run_stay_and_are_not_replayed_as_live_lines() {
     let mut demo = Demo::start_in(dir);
     let banner = demo.stdout().join("\n");
     assert!(
-        banner.contains(&format!("{} bytes of earlier events are already in the file", line.len())),
+        banner.contains(&format!(
+            "{} bytes of earlier events are already in the file",
+            line.len()
+        )),
         "{banner}"
     );
     let status = demo.terminate();
     assert_eq!(status.code(), Some(0));
     let out = demo.stdout();
-    let mut live = out.iter().skip_while(|l| !l.starts_with("Live events")).skip(1);
+    let mut live = out
+        .iter()
+        .skip_while(|l| !l.starts_with("Live events"))
+        .skip(1);
     assert!(
         !live.any(|l| l.contains("landing")),
         "an earlier event was printed as live: {out:#?}"

@@ -49,11 +49,21 @@ pub const MAX_READ: usize = 1 << 20;
 
 /// The demo's configuration as TOML: the same parser and validation as a
 /// real config file.
-pub fn config_toml(listen: SocketAddr, admin: SocketAddr, upstream: SocketAddr, data_dir: &Path) -> Result<String, DemoError> {
+pub fn config_toml(
+    listen: SocketAddr,
+    admin: SocketAddr,
+    upstream: SocketAddr,
+    data_dir: &Path,
+) -> Result<String, DemoError> {
     let path = |p: PathBuf| {
         p.to_str()
             .map(|s| toml::Value::String(s.to_string()).to_string())
-            .ok_or_else(|| DemoError::Start(format!("--data-dir {}: the path must be valid UTF-8", data_dir.display())))
+            .ok_or_else(|| {
+                DemoError::Start(format!(
+                    "--data-dir {}: the path must be valid UTF-8",
+                    data_dir.display()
+                ))
+            })
     };
     Ok(format!(
         r#"# touchgate demo: built in code, never read from a file.
@@ -105,30 +115,52 @@ fn demo_secret() -> String {
 }
 
 /// 127.0.0.1:9901 when nothing listens there, else a port the OS picks: a
-/// second touchgate on this machine must not stop the demo.
-fn admin_addr() -> SocketAddr {
+/// second touchgate on this machine must not stop the demo. With
+/// `--listen …:0` (any port, as tests ask) the admin port is any port too:
+/// two demos started at once could both see 9901 free.
+fn admin_addr(listen: SocketAddr) -> SocketAddr {
+    let any = SocketAddr::from(([127, 0, 0, 1], 0));
+    if listen.port() == 0 {
+        return any;
+    }
     let preferred = SocketAddr::from(([127, 0, 0, 1], ADMIN_PORT));
     match std::net::TcpListener::bind(preferred) {
         Ok(_) => preferred,
-        Err(_) => SocketAddr::from(([127, 0, 0, 1], 0)),
+        Err(_) => any,
     }
 }
 
 /// Runs until Ctrl-C.
 pub async fn run(opts: &DemoOptions) -> Result<(), DemoError> {
-    std::fs::create_dir_all(&opts.data_dir)
-        .map_err(|e| DemoError::Start(format!("cannot create --data-dir {}: {e}", opts.data_dir.display())))?;
+    std::fs::create_dir_all(&opts.data_dir).map_err(|e| {
+        DemoError::Start(format!(
+            "cannot create --data-dir {}: {e}",
+            opts.data_dir.display()
+        ))
+    })?;
     // Signal handlers first: a Ctrl-C during the start must still drain.
     use tokio::signal::unix::{SignalKind, signal};
-    let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+    let (mut term, mut int) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
         (Ok(t), Ok(i)) => (t, i),
-        (Err(e), _) | (_, Err(e)) => return Err(DemoError::Start(format!("cannot install signal handlers: {e}"))),
+        (Err(e), _) | (_, Err(e)) => {
+            return Err(DemoError::Start(format!(
+                "cannot install signal handlers: {e}"
+            )));
+        }
     };
 
     let app = sample_app::start()
         .await
         .map_err(|e| DemoError::Start(format!("cannot start the sample app on 127.0.0.1: {e}")))?;
-    let toml = config_toml(opts.listen, admin_addr(), app.addr, &opts.data_dir)?;
+    let toml = config_toml(
+        opts.listen,
+        admin_addr(opts.listen),
+        app.addr,
+        &opts.data_dir,
+    )?;
     let secret = demo_secret();
     let env = move |k: &str| (k == SECRET_ENV).then(|| secret.clone());
     let cfg = match Config::parse("(demo config)", &toml, &env) {
@@ -149,7 +181,13 @@ pub async fn run(opts: &DemoOptions) -> Result<(), DemoError> {
 
     let events = events_path(&opts.data_dir);
     let follower = Follower::at_end(&events);
-    print_banner(running.proxy_addr, app.addr, running.admin_addr, &opts.data_dir, follower.skipped);
+    print_banner(
+        running.proxy_addr,
+        app.addr,
+        running.admin_addr,
+        &opts.data_dir,
+        follower.skipped,
+    );
     let stop = Arc::new(AtomicBool::new(false));
     let live = {
         let stop = stop.clone();
@@ -165,17 +203,26 @@ pub async fn run(opts: &DemoOptions) -> Result<(), DemoError> {
     // The follower prints what the drain flushed, then ends.
     stop.store(true, Ordering::Relaxed);
     let _ = live.await;
-    say(&format!("\nStopped. The events are in {}", events.display()));
+    say(&format!(
+        "\nStopped. The events are in {}",
+        events.display()
+    ));
     Ok(())
 }
 
 /// The operator-facing reason the demo could not start.
 fn start_error(e: &StartError, listen: SocketAddr) -> String {
     match e {
-        StartError::Bind { what: "proxy.listen", source, .. } if source.kind() == std::io::ErrorKind::AddrInUse => {
+        StartError::Bind {
+            what: "proxy.listen",
+            source,
+            ..
+        } if source.kind() == std::io::ErrorKind::AddrInUse => {
             let mut other = listen;
             other.set_port(listen.port().checked_add(1).unwrap_or(8081));
-            format!("{listen} is already in use by another program; pick another address: touchgate demo --listen {other}")
+            format!(
+                "{listen} is already in use by another program; pick another address: touchgate demo --listen {other}"
+            )
         }
         other => other.to_string(),
     }
@@ -188,7 +235,13 @@ fn say(text: &str) {
     let _ = out.flush();
 }
 
-fn print_banner(proxy: SocketAddr, app: SocketAddr, admin: SocketAddr, data_dir: &Path, skipped: u64) {
+fn print_banner(
+    proxy: SocketAddr,
+    app: SocketAddr,
+    admin: SocketAddr,
+    data_dir: &Path,
+    skipped: u64,
+) {
     let base = format!("http://{proxy}");
     let events = events_path(data_dir);
     let jar = data_dir.join("curl-cookies.txt");
@@ -311,10 +364,17 @@ fn inode(meta: &std::fs::Metadata) -> u64 {
 pub fn live_line(json: &str) -> Option<String> {
     let e: Event = serde_json::from_str(json).ok()?;
     let time = e.occurred_at.time();
-    let at = format!("{:02}:{:02}:{:02}", time.hour(), time.minute(), time.second());
+    let at = format!(
+        "{:02}:{:02}:{:02}",
+        time.hour(),
+        time.minute(),
+        time.second()
+    );
     let short = |id: &Option<String>| {
-        id.as_deref()
-            .map_or_else(|| "-".to_string(), |s| format!("{}…", s.get(..8).unwrap_or(s)))
+        id.as_deref().map_or_else(
+            || "-".to_string(),
+            |s| format!("{}…", s.get(..8).unwrap_or(s)),
+        )
     };
     let source_medium = |t: &crate::event::Touch| {
         format!(
@@ -334,7 +394,11 @@ pub fn live_line(json: &str) -> Option<String> {
                 .map(|c| c.to_string());
             format!("client beacon  cid={}", short(&cid))
         }
-        Origin::Ingest => format!("ingested  user={}  lead={}", short(&e.user_id), short(&e.lead_id)),
+        Origin::Ingest => format!(
+            "ingested  user={}  lead={}",
+            short(&e.user_id),
+            short(&e.lead_id)
+        ),
         Origin::Proxy if e.event_name == "landing" => {
             let touch = e.touch.clone().unwrap_or_default();
             let path = e.page.as_ref().map_or("-", |p| p.path.as_str());
@@ -350,7 +414,11 @@ pub fn live_line(json: &str) -> Option<String> {
                 s.push_str(&format!("  plan={plan}"));
             }
             match &e.last_touch {
-                Some(t) => s.push_str(&format!("  last touch: {} {}", t.touch.channel, source_medium(&t.touch))),
+                Some(t) => s.push_str(&format!(
+                    "  last touch: {} {}",
+                    t.touch.channel,
+                    source_medium(&t.touch)
+                )),
                 None => s.push_str("  last touch: none"),
             }
             if e.client.context.is_some() {
@@ -400,7 +468,9 @@ mod tests {
             Path::new("d"),
         )
         .unwrap();
-        let err = Config::parse("demo", &toml, &|_| None).unwrap_err().to_string();
+        let err = Config::parse("demo", &toml, &|_| None)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("identity.secret_env"), "{err}");
     }
 
@@ -450,7 +520,14 @@ mod tests {
         let line = live_line(&serde_json::to_string(&e).unwrap()).unwrap();
         assert_eq!(
             line.split_whitespace().collect::<Vec<_>>(),
-            ["12:00:01", "landing", "Paid", "Search", "google/cpc", "/pricing"]
+            [
+                "12:00:01",
+                "landing",
+                "Paid",
+                "Search",
+                "google/cpc",
+                "/pricing"
+            ]
         );
     }
 
@@ -466,7 +543,12 @@ mod tests {
         });
         let line = live_line(&serde_json::to_string(&e).unwrap()).unwrap();
         assert!(line.contains("signup_submitted"), "{line}");
-        assert!(line.contains("lead=3f2a1b2c…  status=303  plan=team  last touch: Email newsletter/email"), "{line}");
+        assert!(
+            line.contains(
+                "lead=3f2a1b2c…  status=303  plan=team  last touch: Email newsletter/email"
+            ),
+            "{line}"
+        );
 
         let mut b = event("signup_submitted", Origin::Beacon);
         b.client.context = Some(serde_json::json!({"cid": "0b9e8f7a-1111-2222-3333-444455556666"}));
@@ -483,7 +565,10 @@ mod tests {
         let mut f = Follower::at_end(&path);
         assert_eq!(f.skipped, 4);
         assert!(f.poll().is_empty());
-        let mut file = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
         file.write_all(b"one\ntw").unwrap();
         assert_eq!(f.poll(), ["one"]);
         file.write_all(b"o\n").unwrap();

@@ -60,7 +60,9 @@ impl Demo {
                     if n == 0 {
                         return;
                     }
-                    text.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+                    text.lock()
+                        .unwrap()
+                        .push_str(&String::from_utf8_lossy(&buf[..n]));
                 }
             });
         }
@@ -82,9 +84,16 @@ impl Demo {
                 return demo;
             }
             if let Some(status) = demo.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("touchgate demo exited with {status} before printing its URL\n{}", demo.logs());
+                panic!(
+                    "touchgate demo exited with {status} before printing its URL\n{}",
+                    demo.logs()
+                );
             }
-            assert!(Instant::now() < deadline, "touchgate demo printed no URL\n{}", demo.logs());
+            assert!(
+                Instant::now() < deadline,
+                "touchgate demo printed no URL\n{}",
+                demo.logs()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -107,7 +116,11 @@ impl Demo {
     }
 
     /// Wait (bounded) until the events on disk satisfy `done`.
-    pub fn wait_events(&self, what: &str, done: impl Fn(&[serde_json::Value]) -> bool) -> Vec<serde_json::Value> {
+    pub fn wait_events(
+        &self,
+        what: &str,
+        done: impl Fn(&[serde_json::Value]) -> bool,
+    ) -> Vec<serde_json::Value> {
         let deadline = Instant::now() + EVENT_LIMIT;
         loop {
             let events = self.events();
@@ -132,10 +145,18 @@ impl Demo {
     pub fn wait_stdout(&self, needles: &[&str]) -> String {
         let deadline = Instant::now() + EVENT_LIMIT;
         loop {
-            if let Some(l) = self.stdout().into_iter().find(|l| needles.iter().all(|n| l.contains(n))) {
+            if let Some(l) = self
+                .stdout()
+                .into_iter()
+                .find(|l| needles.iter().all(|n| l.contains(n)))
+            {
                 return l;
             }
-            assert!(Instant::now() < deadline, "no stdout line with {needles:?}\n{}", self.logs());
+            assert!(
+                Instant::now() < deadline,
+                "no stdout line with {needles:?}\n{}",
+                self.logs()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }

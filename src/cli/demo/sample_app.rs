@@ -114,7 +114,12 @@ async fn handle(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infalli
 }
 
 /// Every page of the sample app.
-pub fn route(method: &Method, uri: &http::Uri, headers: &HeaderMap, form: &[u8]) -> Response<Full<Bytes>> {
+pub fn route(
+    method: &Method,
+    uri: &http::Uri,
+    headers: &HeaderMap,
+    form: &[u8],
+) -> Response<Full<Bytes>> {
     let query = uri.query().unwrap_or("");
     match (method.as_str(), uri.path()) {
         ("GET" | "HEAD", "/") => page(StatusCode::OK, "Lumen: dashboards your team reads", landing(headers)),
@@ -159,21 +164,37 @@ fn signup(form: &[u8]) -> Response<Full<Bytes>> {
         return page(
             StatusCode::BAD_REQUEST,
             "Sign up: Lumen",
-            signup_form(email, &plan, Some("Please enter an e-mail address like ada@example.com.")),
+            signup_form(
+                email,
+                &plan,
+                Some("Please enter an e-mail address like ada@example.com."),
+            ),
         );
     }
     if plan == "team" {
-        let mut r = page(StatusCode::SEE_OTHER, "Redirecting", "<p><a href=\"/thanks?plan=team\">Continue</a></p>".into());
-        r.headers_mut()
-            .insert(header::LOCATION, HeaderValue::from_static("/thanks?plan=team"));
+        let mut r = page(
+            StatusCode::SEE_OTHER,
+            "Redirecting",
+            "<p><a href=\"/thanks?plan=team\">Continue</a></p>".into(),
+        );
+        r.headers_mut().insert(
+            header::LOCATION,
+            HeaderValue::from_static("/thanks?plan=team"),
+        );
         return r;
     }
-    page(StatusCode::OK, "Welcome: Lumen", thanks(&plan, "with a 200 answer to the form post"))
+    page(
+        StatusCode::OK,
+        "Welcome: Lumen",
+        thanks(&plan, "with a 200 answer to the form post"),
+    )
 }
 
 fn plausible_email(s: &str) -> bool {
     match s.split_once('@') {
-        Some((local, domain)) => !local.is_empty() && domain.contains('.') && !s.contains(char::is_whitespace),
+        Some((local, domain)) => {
+            !local.is_empty() && domain.contains('.') && !s.contains(char::is_whitespace)
+        }
         None => false,
     }
 }
@@ -210,7 +231,10 @@ fn page(status: StatusCode, title: &str, body: String) -> Response<Full<Bytes>> 
     let mut r = Response::new(Full::new(Bytes::from(html)));
     *r.status_mut() = status;
     let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
 }
@@ -268,7 +292,10 @@ fn landing(headers: &HeaderMap) -> String {
 
 fn pricing(headers: &HeaderMap) -> String {
     let plan = |id: &str, name: &str, price: &str, features: &[&str], featured: bool| {
-        let items: String = features.iter().map(|f| format!("<li>{}</li>", esc(f))).collect();
+        let items: String = features
+            .iter()
+            .map(|f| format!("<li>{}</li>", esc(f)))
+            .collect();
         format!(
             "<div class=\"plan{}\"><h2>{}</h2><div class=\"price\">{}<small> / month</small></div>\
              <ul>{items}</ul><a class=\"button{}\" href=\"/signup?plan={id}\">Choose {}</a></div>",
@@ -283,9 +310,27 @@ fn pricing(headers: &HeaderMap) -> String {
         "<h1>Simple pricing</h1><p class=\"lead\">Start free for 14 days. The Team plan signs you \
          up with a 303 redirect, the others answer 200: touchgate records both.</p>\
          <div class=\"plans\">{}{}{}</div>{}",
-        plan("starter", "Starter", "$0", &["1 dashboard", "Daily brief", "Community support"], false),
-        plan("pro", "Pro", "$29", &["Unlimited dashboards", "Hourly brief", "E-mail support"], true),
-        plan("team", "Team", "$99", &["Everything in Pro", "10 seats", "SSO"], false),
+        plan(
+            "starter",
+            "Starter",
+            "$0",
+            &["1 dashboard", "Daily brief", "Community support"],
+            false
+        ),
+        plan(
+            "pro",
+            "Pro",
+            "$29",
+            &["Unlimited dashboards", "Hourly brief", "E-mail support"],
+            true
+        ),
+        plan(
+            "team",
+            "Team",
+            "$99",
+            &["Everything in Pro", "10 seats", "SSO"],
+            false
+        ),
         touch_panel(headers)
     )
 }
@@ -305,7 +350,9 @@ fn signup_form(email: &str, plan: &str, error: Option<&str>) -> String {
          <label>Plan<select name=\"plan\">{}{}{}</select></label>\
          <button class=\"button\" type=\"submit\">Create my account</button>\
          <p class=\"note\">Team answers with a 303 redirect to /thanks; Starter and Pro with 200.</p></form>",
-        error.map(|e| format!("<p class=\"error\">{}</p>", esc(e))).unwrap_or_default(),
+        error
+            .map(|e| format!("<p class=\"error\">{}</p>", esc(e)))
+            .unwrap_or_default(),
         attr(email),
         option("starter", "Starter"),
         option("pro", "Pro"),
@@ -340,7 +387,10 @@ mod tests {
     async fn every_page_includes_the_snippet() {
         for path in ["/", "/pricing", "/signup", "/thanks", "/nope"] {
             let body = text(get(path)).await;
-            assert!(body.contains("<script src=\"/_tg/c.js\" defer></script>"), "{path}");
+            assert!(
+                body.contains("<script src=\"/_tg/c.js\" defer></script>"),
+                "{path}"
+            );
         }
     }
 
@@ -355,11 +405,21 @@ mod tests {
 
     #[tokio::test]
     async fn signup_answers_303_for_team_200_otherwise_and_400_without_email() {
-        let post = |body: &str| route(&Method::POST, &"/signup".parse().unwrap(), &HeaderMap::new(), body.as_bytes());
+        let post = |body: &str| {
+            route(
+                &Method::POST,
+                &"/signup".parse().unwrap(),
+                &HeaderMap::new(),
+                body.as_bytes(),
+            )
+        };
         let team = post("email=ada%40example.com&plan=team");
         assert_eq!(team.status(), StatusCode::SEE_OTHER);
         assert_eq!(team.headers()[header::LOCATION], "/thanks?plan=team");
-        assert_eq!(post("email=ada%40example.com&plan=pro").status(), StatusCode::OK);
+        assert_eq!(
+            post("email=ada%40example.com&plan=pro").status(),
+            StatusCode::OK
+        );
         assert_eq!(post("email=&plan=pro").status(), StatusCode::BAD_REQUEST);
         assert_eq!(post("plan=pro").status(), StatusCode::BAD_REQUEST);
     }
@@ -369,7 +429,10 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("x-touch-first", HeaderValue::from_static("source=\"<b>\""));
         let body = text(route(&Method::GET, &"/".parse().unwrap(), &h, b"")).await;
-        assert!(body.contains("source=&quot;&lt;b&gt;&quot;") || body.contains("source=\"&lt;b&gt;\""), "{body}");
+        assert!(
+            body.contains("source=&quot;&lt;b&gt;&quot;") || body.contains("source=\"&lt;b&gt;\""),
+            "{body}"
+        );
         assert!(!body.contains("<b>"));
     }
 
