@@ -66,7 +66,11 @@ struct SpoolOutput(SpoolWriter);
 #[async_trait::async_trait]
 impl pipeline::Output for SpoolOutput {
     async fn append(&mut self, batch: &[Envelope]) -> Result<(), String> {
-        self.0.append_batch(batch).await.map(|_| ()).map_err(|e| e.to_string())
+        self.0
+            .append_batch(batch)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     }
 
     async fn tick(&mut self) -> Result<(), String> {
@@ -83,10 +87,14 @@ impl pipeline::Output for SpoolOutput {
 }
 
 /// Start everything; listeners bound before this returns.
-pub async fn start(cfg: Config, env: &dyn Fn(&str) -> Option<String>) -> Result<Running, StartError> {
+pub async fn start(
+    cfg: Config,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Running, StartError> {
     let cfg = Arc::new(cfg);
     let metrics = Arc::new(Metrics::new());
-    let secret = env(&cfg.identity.secret_env).ok_or_else(|| StartError::MissingSecret(cfg.identity.secret_env.clone()))?;
+    let secret = env(&cfg.identity.secret_env)
+        .ok_or_else(|| StartError::MissingSecret(cfg.identity.secret_env.clone()))?;
     let keys = Keys::derive(secret.as_bytes());
     let previous_keys = cfg
         .identity
@@ -107,10 +115,11 @@ pub async fn start(cfg: Config, env: &dyn Fn(&str) -> Option<String>) -> Result<
         built.push((name, s, sc.delivery().clone()));
     }
     let names: Vec<String> = built.iter().map(|(n, _, _)| n.clone()).collect();
-    let (writer, readers) = spool::open(&cfg.spool, &names, metrics.clone()).map_err(|e| StartError::Spool {
-        dir: cfg.spool.dir.display().to_string(),
-        message: e.to_string(),
-    })?;
+    let (writer, readers) =
+        spool::open(&cfg.spool, &names, metrics.clone()).map_err(|e| StartError::Spool {
+            dir: cfg.spool.dir.display().to_string(),
+            message: e.to_string(),
+        })?;
     let stop_sinks = CancellationToken::new();
     let mut sinks = Vec::new();
     for ((name, s, delivery), reader) in built.into_iter().zip(readers) {
@@ -118,34 +127,54 @@ pub async fn start(cfg: Config, env: &dyn Fn(&str) -> Option<String>) -> Result<
         let metrics = metrics.clone();
         let stop = stop_sinks.clone();
         sinks.push(tokio::spawn(async move {
-            if let Err(e) = sink::delivery::run_sink(s, reader, delivery, dead_letter, metrics, stop).await {
+            if let Err(e) =
+                sink::delivery::run_sink(s, reader, delivery, dead_letter, metrics, stop).await
+            {
                 tracing::error!(sink = %name, error = %e, "sink stopped: spool failure");
             }
         }));
     }
 
     let dedupe = match cfg.redis_url(env) {
-        Some(url) => Dedupe::with_redis(cfg.dedupe.window, cfg.dedupe.max_entries, &url, cfg.dedupe.redis_timeout)
-            .await
-            .map_err(|e| StartError::Redis(e.to_string()))?,
+        Some(url) => Dedupe::with_redis(
+            cfg.dedupe.window,
+            cfg.dedupe.max_entries,
+            &url,
+            cfg.dedupe.redis_timeout,
+        )
+        .await
+        .map_err(|e| StartError::Redis(e.to_string()))?,
         None => Dedupe::local(cfg.dedupe.window, cfg.dedupe.max_entries),
     };
     let (queue, rx) = EventQueue::new(cfg.queue.capacity, metrics.clone());
-    let pipeline = tokio::spawn(pipeline::run(rx, dedupe, Box::new(SpoolOutput(writer)), metrics.clone()));
+    let pipeline = tokio::spawn(pipeline::run(
+        rx,
+        dedupe,
+        Box::new(SpoolOutput(writer)),
+        metrics.clone(),
+    ));
 
     let upstream = Upstream::new(&cfg.proxy)?;
-    let capture = Capture::new(cfg.clone(), keys.clone(), previous_keys, metrics.clone(), queue.clone());
-    let ingest = env(&cfg.admin.ingest_token_env).filter(|t| !t.is_empty()).map(|token| {
-        admin::ingest::Ingest::new(
-            &token,
-            keys,
-            cfg.ingest.clone(),
-            cfg.admin.clone(),
-            capture.phone_country,
-            queue.clone(),
-            metrics.clone(),
-        )
-    });
+    let capture = Capture::new(
+        cfg.clone(),
+        keys.clone(),
+        previous_keys,
+        metrics.clone(),
+        queue.clone(),
+    );
+    let ingest = env(&cfg.admin.ingest_token_env)
+        .filter(|t| !t.is_empty())
+        .map(|token| {
+            admin::ingest::Ingest::new(
+                &token,
+                keys,
+                cfg.ingest.clone(),
+                cfg.admin.clone(),
+                capture.phone_country,
+                queue.clone(),
+                metrics.clone(),
+            )
+        });
     if ingest.is_none() {
         tracing::info!(env = %cfg.admin.ingest_token_env, "POST /v1/events disabled: token variable not set");
     }
@@ -158,7 +187,9 @@ pub async fn start(cfg: Config, env: &dyn Fn(&str) -> Option<String>) -> Result<
     });
 
     let bind = |what, addr| async move {
-        TcpListener::bind(addr).await.map_err(|source| StartError::Bind { what, addr, source })
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind { what, addr, source })
     };
     let listener = bind("proxy.listen", cfg.proxy.listen).await?;
     let admin_listener = bind("admin.listen", cfg.admin.listen).await?;
@@ -167,13 +198,17 @@ pub async fn start(cfg: Config, env: &dyn Fn(&str) -> Option<String>) -> Result<
         addr: cfg.proxy.listen,
         source,
     })?;
-    let admin_addr = admin_listener.local_addr().map_err(|source| StartError::Bind {
-        what: "admin.listen",
-        addr: cfg.admin.listen,
-        source,
-    })?;
+    let admin_addr = admin_listener
+        .local_addr()
+        .map_err(|source| StartError::Bind {
+            what: "admin.listen",
+            addr: cfg.admin.listen,
+            source,
+        })?;
     let tls = match (&cfg.proxy.tls_cert, &cfg.proxy.tls_key) {
-        (Some(c), Some(k)) => Some(tokio_rustls::TlsAcceptor::from(proxy::tls::server_config(c, k)?)),
+        (Some(c), Some(k)) => Some(tokio_rustls::TlsAcceptor::from(proxy::tls::server_config(
+            c, k,
+        )?)),
         _ => None,
     };
 
@@ -185,9 +220,18 @@ pub async fn start(cfg: Config, env: &dyn Fn(&str) -> Option<String>) -> Result<
         ingest,
     });
     let stop_admin = CancellationToken::new();
-    tokio::spawn(admin::serve(admin_listener, admin.clone(), stop_admin.clone()));
+    tokio::spawn(admin::serve(
+        admin_listener,
+        admin.clone(),
+        stop_admin.clone(),
+    ));
     let stop_accepting = CancellationToken::new();
-    let server = tokio::spawn(proxy::serve(listener, shared.clone(), tls, stop_accepting.clone()));
+    let server = tokio::spawn(proxy::serve(
+        listener,
+        shared.clone(),
+        tls,
+        stop_accepting.clone(),
+    ));
     health.set_sinks_started();
     tracing::info!(%proxy_addr, %admin_addr, upstream = %cfg.proxy.upstream, sinks = ?names, "touchgate started");
     Ok(Running {
@@ -220,8 +264,14 @@ impl Running {
         let timeout = self.cfg.proxy.drain_timeout;
         match self.server.await {
             Ok(graceful) => {
-                if tokio::time::timeout(timeout, graceful.shutdown()).await.is_err() {
-                    tracing::warn!(?timeout, "drain timeout: closing the connections still open");
+                if tokio::time::timeout(timeout, graceful.shutdown())
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!(
+                        ?timeout,
+                        "drain timeout: closing the connections still open"
+                    );
                 }
             }
             Err(e) => tracing::error!(error = %e, "proxy task failed"),
@@ -242,7 +292,10 @@ impl Running {
 }
 
 /// `touchgate run`: start, wait for SIGTERM or SIGINT, drain, return.
-pub async fn serve_until_signal(cfg: Config, env: &dyn Fn(&str) -> Option<String>) -> Result<(), StartError> {
+pub async fn serve_until_signal(
+    cfg: Config,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), StartError> {
     let delay = cfg.proxy.drain_delay;
     let running = start(cfg, env).await?;
     wait_for_signal().await;
@@ -252,7 +305,10 @@ pub async fn serve_until_signal(cfg: Config, env: &dyn Fn(&str) -> Option<String
 
 async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         // Without signal handlers the process can only be killed.
         std::future::pending::<()>().await;
         return;

@@ -460,7 +460,9 @@ impl Config {
             path: path.display().to_string(),
             source,
         })?;
-        Config::parse(&path.display().to_string(), &text, &|k| std::env::var(k).ok())
+        Config::parse(&path.display().to_string(), &text, &|k| {
+            std::env::var(k).ok()
+        })
     }
 
     /// Parse and validate TOML text; `env` looks up environment variables.
@@ -536,25 +538,40 @@ impl Config {
             Err(e) => bad("proxy.upstream".into(), format!("not a URI: {e}")),
         }
         match (&self.proxy.tls_cert, &self.proxy.tls_key) {
-            (Some(_), None) => bad("proxy.tls_key".into(), "tls_cert is set but tls_key is not".into()),
-            (None, Some(_)) => bad("proxy.tls_cert".into(), "tls_key is set but tls_cert is not".into()),
+            (Some(_), None) => bad(
+                "proxy.tls_key".into(),
+                "tls_cert is set but tls_key is not".into(),
+            ),
+            (None, Some(_)) => bad(
+                "proxy.tls_cert".into(),
+                "tls_key is set but tls_cert is not".into(),
+            ),
             (Some(c), Some(k)) => {
                 for (key, p) in [("proxy.tls_cert", c), ("proxy.tls_key", k)] {
                     if !p.is_file() {
-                        bad(key.into(), format!("{} is not a readable file", p.display()));
+                        bad(
+                            key.into(),
+                            format!("{} is not a readable file", p.display()),
+                        );
                     }
                 }
             }
             (None, None) => {}
         }
         if self.proxy.max_header_bytes < 8192 {
-            bad("proxy.max_header_bytes".into(), "must be at least 8192".into());
+            bad(
+                "proxy.max_header_bytes".into(),
+                "must be at least 8192".into(),
+            );
         }
         if self.proxy.max_connections == 0 {
             bad("proxy.max_connections".into(), "must be at least 1".into());
         }
         if self.proxy.listen == self.admin.listen && self.proxy.listen.port() != 0 {
-            bad("admin.listen".into(), "must differ from proxy.listen".into());
+            bad(
+                "admin.listen".into(),
+                "must differ from proxy.listen".into(),
+            );
         }
         match env(&self.identity.secret_env) {
             None => bad(
@@ -578,10 +595,19 @@ impl Config {
                 format!("environment variable {prev} is not set"),
             );
         }
-        if self.identity.phone_country.to_uppercase().parse::<phonenumber::country::Id>().is_err() {
+        if self
+            .identity
+            .phone_country
+            .to_uppercase()
+            .parse::<phonenumber::country::Id>()
+            .is_err()
+        {
             bad(
                 "identity.phone_country".into(),
-                format!("{:?} is not an ISO 3166 country code", self.identity.phone_country),
+                format!(
+                    "{:?} is not an ISO 3166 country code",
+                    self.identity.phone_country
+                ),
             );
         }
         let prefix = &self.client.path_prefix;
@@ -601,7 +627,10 @@ impl Config {
             );
         }
         if self.dedupe.redis_url.is_some() && self.dedupe.redis_url_env.is_some() {
-            bad("dedupe.redis_url_env".into(), "set redis_url or redis_url_env, not both".into());
+            bad(
+                "dedupe.redis_url_env".into(),
+                "set redis_url or redis_url_env, not both".into(),
+            );
         }
         if let Some(u) = self.redis_url(env).as_deref()
             && redis::parse_redis_url(u).is_none()
@@ -649,7 +678,9 @@ impl Config {
                 if !ok {
                     bad(
                         at("natural_key"),
-                        format!("{part:?}: parts are lead_id, user_id (when the form names them), day, field:NAME"),
+                        format!(
+                            "{part:?}: parts are lead_id, user_id (when the form names them), day, field:NAME"
+                        ),
                     );
                 }
             }
@@ -659,7 +690,10 @@ impl Config {
                 if crate::privacy::is_never_captured(&field.name) {
                     bad(
                         format!("form[{i}].fields[{j}].name"),
-                        format!("{:?} looks like a password, card, token or secret field: such fields are never captured", field.name),
+                        format!(
+                            "{:?} looks like a password, card, token or secret field: such fields are never captured",
+                            field.name
+                        ),
                     );
                 }
             }
@@ -668,7 +702,12 @@ impl Config {
         for i in 0..self.sink.len() {
             let name = crate::sink::unique_name(&self.sink, i);
             if !names.insert(name.clone()) {
-                bad(format!("sink[{i}].name"), format!("sink name {name:?} is used twice (names key metrics, spool cursors and dead-letter files)"));
+                bad(
+                    format!("sink[{i}].name"),
+                    format!(
+                        "sink name {name:?} is used twice (names key metrics, spool cursors and dead-letter files)"
+                    ),
+                );
             }
         }
         for (i, r) in self.ingest.iter().enumerate() {
@@ -681,7 +720,9 @@ impl Config {
                 if !ok {
                     bad(
                         format!("ingest[{i}].natural_key"),
-                        format!("{part:?}: parts are lead_id, user_id, device_id, day, field:NAME (a property)"),
+                        format!(
+                            "{part:?}: parts are lead_id, user_id, device_id, day, field:NAME (a property)"
+                        ),
                     );
                 }
             }
@@ -710,7 +751,8 @@ pub fn valid_event_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 40
         && s.as_bytes()[0].is_ascii_lowercase()
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
 
 fn syntax_problem(text: &str, e: &toml::de::Error) -> Problem {
@@ -746,14 +788,24 @@ fn line_of_key(doc: &toml_edit::Document<&str>, text: &str, key: &str) -> Option
             _ => None,
         };
         let next = match (seg, table, &node) {
-            (Seg::Key(k), Some(t), _) => t.get_key_value(k).map(|(key, it)| (key.span(), Node::Item(it))),
-            (Seg::Key(k), None, Node::Item(Item::Value(Value::InlineTable(t))) | Node::Value(Value::InlineTable(t))) => {
-                t.get_key_value(k).map(|(key, v)| (key.span(), Node::Item(v)))
+            (Seg::Key(k), Some(t), _) => t
+                .get_key_value(k)
+                .map(|(key, it)| (key.span(), Node::Item(it))),
+            (
+                Seg::Key(k),
+                None,
+                Node::Item(Item::Value(Value::InlineTable(t))) | Node::Value(Value::InlineTable(t)),
+            ) => t
+                .get_key_value(k)
+                .map(|(key, v)| (key.span(), Node::Item(v))),
+            (Seg::Index(i), _, Node::Item(Item::ArrayOfTables(a))) => {
+                a.get(i).map(|t| (t.span(), Node::Table(t)))
             }
-            (Seg::Index(i), _, Node::Item(Item::ArrayOfTables(a))) => a.get(i).map(|t| (t.span(), Node::Table(t))),
-            (Seg::Index(i), _, Node::Item(Item::Value(Value::Array(a))) | Node::Value(Value::Array(a))) => {
-                a.get(i).map(|v| (v.span(), Node::Value(v)))
-            }
+            (
+                Seg::Index(i),
+                _,
+                Node::Item(Item::Value(Value::Array(a))) | Node::Value(Value::Array(a)),
+            ) => a.get(i).map(|v| (v.span(), Node::Value(v))),
             _ => None,
         };
         match next {
@@ -827,13 +879,17 @@ mod tests {
 
     #[test]
     fn missing_secret_is_a_problem() {
-        let err = Config::parse("c.toml", "", &|_| None).unwrap_err().to_string();
+        let err = Config::parse("c.toml", "", &|_| None)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("identity.secret_env"), "{err}");
     }
 
     #[test]
     fn syntax_error_has_line() {
-        let err = Config::parse("c.toml", "[proxy]\nlisten = \n", &env).unwrap_err().to_string();
+        let err = Config::parse("c.toml", "[proxy]\nlisten = \n", &env)
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("c.toml:2: "), "{err}");
     }
 }

@@ -282,9 +282,24 @@ mod tests {
         let e = Event::new("ab".into(), "landing".into(), Origin::Proxy, t, t);
         let v = serde_json::to_value(&e).unwrap();
         for k in [
-            "schema", "event_id", "event_name", "origin", "occurred_at", "received_at",
-            "device_id", "session_id", "user_id", "lead_id", "touchpoint_id", "natural_key",
-            "page", "touch", "first_touch", "last_touch", "client", "status",
+            "schema",
+            "event_id",
+            "event_name",
+            "origin",
+            "occurred_at",
+            "received_at",
+            "device_id",
+            "session_id",
+            "user_id",
+            "lead_id",
+            "touchpoint_id",
+            "natural_key",
+            "page",
+            "touch",
+            "first_touch",
+            "last_touch",
+            "client",
+            "status",
         ] {
             assert!(v.get(k).is_some(), "missing {k}");
         }

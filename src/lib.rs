@@ -4,10 +4,10 @@
 //! The request path reads top to bottom in [`proxy::service`]; every
 //! marketing rule is a pure function in [`touch`].
 
-/// The running process: listeners, pipeline, sinks, drain.
-pub mod app;
 /// Admin listener: health, readiness, metrics, offline ingest.
 pub mod admin;
+/// The running process: listeners, pipeline, sinks, drain.
+pub mod app;
 /// Per-request decisions: classification, form bodies, client context.
 pub mod capture;
 /// The subcommands beyond `run`: demo, audit, report, inject.

@@ -8,7 +8,11 @@ use std::process::ExitCode;
 use touchgate::config::{self, Config};
 
 #[derive(Parser)]
-#[command(name = "touchgate", version, about = "Reverse-proxy sidecar for server-side marketing touchpoint capture")]
+#[command(
+    name = "touchgate",
+    version,
+    about = "Reverse-proxy sidecar for server-side marketing touchpoint capture"
+)]
 struct Cli {
     /// Log format on stderr (level from RUST_LOG, default info).
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
@@ -152,7 +156,12 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 Err(code) => Ok(code),
             }
         }
-        Command::Audit { config, request, status, format } => {
+        Command::Audit {
+            config,
+            request,
+            status,
+            format,
+        } => {
             let path = config_path(config);
             // The inventory and the dry run need no real secret or token,
             // so audit runs where production secrets are not available:
@@ -165,14 +174,18 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                     let upper = k.to_ascii_uppercase();
                     Some(if upper.contains("REDIS") {
                         "redis://127.0.0.1:6379".to_string()
-                    } else if upper.contains("PG") || upper.contains("POSTGRES") || upper.contains("DATABASE") {
+                    } else if upper.contains("PG")
+                        || upper.contains("POSTGRES")
+                        || upper.contains("DATABASE")
+                    {
                         "postgres://audit@127.0.0.1/audit".to_string()
                     } else {
                         "audit-placeholder-0123456789abcdef".to_string()
                     })
                 })
             };
-            let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?;
             let cfg = match Config::parse(&path.display().to_string(), &text, &env) {
                 Ok(c) => c,
                 Err(e) => {
@@ -193,7 +206,9 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                     use std::io::Read;
                     let mut raw = Vec::new();
                     if file == "-" {
-                        std::io::stdin().read_to_end(&mut raw).context("reading stdin")?;
+                        std::io::stdin()
+                            .read_to_end(&mut raw)
+                            .context("reading stdin")?;
                     } else {
                         raw = std::fs::read(&file).with_context(|| format!("reading {file}"))?;
                     }
@@ -210,13 +225,23 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        Command::Inject { file, classic, app_port, image, config_map, secret } => {
+        Command::Inject {
+            file,
+            classic,
+            app_port,
+            image,
+            config_map,
+            secret,
+        } => {
             use std::io::Read;
             let mut input = String::new();
             if file == "-" {
-                std::io::stdin().read_to_string(&mut input).context("reading stdin")?;
+                std::io::stdin()
+                    .read_to_string(&mut input)
+                    .context("reading stdin")?;
             } else {
-                input = std::fs::read_to_string(&file).with_context(|| format!("reading {file}"))?;
+                input =
+                    std::fs::read_to_string(&file).with_context(|| format!("reading {file}"))?;
             }
             let mut opts = touchgate::cli::inject::InjectOptions {
                 classic,
@@ -243,7 +268,12 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        Command::Report { events, config, format, out } => {
+        Command::Report {
+            events,
+            config,
+            format,
+            out,
+        } => {
             let checks = match config {
                 Some(path) => match load(&path) {
                     Ok(c) => c.checks,
@@ -251,7 +281,12 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 },
                 None => config::ChecksConfig::default(),
             };
-            let args = touchgate::cli::report::ReportArgs { events, format, out, checks };
+            let args = touchgate::cli::report::ReportArgs {
+                events,
+                format,
+                out,
+                checks,
+            };
             match touchgate::cli::report::run(&args) {
                 Ok(outcome) if outcome.alert => Ok(ExitCode::from(1)),
                 Ok(_) => Ok(ExitCode::SUCCESS),
@@ -263,7 +298,9 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Demo { listen, data_dir } => {
             let rt = tokio::runtime::Runtime::new().context("starting the runtime")?;
-            rt.block_on(touchgate::cli::demo::run(&touchgate::cli::demo::DemoOptions { listen, data_dir }))?;
+            rt.block_on(touchgate::cli::demo::run(
+                &touchgate::cli::demo::DemoOptions { listen, data_dir },
+            ))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Run { config } => {
@@ -273,7 +310,9 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 Err(code) => return Ok(code),
             };
             let rt = tokio::runtime::Runtime::new().context("starting the runtime")?;
-            rt.block_on(touchgate::app::serve_until_signal(cfg, &|k| std::env::var(k).ok()))?;
+            rt.block_on(touchgate::app::serve_until_signal(cfg, &|k| {
+                std::env::var(k).ok()
+            }))?;
             Ok(ExitCode::SUCCESS)
         }
     }

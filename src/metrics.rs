@@ -133,7 +133,11 @@ impl Metrics {
         };
         let r = &mut m.registry;
         // prometheus-client appends `_total` to counters itself.
-        r.register("touchgate_requests", "Requests received on the public listener", m.requests_total.clone());
+        r.register(
+            "touchgate_requests",
+            "Requests received on the public listener",
+            m.requests_total.clone(),
+        );
         r.register(
             "touchgate_request_duration_seconds",
             "Public request duration, from head received to response head sent",
@@ -144,13 +148,21 @@ impl Metrics {
             "Requests the upstream could not answer (kind: connect, timeout, reset)",
             m.upstream_errors_total.clone(),
         );
-        r.register("touchgate_connections_open", "Open public connections", m.connections_open.clone());
+        r.register(
+            "touchgate_connections_open",
+            "Open public connections",
+            m.connections_open.clone(),
+        );
         r.register(
             "touchgate_connections_rejected",
             "Public connections closed at accept because proxy.max_connections was reached",
             m.connections_rejected_total.clone(),
         );
-        r.register("touchgate_events", "Events emitted, after dedupe", m.events_total.clone());
+        r.register(
+            "touchgate_events",
+            "Events emitted, after dedupe",
+            m.events_total.clone(),
+        );
         r.register(
             "touchgate_events_duplicate",
             "Events not emitted because their event_id was seen within the dedupe window",
@@ -226,7 +238,11 @@ impl Metrics {
             "From occurred_at to the sink's acknowledgement",
             m.event_delivery_seconds.clone(),
         );
-        r.register("touchgate_spool_bytes", "Bytes in the spool on disk", m.spool_bytes.clone());
+        r.register(
+            "touchgate_spool_bytes",
+            "Bytes in the spool on disk",
+            m.spool_bytes.clone(),
+        );
         m
     }
 
@@ -262,7 +278,9 @@ mod tests {
         let m = Metrics::new();
         m.requests_total.inc();
         m.dropped("queue_full");
-        m.event_delivery_seconds.get_or_create(&m.sink("file")).observe(0.2);
+        m.event_delivery_seconds
+            .get_or_create(&m.sink("file"))
+            .observe(0.2);
         let text = m.encode();
         for name in [
             "touchgate_requests_total 1",

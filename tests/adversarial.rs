@@ -10,8 +10,15 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 async fn setup(proxy_extra: &str) -> (Upstream, touchgate::app::Running, tempfile::TempDir) {
     let up = start().await;
     let dir = tempfile::tempdir().unwrap();
-    let sink = format!("[[sink]]\ntype = \"file\"\npath = \"{}\"\n[sink.delivery]\nlinger = \"10ms\"\n", dir.path().join("events.jsonl").display());
-    let toml = config_toml(up.addr(), dir.path(), &sink).replacen("[proxy]\n", &format!("[proxy]\n{proxy_extra}\n"), 1);
+    let sink = format!(
+        "[[sink]]\ntype = \"file\"\npath = \"{}\"\n[sink.delivery]\nlinger = \"10ms\"\n",
+        dir.path().join("events.jsonl").display()
+    );
+    let toml = config_toml(up.addr(), dir.path(), &sink).replacen(
+        "[proxy]\n",
+        &format!("[proxy]\n{proxy_extra}\n"),
+        1,
+    );
     let tg = touchgate(&toml).await;
     (up, tg, dir)
 }
@@ -20,17 +27,23 @@ async fn setup(proxy_extra: &str) -> (Upstream, touchgate::app::Running, tempfil
 async fn invalid_methods_and_uris_get_400() {
     let (up, tg, _d) = setup("").await;
     for bad in [
-        "GE T / HTTP/1.1\r\nHost: x\r\n\r\n",
-        "GET /a b HTTP/1.1\r\nHost: x\r\n\r\n",
-        "GET /\x01 HTTP/1.1\r\nHost: x\r\n\r\n",
-        "GET / HTTP/9.9\r\nHost: x\r\n\r\n",
-        "GET / HTTP/1.1\r\nBad Header: x\r\n\r\n",
-        "\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
+        &b"GE T / HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+        b"GET /a b HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /\x01 HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET / HTTP/9.9\r\nHost: x\r\n\r\n",
+        b"GET / HTTP/1.1\r\nBad Header: x\r\n\r\n",
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n",
     ] {
-        let resp = raw(tg.proxy_addr, bad.as_bytes(), Duration::from_secs(3)).await;
-        assert!(resp.is_empty() || resp.starts_with("HTTP/1.1 400") || resp.starts_with("HTTP/1.1 505"), "{bad:?} → {resp:?}");
+        let resp = raw(tg.proxy_addr, bad, Duration::from_secs(3)).await;
+        assert!(
+            resp.is_empty() || resp.starts_with("HTTP/1.1 400") || resp.starts_with("HTTP/1.1 505"),
+            "{bad:?} → {resp:?}"
+        );
     }
-    assert!(up.requests().is_empty(), "nothing malformed reaches the app");
+    assert!(
+        up.requests().is_empty(),
+        "nothing malformed reaches the app"
+    );
 }
 
 #[tokio::test]
@@ -45,20 +58,34 @@ async fn crlf_quotes_and_invalid_utf8_never_break_a_header_or_a_cookie() {
     assert_eq!(p.status, 200);
     for v in p.headers.get_all("set-cookie") {
         let v = v.to_str().unwrap();
-        assert!(!v.contains("pwn") && !v.contains('\r') && !v.contains('\n'), "{v}");
+        assert!(
+            !v.contains("pwn") && !v.contains('\r') && !v.contains('\n'),
+            "{v}"
+        );
     }
     let h = up.last().headers;
     assert!(h.get("pwn").is_none() && h.get("set-cookie").is_none());
-    let first = h.get("x-touch-first").unwrap().to_str().unwrap().to_string();
+    let first = h
+        .get("x-touch-first")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
     let parsed = sfv::Parser::new(&first).parse::<sfv::Dictionary>();
-    assert!(parsed.is_ok(), "x-touch-first must stay a valid RFC 8941 dictionary: {first}");
+    assert!(
+        parsed.is_ok(),
+        "x-touch-first must stay a valid RFC 8941 dictionary: {first}"
+    );
     let path = dir.path().join("events.jsonl");
     eventually("landing", || !events(&path).is_empty()).await;
     let e = &events(&path)[0];
     for k in ["source", "medium", "campaign", "content"] {
         let v = e["touch"][k].as_str().unwrap_or("");
         assert!(v.chars().count() <= 100, "{k} is bounded");
-        assert!(!v.chars().any(char::is_control), "{k} has control characters: {v:?}");
+        assert!(
+            !v.chars().any(char::is_control),
+            "{k} has control characters: {v:?}"
+        );
     }
 }
 
@@ -68,18 +95,29 @@ async fn connection_limit_closes_extra_connections_and_counts_them() {
     let mut held = Vec::new();
     for _ in 0..3 {
         let mut s = tokio::net::TcpStream::connect(tg.proxy_addr).await.unwrap();
-        s.write_all(b"GET /status/200 HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        s.write_all(b"GET /status/200 HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
         let mut buf = [0u8; 256];
         let n = s.read(&mut buf).await.unwrap();
         assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
         held.push(s);
     }
     let mut extra = tokio::net::TcpStream::connect(tg.proxy_addr).await.unwrap();
-    let _ = extra.write_all(b"GET /status/200 HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let _ = extra
+        .write_all(b"GET /status/200 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
     let mut buf = [0u8; 64];
-    let n = tokio::time::timeout(Duration::from_secs(3), extra.read(&mut buf)).await.unwrap().unwrap_or(0);
+    let n = tokio::time::timeout(Duration::from_secs(3), extra.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap_or(0);
     assert_eq!(n, 0, "the connection over the limit is closed");
-    assert!(tg.metrics.encode().contains("touchgate_connections_rejected_total 1"));
+    assert!(
+        tg.metrics
+            .encode()
+            .contains("touchgate_connections_rejected_total 1")
+    );
     // Capacity returns when a connection closes.
     drop(held.pop());
     let mut ok = false;
@@ -102,13 +140,15 @@ async fn garbage_and_resetting_upstreams_are_502() {
         let addr = l.local_addr().unwrap();
         tokio::spawn(async move {
             for _ in 0..20 {
-                let Ok((mut s, _)) = l.accept().await else { return };
+                let Ok((mut s, _)) = l.accept().await else {
+                    return;
+                };
                 let mut buf = [0u8; 1024];
                 let _ = s.read(&mut buf).await;
                 if behaviour == "garbage" {
                     let _ = s.write_all(b"\x00\x01NOT HTTP AT ALL\r\n\r\n").await;
                 } else {
-                    let _ = s.set_linger(Some(Duration::ZERO));
+                    let _ = s.set_zero_linger();
                 }
                 drop(s);
             }
@@ -127,7 +167,13 @@ async fn garbage_and_resetting_upstreams_are_502() {
 #[tokio::test]
 async fn client_paths_do_not_traverse() {
     let (up, tg, _d) = setup("").await;
-    for path in ["/_tg/../c.js", "/_tg/c.js/..", "/_tg//c.js", "/_tg/%2e%2e/c.js", "/_tg/C.JS"] {
+    for path in [
+        "/_tg/../c.js",
+        "/_tg/c.js/..",
+        "/_tg//c.js",
+        "/_tg/%2e%2e/c.js",
+        "/_tg/C.JS",
+    ] {
         let (p, _) = get(&format!("http://{}{path}", tg.proxy_addr), &[]).await;
         assert_eq!(p.status, 200);
         assert_eq!(up.last().uri, path, "{path} goes to the app untouched");

@@ -31,9 +31,13 @@ fn audit(args: &[&str], stdin: Option<&[u8]>) -> (i32, String, String) {
     let path = dir.path().join("c.toml");
     std::fs::write(&path, CONFIG).unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_touchgate"));
-    cmd.args(["audit", "--config", path.to_str().unwrap()]).args(args);
-    cmd.env_remove("TOUCHGATE_SECRET").env_remove("META_CAPI_TOKEN");
-    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.args(["audit", "--config", path.to_str().unwrap()])
+        .args(args);
+    cmd.env_remove("TOUCHGATE_SECRET")
+        .env_remove("META_CAPI_TOKEN");
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let mut child = cmd.spawn().unwrap();
     if let Some(input) = stdin {
         child.stdin.take().unwrap().write_all(input).unwrap();
@@ -57,7 +61,10 @@ fn inventory_names_every_destination_and_form() {
     let find = |dest: &str, field: &str| {
         flows
             .iter()
-            .find(|f| f["destination"].as_str().unwrap().starts_with(dest) && f["field"].as_str().unwrap().contains(field))
+            .find(|f| {
+                f["destination"].as_str().unwrap().starts_with(dest)
+                    && f["field"].as_str().unwrap().contains(field)
+            })
             .unwrap_or_else(|| panic!("no flow {dest} / {field}"))["form"]
             .as_str()
             .unwrap()
@@ -72,8 +79,17 @@ fn inventory_names_every_destination_and_form() {
     assert_eq!(find("sink meta_capi", "em, ph"), "sha256");
     assert_eq!(find("sink meta_capi", "client_ip_address"), "never");
     let retention = inv["retention"].as_array().unwrap();
-    assert!(retention.iter().any(|r| r["place"].as_str().unwrap().starts_with("spool")));
-    assert!(retention.iter().any(|r| r["place"].as_str().unwrap().starts_with("dead-letter file of file")));
+    assert!(
+        retention
+            .iter()
+            .any(|r| r["place"].as_str().unwrap().starts_with("spool"))
+    );
+    assert!(retention.iter().any(|r| {
+        r["place"]
+            .as_str()
+            .unwrap()
+            .starts_with("dead-letter file of file")
+    }));
     let (code, text, _) = audit(&[], None);
     assert_eq!(code, 0);
     assert!(text.contains("DATA INVENTORY") && text.contains("RETENTION"));
@@ -91,7 +107,12 @@ fn dry_run_shows_the_upstream_request_and_the_events() {
     let run: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(run["class"], "form");
     let headers = run["upstream_request"]["headers"].as_array().unwrap();
-    let get = |name: &str| headers.iter().find(|h| h[0] == name).map(|h| h[1].as_str().unwrap().to_string());
+    let get = |name: &str| {
+        headers
+            .iter()
+            .find(|h| h[0] == name)
+            .map(|h| h[1].as_str().unwrap().to_string())
+    };
     assert_eq!(get("x-forwarded-for").as_deref(), Some("203.0.113.0"));
     assert_ne!(get("x-touch-device").as_deref(), Some("forged"));
     assert!(get("x-touch-id").is_some());

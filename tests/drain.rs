@@ -20,7 +20,10 @@ fn spawn(config: &std::path::Path) -> (std::process::Child, String, String) {
     let stderr = child.stderr.take().unwrap();
     let mut lines = BufReader::new(stderr).lines();
     let started = loop {
-        let line = lines.next().expect("touchgate exited before starting").unwrap();
+        let line = lines
+            .next()
+            .expect("touchgate exited before starting")
+            .unwrap();
         if line.contains("touchgate started") {
             break line;
         }
@@ -40,7 +43,10 @@ async fn sigterm_fails_readiness_finishes_in_flight_and_exits_0() {
     let config = dir.path().join("touchgate.toml");
     let toml = config_toml(up.addr(), dir.path(), "")
         .replace("drain_delay = \"0s\"", "drain_delay = \"1s\"")
-        .replace("upstream_response_timeout = \"2s\"", "upstream_response_timeout = \"10s\"");
+        .replace(
+            "upstream_response_timeout = \"2s\"",
+            "upstream_response_timeout = \"10s\"",
+        );
     std::fs::write(&config, toml).unwrap();
     let (mut child, proxy, admin) = spawn(&config);
     eventually_async_ready(&admin).await;
@@ -51,7 +57,13 @@ async fn sigterm_fails_readiness_finishes_in_flight_and_exits_0() {
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
     let killed = Instant::now();
-    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
 
     // Readiness fails at once…
     let mut not_ready = false;
@@ -93,7 +105,13 @@ async fn sigterm_fails_readiness_finishes_in_flight_and_exits_0() {
 async fn eventually_async_ready(admin: &str) {
     for _ in 0..100 {
         if let Ok(Ok(resp)) = tokio::time::timeout(Duration::from_secs(1), async {
-            client().request(http::Request::get(format!("http://{admin}/readyz")).body(Default::default()).unwrap()).await
+            client()
+                .request(
+                    http::Request::get(format!("http://{admin}/readyz"))
+                        .body(Default::default())
+                        .unwrap(),
+                )
+                .await
         })
         .await
             && resp.status() == 200
@@ -109,7 +127,11 @@ async fn eventually_async_ready(admin: &str) {
 fn check_config_reports_every_problem_with_its_line() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.toml");
-    std::fs::write(&path, "[proxy]\nupstream = \"ftp://app\"\n\n[[form]]\npath = \"signup\"\nevent = \"Signup!\"\n").unwrap();
+    std::fs::write(
+        &path,
+        "[proxy]\nupstream = \"ftp://app\"\n\n[[form]]\npath = \"signup\"\nevent = \"Signup!\"\n",
+    )
+    .unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_touchgate"))
         .args(["check-config", "--config", path.to_str().unwrap()])
         .env("TOUCHGATE_SECRET", SECRET)
@@ -121,7 +143,11 @@ fn check_config_reports_every_problem_with_its_line() {
     assert!(err.contains(&format!("{p}:2: proxy.upstream: ")), "{err}");
     assert!(err.contains(&format!("{p}:5: form[0].path: ")), "{err}");
     assert!(err.contains(&format!("{p}:6: form[0].event: ")), "{err}");
-    std::fs::write(&path, "[proxy]\nlisten = \"127.0.0.1:1\"\nunknown_key = 1\n").unwrap();
+    std::fs::write(
+        &path,
+        "[proxy]\nlisten = \"127.0.0.1:1\"\nunknown_key = 1\n",
+    )
+    .unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_touchgate"))
         .args(["check-config", "--config", path.to_str().unwrap()])
         .env("TOUCHGATE_SECRET", SECRET)
@@ -129,12 +155,25 @@ fn check_config_reports_every_problem_with_its_line() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8(out.stderr).unwrap();
-    assert!(err.starts_with(&format!("{p}:3: proxy.unknown_key: unknown field `unknown_key`")), "{err}");
+    assert!(
+        err.starts_with(&format!(
+            "{p}:3: proxy.unknown_key: unknown field `unknown_key`"
+        )),
+        "{err}"
+    );
     // The shipped default is valid.
     let out = Command::new(env!("CARGO_BIN_EXE_touchgate"))
-        .args(["check-config", "--config", concat!(env!("CARGO_MANIFEST_DIR"), "/config/touchgate.toml")])
+        .args([
+            "check-config",
+            "--config",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/config/touchgate.toml"),
+        ])
         .env("TOUCHGATE_SECRET", SECRET)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -32,13 +32,23 @@ linger = "10ms"
     (up, tg, dir)
 }
 
-async fn ingest(tg: &touchgate::app::Running, token: Option<&str>, body: &str) -> (u16, Vec<serde_json::Value>) {
+async fn ingest(
+    tg: &touchgate::app::Running,
+    token: Option<&str>,
+    body: &str,
+) -> (u16, Vec<serde_json::Value>) {
     let auth = token.map(|t| format!("Bearer {t}"));
     let mut headers = vec![("content-type", "application/x-ndjson")];
     if let Some(a) = &auth {
         headers.push(("authorization", a.as_str()));
     }
-    let (p, body) = send("POST", &format!("http://{}/v1/events", tg.admin_addr), &headers, body.to_string()).await;
+    let (p, body) = send(
+        "POST",
+        &format!("http://{}/v1/events", tg.admin_addr),
+        &headers,
+        body.to_string(),
+    )
+    .await;
     let lines = String::from_utf8_lossy(&body)
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
@@ -49,7 +59,8 @@ async fn ingest(tg: &touchgate::app::Running, token: Option<&str>, body: &str) -
 #[tokio::test]
 async fn auth_is_required() {
     let (_up, tg, _d) = site().await;
-    let line = r#"{"event_name":"account_created","occurred_at":"2026-11-29T10:00:00Z","user_id":"u1"}"#;
+    let line =
+        r#"{"event_name":"account_created","occurred_at":"2026-11-29T10:00:00Z","user_id":"u1"}"#;
     assert_eq!(ingest(&tg, None, line).await.0, 401);
     assert_eq!(ingest(&tg, Some("wrong"), line).await.0, 401);
     assert_eq!(ingest(&tg, Some("ingest-token"), line).await.0, 200);
@@ -70,8 +81,22 @@ async fn mixed_lines_duplicates_and_hashing_like_forms() {
     .join("\n");
     let (status, results) = ingest(&tg, Some("ingest-token"), &body).await;
     assert_eq!(status, 200);
-    let statuses: Vec<&str> = results.iter().map(|r| r["status"].as_str().unwrap()).collect();
-    assert_eq!(statuses, ["accepted", "duplicate", "rejected", "rejected", "accepted", "duplicate", "rejected"]);
+    let statuses: Vec<&str> = results
+        .iter()
+        .map(|r| r["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            "accepted",
+            "duplicate",
+            "rejected",
+            "rejected",
+            "accepted",
+            "duplicate",
+            "rejected"
+        ]
+    );
     assert_eq!(results[2]["line"], 3);
     assert!(results[3]["error"].as_str().unwrap().contains("event_name"));
 
@@ -81,23 +106,50 @@ async fn mixed_lines_duplicates_and_hashing_like_forms() {
 
     // The same person from a form has the same user_id hash.
     let form = "email=x@example.org&uid=ann@example.com";
-    send("POST", &format!("http://{}/signup", tg.proxy_addr), &[("content-type", "application/x-www-form-urlencoded")], form).await;
+    send(
+        "POST",
+        &format!("http://{}/signup", tg.proxy_addr),
+        &[("content-type", "application/x-www-form-urlencoded")],
+        form,
+    )
+    .await;
     let path = dir.path().join("events.jsonl");
     eventually("3 events", || events(&path).len() >= 3).await;
     let ev = events(&path);
-    let created = ev.iter().find(|e| e["event_name"] == "account_created").unwrap();
-    let signup = ev.iter().find(|e| e["event_name"] == "signup_submitted").unwrap();
+    let created = ev
+        .iter()
+        .find(|e| e["event_name"] == "account_created")
+        .unwrap();
+    let signup = ev
+        .iter()
+        .find(|e| e["event_name"] == "signup_submitted")
+        .unwrap();
     assert_eq!(created["origin"], "ingest");
-    assert_eq!(created["user_id"], signup["user_id"], "ingest and forms hash identifiers alike");
-    assert_eq!(created["natural_key"], format!("user_id={}|day=2026-11-29", created["user_id"].as_str().unwrap()));
+    assert_eq!(
+        created["user_id"], signup["user_id"],
+        "ingest and forms hash identifiers alike"
+    );
+    assert_eq!(
+        created["natural_key"],
+        format!(
+            "user_id={}|day=2026-11-29",
+            created["user_id"].as_str().unwrap()
+        )
+    );
     assert_eq!(created["properties"]["plan"], "pro");
-    assert!(!serde_json::to_string(&ev).unwrap().to_lowercase().contains("ann@example.com"));
+    assert!(
+        !serde_json::to_string(&ev)
+            .unwrap()
+            .to_lowercase()
+            .contains("ann@example.com")
+    );
 }
 
 #[tokio::test]
 async fn json_array_and_limits() {
     let (_up, tg, _d) = site().await;
-    let arr = r#"[{"event_name":"account_created","occurred_at":"2026-11-28T10:00:00Z","user_id":"u9"}]"#;
+    let arr =
+        r#"[{"event_name":"account_created","occurred_at":"2026-11-28T10:00:00Z","user_id":"u9"}]"#;
     let (status, results) = ingest(&tg, Some("ingest-token"), arr).await;
     assert_eq!(status, 200);
     assert_eq!(results[0]["status"], "accepted");
@@ -109,9 +161,21 @@ async fn json_array_and_limits() {
 async fn beacons_are_counted_and_emitted() {
     let (_up, tg, dir) = site().await;
     let url = format!("http://{}/_tg/b", tg.proxy_addr);
-    let (p, _) = send("POST", &url, &[("content-type", "text/plain")], r#"{"event_name":"signup_submitted","cid":"c-77"}"#).await;
+    let (p, _) = send(
+        "POST",
+        &url,
+        &[("content-type", "text/plain")],
+        r#"{"event_name":"signup_submitted","cid":"c-77"}"#,
+    )
+    .await;
     assert_eq!(p.status, 204);
-    let (p, _) = send("POST", &url, &[], r#"{"event_name":"not_configured","cid":"c-1"}"#).await;
+    let (p, _) = send(
+        "POST",
+        &url,
+        &[],
+        r#"{"event_name":"not_configured","cid":"c-1"}"#,
+    )
+    .await;
     assert_eq!(p.status, 400);
     let (p, _) = send("POST", &url, &[], "x".repeat(5000)).await;
     assert_eq!(p.status, 400);
@@ -120,13 +184,23 @@ async fn beacons_are_counted_and_emitted() {
     let e = &events(&path)[0];
     assert_eq!(e["origin"], "beacon");
     assert_eq!(e["client"]["context"]["cid"], "c-77");
-    assert!(tg.metrics.encode().contains(r#"touchgate_client_beacons_total{event_name="signup_submitted"} 1"#));
+    assert!(
+        tg.metrics
+            .encode()
+            .contains(r#"touchgate_client_beacons_total{event_name="signup_submitted"} 1"#)
+    );
     // The snippet is served, small, with this deployment's form rules.
     let (p, js) = get(&format!("http://{}/_tg/c.js", tg.proxy_addr), &[]).await;
     assert_eq!(p.status, 200);
     let js = String::from_utf8(js.to_vec()).unwrap();
-    assert!(js.contains("\"/signup\"") && js.contains("signup_submitted") && js.contains("sendBeacon"));
-    let (p, gz) = get(&format!("http://{}/_tg/c.js", tg.proxy_addr), &[("accept-encoding", "gzip")]).await;
+    assert!(
+        js.contains("\"/signup\"") && js.contains("signup_submitted") && js.contains("sendBeacon")
+    );
+    let (p, gz) = get(
+        &format!("http://{}/_tg/c.js", tg.proxy_addr),
+        &[("accept-encoding", "gzip")],
+    )
+    .await;
     assert_eq!(p.headers.get("content-encoding").unwrap(), "gzip");
     assert!(gz.len() < 1024, "snippet is {} bytes gzipped", gz.len());
     // Paths next to the client paths go to the app.

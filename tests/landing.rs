@@ -18,8 +18,16 @@ impl Site {
     async fn new(extra: &str) -> Site {
         let up = start().await;
         let dir = tempfile::tempdir().unwrap();
-        let sink = format!("[[sink]]\ntype = \"file\"\npath = \"{}\"\n[sink.delivery]\nlinger = \"10ms\"\n", dir.path().join("events.jsonl").display());
-        let tg = touchgate(&config_toml(up.addr(), dir.path(), &format!("{extra}\n{sink}"))).await;
+        let sink = format!(
+            "[[sink]]\ntype = \"file\"\npath = \"{}\"\n[sink.delivery]\nlinger = \"10ms\"\n",
+            dir.path().join("events.jsonl").display()
+        );
+        let tg = touchgate(&config_toml(
+            up.addr(),
+            dir.path(),
+            &format!("{extra}\n{sink}"),
+        ))
+        .await;
         Site { up, tg, dir }
     }
 
@@ -47,7 +55,10 @@ fn set_cookies(parts: &http::response::Parts) -> HashMap<String, (String, String
         .filter_map(|line| {
             let (pair, attrs) = line.split_once(';').unwrap_or((&line, ""));
             let (k, v) = pair.split_once('=')?;
-            Some((k.trim().to_string(), (v.trim().to_string(), attrs.to_string())))
+            Some((
+                k.trim().to_string(),
+                (v.trim().to_string(), attrs.to_string()),
+            ))
         })
         .collect()
 }
@@ -61,7 +72,9 @@ fn cookie_header(c: &HashMap<String, (String, String)>) -> String {
 }
 
 fn dict_get<'a>(header: &'a str, key: &str) -> Option<&'a str> {
-    header.split(", ").find_map(|kv| kv.strip_prefix(&format!("{key}=")))
+    header
+        .split(", ")
+        .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
 }
 
 #[tokio::test]
@@ -75,9 +88,16 @@ async fn paid_search_visitor_gets_cookies_headers_and_a_landing_event() {
     assert_eq!(parts.status, 200);
     let cookies = set_cookies(&parts);
     for name in ["tg_did", "tg_sid", "tg_ft", "tg_lt"] {
-        let (value, attrs) = cookies.get(name).unwrap_or_else(|| panic!("{name} not set"));
+        let (value, attrs) = cookies
+            .get(name)
+            .unwrap_or_else(|| panic!("{name} not set"));
         assert!(!value.is_empty());
-        assert!(attrs.contains("HttpOnly") && attrs.contains("SameSite=Lax") && attrs.contains("Path=/"), "{name}: {attrs}");
+        assert!(
+            attrs.contains("HttpOnly")
+                && attrs.contains("SameSite=Lax")
+                && attrs.contains("Path=/"),
+            "{name}: {attrs}"
+        );
         assert!(!attrs.contains("Secure"), "plain HTTP: no Secure");
         assert!(value.len() + name.len() < 1024);
     }
@@ -86,7 +106,12 @@ async fn paid_search_visitor_gets_cookies_headers_and_a_landing_event() {
 
     // The app saw the touch on the very first request.
     let h = site.up.last().headers;
-    let device = h.get("x-touch-device").unwrap().to_str().unwrap().to_string();
+    let device = h
+        .get("x-touch-device")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
     assert_eq!(device.len(), 32);
     assert!(h.get("x-touch-session").is_some());
     let first = h.get("x-touch-first").unwrap().to_str().unwrap();
@@ -113,21 +138,39 @@ async fn paid_search_visitor_gets_cookies_headers_and_a_landing_event() {
     let url = e["page"]["url"].as_str().unwrap();
     // The host is an IP literal here, which the PII guard redacts: real
     // sites are served under a name.
-    assert!(url.starts_with("http://") && url.contains("/pricing?"), "{url}");
-    assert!(url.contains("gclid=abc123") && url.contains("utm_source=Google") && !url.contains("ref=") && !url.contains('#'), "{url}");
+    assert!(
+        url.starts_with("http://") && url.contains("/pricing?"),
+        "{url}"
+    );
+    assert!(
+        url.contains("gclid=abc123")
+            && url.contains("utm_source=Google")
+            && !url.contains("ref=")
+            && !url.contains('#'),
+        "{url}"
+    );
     assert_eq!(e["page"]["path"], "/pricing");
     assert_eq!(e["client"]["ip_prefix"], "127.0.0.0/24");
     assert_eq!(e["client"]["user_agent"]["family"], "Chrome");
     assert_eq!(e["client"]["user_agent"]["bot"], false);
     let raw = serde_json::to_string(e).unwrap();
-    assert!(!raw.contains("127.0.0.1") && !raw.contains("Mozilla"), "{raw}");
-    assert!(site.tg.metrics.encode().contains(r#"touchgate_events_total{event_name="landing",channel="Paid Search",origin="proxy"} 1"#));
+    assert!(
+        !raw.contains("127.0.0.1") && !raw.contains("Mozilla"),
+        "{raw}"
+    );
+    assert!(site.tg.metrics.encode().contains(
+        r#"touchgate_events_total{event_name="landing",channel="Paid Search",origin="proxy"} 1"#
+    ));
 }
 
 #[tokio::test]
 async fn return_visits_keep_first_touch_and_direct_does_not_overwrite_last() {
     let site = Site::new("").await;
-    let (p1, _) = get(&site.url("/?utm_source=newsletter&utm_medium=email&utm_campaign=nov"), &[NAV]).await;
+    let (p1, _) = get(
+        &site.url("/?utm_source=newsletter&utm_medium=email&utm_campaign=nov"),
+        &[NAV],
+    )
+    .await;
     let mut jar = set_cookies(&p1);
     // Second visit from a Facebook ad, same device.
     let (p2, _) = get(
@@ -139,8 +182,20 @@ async fn return_visits_keep_first_touch_and_direct_does_not_overwrite_last() {
         jar.insert(k, v);
     }
     let h = site.up.last().headers;
-    assert!(h.get("x-touch-first").unwrap().to_str().unwrap().contains("channel=\"Email\""));
-    assert!(h.get("x-touch-last").unwrap().to_str().unwrap().contains("channel=\"Paid Social\""));
+    assert!(
+        h.get("x-touch-first")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .contains("channel=\"Email\"")
+    );
+    assert!(
+        h.get("x-touch-last")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .contains("channel=\"Paid Social\"")
+    );
     // A direct return visit in a new session (no tg_sid) keeps the last touch.
     jar.remove("tg_sid");
     let (p3, _) = get(&site.url("/"), &[NAV, ("cookie", &cookie_header(&jar))]).await;
@@ -149,8 +204,20 @@ async fn return_visits_keep_first_touch_and_direct_does_not_overwrite_last() {
         jar.insert(k, v);
     }
     let h = site.up.last().headers;
-    assert!(h.get("x-touch-first").unwrap().to_str().unwrap().contains("channel=\"Email\""));
-    assert!(h.get("x-touch-last").unwrap().to_str().unwrap().contains("channel=\"Paid Social\""));
+    assert!(
+        h.get("x-touch-first")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .contains("channel=\"Email\"")
+    );
+    assert!(
+        h.get("x-touch-last")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .contains("channel=\"Paid Social\"")
+    );
     let ev = site.wait_events(3).await;
     let devices: std::collections::HashSet<_> = ev.iter().map(|e| e["device_id"].clone()).collect();
     assert_eq!(devices.len(), 1, "one device across visits");
@@ -158,11 +225,19 @@ async fn return_visits_keep_first_touch_and_direct_does_not_overwrite_last() {
     assert_eq!(ev[2]["last_touch"]["channel"], "Paid Social");
     assert_eq!(ev[2]["first_touch"]["channel"], "Email");
     // Inside a session, a plain page load is not a landing.
-    let (p4, _) = get(&site.url("/about"), &[NAV, ("cookie", &cookie_header(&jar))]).await;
+    let (p4, _) = get(
+        &site.url("/about"),
+        &[NAV, ("cookie", &cookie_header(&jar))],
+    )
+    .await;
     for (k, v) in set_cookies(&p4) {
         jar.insert(k, v);
     }
-    get(&site.url("/about2"), &[NAV, ("cookie", &cookie_header(&jar))]).await;
+    get(
+        &site.url("/about2"),
+        &[NAV, ("cookie", &cookie_header(&jar))],
+    )
+    .await;
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert_eq!(site.events().len(), 3);
 }
@@ -177,16 +252,28 @@ async fn tampered_cookies_are_ignored_and_counted() {
     let i = forged.len() / 2;
     forged[i] = if forged[i] == b'A' { b'B' } else { b'A' };
     let forged = String::from_utf8(forged).unwrap();
-    let cookie = format!("tg_did={}; tg_sid={}; tg_ft={forged}; tg_lt=v1.garbage.x", jar["tg_did"].0, jar["tg_sid"].0);
+    let cookie = format!(
+        "tg_did={}; tg_sid={}; tg_ft={forged}; tg_lt=v1.garbage.x",
+        jar["tg_did"].0, jar["tg_sid"].0
+    );
     get(&site.url("/page"), &[NAV, ("cookie", &cookie)]).await;
     let h = site.up.last().headers;
     // Absent, so the first touch starts again from what is known now.
     let first = h.get("x-touch-first").unwrap().to_str().unwrap();
-    assert!(first.contains("channel=\"Direct\""), "forged first touch must be ignored: {first}");
+    assert!(
+        first.contains("channel=\"Direct\""),
+        "forged first touch must be ignored: {first}"
+    );
     assert!(h.get("x-touch-device").is_some());
     let m = site.tg.metrics.encode();
-    assert!(m.contains(r#"touchgate_cookie_rejected_total{cookie="tg_ft"} 1"#), "{m}");
-    assert!(m.contains(r#"touchgate_cookie_rejected_total{cookie="tg_lt"} 1"#), "{m}");
+    assert!(
+        m.contains(r#"touchgate_cookie_rejected_total{cookie="tg_ft"} 1"#),
+        "{m}"
+    );
+    assert!(
+        m.contains(r#"touchgate_cookie_rejected_total{cookie="tg_lt"} 1"#),
+        "{m}"
+    );
 }
 
 #[tokio::test]
@@ -196,14 +283,36 @@ async fn assets_and_xhr_emit_nothing_but_carry_touch_headers() {
     let jar = set_cookies(&p1);
     let cookie = cookie_header(&jar);
     for (path, headers) in [
-        ("/app.js?utm_source=x&utm_medium=cpc", vec![("sec-fetch-dest", "script"), ("cookie", cookie.as_str())]),
-        ("/logo.png", vec![("accept", "image/avif,image/webp"), ("cookie", cookie.as_str())]),
-        ("/api/cart", vec![("sec-fetch-dest", "empty"), ("sec-fetch-mode", "cors"), ("cookie", cookie.as_str())]),
+        (
+            "/app.js?utm_source=x&utm_medium=cpc",
+            vec![("sec-fetch-dest", "script"), ("cookie", cookie.as_str())],
+        ),
+        (
+            "/logo.png",
+            vec![
+                ("accept", "image/avif,image/webp"),
+                ("cookie", cookie.as_str()),
+            ],
+        ),
+        (
+            "/api/cart",
+            vec![
+                ("sec-fetch-dest", "empty"),
+                ("sec-fetch-mode", "cors"),
+                ("cookie", cookie.as_str()),
+            ],
+        ),
     ] {
         let (p, _) = get(&site.url(path), &headers).await;
-        assert!(p.headers.get("set-cookie").is_none(), "{path} must not set cookies");
+        assert!(
+            p.headers.get("set-cookie").is_none(),
+            "{path} must not set cookies"
+        );
         let h = site.up.last().headers;
-        assert!(h.get("x-touch-device").is_some(), "{path}: request with cookies carries the touch headers");
+        assert!(
+            h.get("x-touch-device").is_some(),
+            "{path}: request with cookies carries the touch headers"
+        );
         assert!(h.get("x-touch-id").is_none());
     }
     // Without cookies an asset is plain pass-through.
@@ -216,8 +325,16 @@ async fn assets_and_xhr_emit_nothing_but_carry_touch_headers() {
 #[tokio::test]
 async fn referrers_organic_social_and_internal() {
     let site = Site::new("").await;
-    get(&site.url("/a"), &[NAV, ("referer", "https://www.google.com/search?q=shoes")]).await;
-    get(&site.url("/b"), &[NAV, ("referer", "https://m.facebook.com/")]).await;
+    get(
+        &site.url("/a"),
+        &[NAV, ("referer", "https://www.google.com/search?q=shoes")],
+    )
+    .await;
+    get(
+        &site.url("/b"),
+        &[NAV, ("referer", "https://m.facebook.com/")],
+    )
+    .await;
     let ev = site.wait_events(2).await;
     assert_eq!(ev[0]["touch"]["channel"], "Organic Search");
     assert_eq!(ev[0]["page"]["referrer_host"], "google.com");
@@ -228,15 +345,31 @@ async fn referrers_organic_social_and_internal() {
     let jar = set_cookies(&p);
     let host = site.tg.proxy_addr.to_string();
     let internal = format!("http://{host}/c");
-    get(&site.url("/d"), &[NAV, ("referer", internal.as_str()), ("cookie", &cookie_header(&jar))]).await;
+    get(
+        &site.url("/d"),
+        &[
+            NAV,
+            ("referer", internal.as_str()),
+            ("cookie", &cookie_header(&jar)),
+        ],
+    )
+    .await;
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    assert_eq!(site.events().len(), 3, "the direct new-session landing on /c only");
+    assert_eq!(
+        site.events().len(),
+        3,
+        "the direct new-session landing on /c only"
+    );
 }
 
 #[tokio::test]
 async fn without_consent_no_identity_but_the_landing_is_counted() {
     let site = Site::new("").await;
-    let (p, _) = get(&site.url("/?utm_source=google&utm_medium=cpc"), &[NAV, ("sec-gpc", "1")]).await;
+    let (p, _) = get(
+        &site.url("/?utm_source=google&utm_medium=cpc"),
+        &[NAV, ("sec-gpc", "1")],
+    )
+    .await;
     assert!(p.headers.get("set-cookie").is_none());
     let h = site.up.last().headers;
     assert!(h.get("x-touch-device").is_none() && h.get("x-touch-session").is_none());
@@ -254,7 +387,17 @@ async fn without_consent_no_identity_but_the_landing_is_counted() {
     let site = Site::new("[consent]\nmode = \"cookie\"\ncookie = \"CookieConsent\"\nanalytics_grants = [\"statistics:true\"]\nads_grants = [\"marketing:true\"]\n").await;
     let (p, _) = get(&site.url("/?utm_source=google&utm_medium=cpc"), &[NAV]).await;
     assert!(p.headers.get("set-cookie").is_none());
-    let (p, _) = get(&site.url("/?utm_source=google&utm_medium=cpc"), &[NAV, ("cookie", "CookieConsent={necessary:true%2Cstatistics:true%2Cmarketing:false}")]).await;
+    let (p, _) = get(
+        &site.url("/?utm_source=google&utm_medium=cpc"),
+        &[
+            NAV,
+            (
+                "cookie",
+                "CookieConsent={necessary:true%2Cstatistics:true%2Cmarketing:false}",
+            ),
+        ],
+    )
+    .await;
     assert!(set_cookies(&p).contains_key("tg_did"));
     let ev = site.wait_events(2).await;
     assert_eq!(ev[1]["consent"]["analytics"], true);
@@ -271,12 +414,29 @@ async fn rotated_secret_still_verifies_and_is_resigned() {
     unsafe { std::env::set_var("TG_TEST_PREVIOUS", SECRET) };
     let up = start().await;
     let dir = tempfile::tempdir().unwrap();
-    let toml = config_toml(up.addr(), dir.path(), "[identity]\nsecret_env = \"TG_TEST_NEW\"\nprevious_secret_env = \"TG_TEST_PREVIOUS\"\n");
+    let toml = config_toml(
+        up.addr(),
+        dir.path(),
+        "[identity]\nsecret_env = \"TG_TEST_NEW\"\nprevious_secret_env = \"TG_TEST_PREVIOUS\"\n",
+    );
     unsafe { std::env::set_var("TG_TEST_NEW", "a-brand-new-secret-0123456789") };
     let new = touchgate(&toml).await;
-    let (p2, _) = get(&format!("http://{}/next", new.proxy_addr), &[NAV, ("cookie", &cookie_header(&jar))]).await;
+    let (p2, _) = get(
+        &format!("http://{}/next", new.proxy_addr),
+        &[NAV, ("cookie", &cookie_header(&jar))],
+    )
+    .await;
     let h = up.last().headers;
-    assert!(h.get("x-touch-first").unwrap().to_str().unwrap().contains("Paid Search"));
+    assert!(
+        h.get("x-touch-first")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .contains("Paid Search")
+    );
     let resigned = set_cookies(&p2);
-    assert!(resigned.contains_key("tg_ft") && resigned["tg_ft"].0 != jar["tg_ft"].0, "re-signed with the new secret");
+    assert!(
+        resigned.contains_key("tg_ft") && resigned["tg_ft"].0 != jar["tg_ft"].0,
+        "re-signed with the new secret"
+    );
 }

@@ -68,12 +68,25 @@ linger = "10ms"
         let url = format!(
             "{base}/p/{q}?utm_source=news{i}&utm_medium=email&utm_campaign=c%20{q}&utm_content={q}&utm_term={q}&utm_id={q}&gclid={q}&email={q}"
         );
-        let referer = format!("https://{}/from?who={q}", if i % 2 == 0 { "203.0.113.9" } else { "partner.example" });
-        let ctx = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .encode(format!(r#"{{"cid":"c{i}","exp":{{"{pii}":"{pii}"}},"ux":{{"ttfb":1}}}}"#));
+        let referer = format!(
+            "https://{}/from?who={q}",
+            if i % 2 == 0 {
+                "203.0.113.9"
+            } else {
+                "partner.example"
+            }
+        );
+        let ctx = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!(
+            r#"{{"cid":"c{i}","exp":{{"{pii}":"{pii}"}},"ux":{{"ttfb":1}}}}"#
+        ));
         get(
             &url,
-            &[("sec-fetch-dest", "document"), ("referer", &referer), ("user-agent", &format!("Mozilla/5.0 {pii}")), ("x-touch-context", &ctx)],
+            &[
+                ("sec-fetch-dest", "document"),
+                ("referer", &referer),
+                ("user-agent", &format!("Mozilla/5.0 {pii}")),
+                ("x-touch-context", &ctx),
+            ],
         )
         .await;
         expected_events += 1;
@@ -90,7 +103,10 @@ linger = "10ms"
         let (p, _) = send(
             "POST",
             &format!("{base}/contact?utm_content={q}"),
-            &[("content-type", "application/x-www-form-urlencoded"), ("x-touch-context", &ctx)],
+            &[
+                ("content-type", "application/x-www-form-urlencoded"),
+                ("x-touch-context", &ctx),
+            ],
             body,
         )
         .await;
@@ -119,13 +135,22 @@ linger = "10ms"
     expected_events += PII.len();
 
     let path = dir.path().join("events.jsonl");
-    eventually("all events on disk", || events(&path).len() >= expected_events).await;
+    eventually("all events on disk", || {
+        events(&path).len() >= expected_events
+    })
+    .await;
     let text = std::fs::read_to_string(&path).unwrap().to_lowercase();
     for pii in PII {
         for s in shapes(pii) {
-            assert!(!text.contains(&s.to_lowercase()), "{pii} (as {s}) leaked into events");
+            assert!(
+                !text.contains(&s.to_lowercase()),
+                "{pii} (as {s}) leaked into events"
+            );
         }
     }
     let m = tg.metrics.encode();
-    assert!(m.contains("touchgate_pii_redacted_total{field="), "redactions are counted");
+    assert!(
+        m.contains("touchgate_pii_redacted_total{field="),
+        "redactions are counted"
+    );
 }

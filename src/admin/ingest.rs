@@ -14,8 +14,8 @@ use serde_json::{Map, Value};
 use std::sync::Arc;
 use time::OffsetDateTime;
 
-use crate::capture::identifier;
 use crate::capture::conversion::natural_key;
+use crate::capture::identifier;
 use crate::config::{AdminConfig, IngestRule, valid_event_name};
 use crate::event::{Envelope, Event, Origin, rfc3339_millis};
 use crate::identity::{Keys, Purpose};
@@ -87,7 +87,11 @@ impl Ingest {
 
     pub async fn handle(&self, req: Request<Incoming>) -> Response<ProxyBody> {
         if !self.authorized(&req) {
-            let mut r = plain(StatusCode::UNAUTHORIZED, "missing or wrong bearer token\n", false);
+            let mut r = plain(
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong bearer token\n",
+                false,
+            );
             r.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             return r;
@@ -110,7 +114,11 @@ impl Ingest {
         if lines.len() > self.limits.max_ingest_lines {
             return json_error(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                &format!("{} events, over admin.max_ingest_lines = {}", lines.len(), self.limits.max_ingest_lines),
+                &format!(
+                    "{} events, over admin.max_ingest_lines = {}",
+                    lines.len(),
+                    self.limits.max_ingest_lines
+                ),
             );
         }
         let now = OffsetDateTime::now_utc();
@@ -146,7 +154,10 @@ impl Ingest {
         if !accepted.is_empty() {
             let (index, events): (Vec<usize>, Vec<Envelope>) = accepted.into_iter().unzip();
             let Some(verdicts) = self.queue.submit_checked(events).await else {
-                return json_error(StatusCode::SERVICE_UNAVAILABLE, "pipeline unavailable; retry the whole upload");
+                return json_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "pipeline unavailable; retry the whole upload",
+                );
             };
             for (i, seen) in index.into_iter().zip(verdicts) {
                 if seen == Seen::Duplicate {
@@ -161,8 +172,10 @@ impl Ingest {
             .join("\n")
             + "\n";
         let mut r = Response::new(body::full(body));
-        r.headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/x-ndjson"),
+        );
         r
     }
 
@@ -188,7 +201,10 @@ impl Ingest {
             .and_then(Value::as_str)
             .ok_or("event_name (string) is required")?;
         if !valid_event_name(name) {
-            return Err("event_name must be 1-40 characters of a-z, 0-9 and _, starting with a letter".into());
+            return Err(
+                "event_name must be 1-40 characters of a-z, 0-9 and _, starting with a letter"
+                    .into(),
+            );
         }
         let occurred = obj
             .get("occurred_at")
@@ -204,7 +220,10 @@ impl Ingest {
                 Some(Value::String(s)) => identifier::normalize(s, self.phone_country)
                     .map(|n| Some(self.keys.hex(Purpose::Identifier, &[n.value.as_bytes()])))
                     .ok_or_else(|| format!("{key} is empty or invalid")),
-                Some(Value::Number(n)) => Ok(Some(self.keys.hex(Purpose::Identifier, &[n.to_string().as_bytes()]))),
+                Some(Value::Number(n)) => Ok(Some(
+                    self.keys
+                        .hex(Purpose::Identifier, &[n.to_string().as_bytes()]),
+                )),
                 Some(_) => Err(format!("{key} must be a string or a number")),
             }
         };
@@ -228,10 +247,14 @@ impl Ingest {
                 }
                 for (k, v) in p {
                     if crate::privacy::is_never_captured(k) {
-                        return Err(format!("property {k:?} looks like a secret or card field; not accepted"));
+                        return Err(format!(
+                            "property {k:?} looks like a secret or card field; not accepted"
+                        ));
                     }
                     if v.is_object() || v.is_array() {
-                        return Err(format!("property {k:?} must be a string, number, boolean or null"));
+                        return Err(format!(
+                            "property {k:?} must be a string, number, boolean or null"
+                        ));
                     }
                 }
                 p.clone()
@@ -264,13 +287,21 @@ impl Ingest {
                 rule.map(|r| r.natural_key.join(" + ")).unwrap_or_default()
             ));
         }
-        let mut e = Event::new(String::new(), name.to_string(), Origin::Ingest, occurred, now);
+        let mut e = Event::new(
+            String::new(),
+            name.to_string(),
+            Origin::Ingest,
+            occurred,
+            now,
+        );
         e.user_id = user_id;
         e.lead_id = lead_id;
         e.device_id = device_id;
         e.properties = properties;
         e.event_id = match &nk {
-            Some(k) => self.keys.hex(Purpose::EventId, &[name.as_bytes(), k.as_bytes()]),
+            Some(k) => self
+                .keys
+                .hex(Purpose::EventId, &[name.as_bytes(), k.as_bytes()]),
             None => {
                 // No table: the whole normalized line is the identity, so a
                 // retried upload never duplicates. `received_at` is left out.
@@ -282,7 +313,10 @@ impl Ingest {
                     "device_id": e.device_id,
                     "properties": e.properties,
                 });
-                self.keys.hex(Purpose::EventId, &[b"ingest", canonical.to_string().as_bytes()])
+                self.keys.hex(
+                    Purpose::EventId,
+                    &[b"ingest", canonical.to_string().as_bytes()],
+                )
             }
         };
         e.natural_key = nk;
@@ -295,7 +329,8 @@ fn split_lines(bytes: &[u8]) -> Result<Vec<String>, String> {
     let text = std::str::from_utf8(bytes).map_err(|_| "body is not UTF-8".to_string())?;
     let trimmed = text.trim_start();
     if trimmed.starts_with('[') {
-        let items: Vec<Value> = serde_json::from_str(trimmed).map_err(|e| format!("not a JSON array: {e}"))?;
+        let items: Vec<Value> =
+            serde_json::from_str(trimmed).map_err(|e| format!("not a JSON array: {e}"))?;
         return Ok(items.into_iter().map(|v| v.to_string()).collect());
     }
     Ok(text
@@ -307,9 +342,13 @@ fn split_lines(bytes: &[u8]) -> Result<Vec<String>, String> {
 }
 
 fn json_error(status: StatusCode, message: &str) -> Response<ProxyBody> {
-    let mut r = Response::new(body::full(serde_json::json!({ "error": message }).to_string() + "\n"));
+    let mut r = Response::new(body::full(
+        serde_json::json!({ "error": message }).to_string() + "\n",
+    ));
     *r.status_mut() = status;
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     r
 }

@@ -89,10 +89,18 @@ async fn route(admin: &Admin, req: Request<Incoming>) -> Response<ProxyBody> {
                 return plain(StatusCode::SERVICE_UNAVAILABLE, "draining\n", false);
             }
             if !admin.health.sinks_started() {
-                return plain(StatusCode::SERVICE_UNAVAILABLE, "sinks not started\n", false);
+                return plain(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "sinks not started\n",
+                    false,
+                );
             }
             if !admin.upstream.reachable(Duration::from_millis(500)).await {
-                return plain(StatusCode::SERVICE_UNAVAILABLE, "upstream unreachable\n", false);
+                return plain(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "upstream unreachable\n",
+                    false,
+                );
             }
             plain(StatusCode::OK, "ready\n", false)
         }
@@ -100,7 +108,9 @@ async fn route(admin: &Admin, req: Request<Incoming>) -> Response<ProxyBody> {
             let mut r = Response::new(body::full(admin.metrics.encode()));
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
-                http::HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+                http::HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
             );
             r
         }

@@ -87,16 +87,29 @@ impl Capture {
             .get_all(header::ACCEPT_ENCODING)
             .iter()
             .filter_map(|v| v.to_str().ok())
-            .any(|v| v.split(',').any(|e| e.trim().split(';').next() == Some("gzip")));
-        let bytes = if gzip_ok { self.script.gzip.clone() } else { self.script.plain.clone() };
+            .any(|v| {
+                v.split(',')
+                    .any(|e| e.trim().split(';').next() == Some("gzip"))
+            });
+        let bytes = if gzip_ok {
+            self.script.gzip.clone()
+        } else {
+            self.script.plain.clone()
+        };
         let mut r = Response::new(if parts.method == http::Method::HEAD {
             body::empty()
         } else {
             body::full(bytes.clone())
         });
         let h = r.headers_mut();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/javascript; charset=utf-8"));
-        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=3600"));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/javascript; charset=utf-8"),
+        );
+        h.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("public, max-age=3600"),
+        );
         h.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
         h.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
         if gzip_ok {
@@ -117,7 +130,11 @@ impl Capture {
     ) -> Response<ProxyBody> {
         let limited = http_body_util::Limited::new(incoming, MAX_BEACON);
         let Ok(collected) = limited.collect().await else {
-            return plain(StatusCode::BAD_REQUEST, "beacon body unreadable or over 1 KiB\n", false);
+            return plain(
+                StatusCode::BAD_REQUEST,
+                "beacon body unreadable or over 1 KiB\n",
+                false,
+            );
         };
         let bytes = collected.to_bytes();
         #[derive(serde::Deserialize)]
@@ -126,11 +143,17 @@ impl Capture {
             cid: String,
         }
         let Ok(b) = serde_json::from_slice::<Beacon>(&bytes) else {
-            return plain(StatusCode::BAD_REQUEST, "beacon must be {\"event_name\", \"cid\"}\n", false);
+            return plain(
+                StatusCode::BAD_REQUEST,
+                "beacon must be {\"event_name\", \"cid\"}\n",
+                false,
+            );
         };
         // Only names this deployment knows: a client must not be able to
         // grow metric label sets at will.
-        if !self.cfg.form.iter().any(|f| f.event == b.event_name) && !self.cfg.ingest.iter().any(|i| i.event == b.event_name) {
+        if !self.cfg.form.iter().any(|f| f.event == b.event_name)
+            && !self.cfg.ingest.iter().any(|i| i.event == b.event_name)
+        {
             return plain(StatusCode::BAD_REQUEST, "unknown event_name\n", false);
         }
         if !super::context::is_id(&b.cid) {
@@ -144,7 +167,10 @@ impl Capture {
             .inc();
         let visit = self.visit(parts, super::Class::Pass, tls, peer);
         let now = time::OffsetDateTime::now_utc();
-        let id = self.keys.hex(Purpose::EventId, &[b"beacon", b.event_name.as_bytes(), b.cid.as_bytes()]);
+        let id = self.keys.hex(
+            Purpose::EventId,
+            &[b"beacon", b.event_name.as_bytes(), b.cid.as_bytes()],
+        );
         let mut e = Event::new(id, b.event_name, Origin::Beacon, now, now);
         if let Some(v) = &visit {
             e.device_id = v.device_hash.clone();

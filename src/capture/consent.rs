@@ -35,7 +35,10 @@ pub fn evaluate(cfg: &ConsentConfig, headers: &HeaderMap) -> Consent {
                 };
             };
             let decoded = percent_decode(value);
-            let grants = |list: &[String]| list.iter().any(|g| !g.is_empty() && decoded.contains(g.as_str()));
+            let grants = |list: &[String]| {
+                list.iter()
+                    .any(|g| !g.is_empty() && decoded.contains(g.as_str()))
+            };
             let analytics = grants(&cfg.analytics_grants);
             Consent {
                 analytics,
@@ -83,11 +86,35 @@ mod tests {
     #[test]
     fn modes() {
         let mut h = HeaderMap::new();
-        assert_eq!(evaluate(&cfg(ConsentMode::Gpc), &h), Consent { analytics: true, ads: true });
-        assert_eq!(evaluate(&cfg(ConsentMode::Cookie), &h), Consent { analytics: false, ads: false });
+        assert_eq!(
+            evaluate(&cfg(ConsentMode::Gpc), &h),
+            Consent {
+                analytics: true,
+                ads: true
+            }
+        );
+        assert_eq!(
+            evaluate(&cfg(ConsentMode::Cookie), &h),
+            Consent {
+                analytics: false,
+                ads: false
+            }
+        );
         h.insert("sec-gpc", HeaderValue::from_static("1"));
-        assert_eq!(evaluate(&cfg(ConsentMode::Gpc), &h), Consent { analytics: false, ads: false });
-        assert_eq!(evaluate(&cfg(ConsentMode::Off), &h), Consent { analytics: true, ads: true });
+        assert_eq!(
+            evaluate(&cfg(ConsentMode::Gpc), &h),
+            Consent {
+                analytics: false,
+                ads: false
+            }
+        );
+        assert_eq!(
+            evaluate(&cfg(ConsentMode::Off), &h),
+            Consent {
+                analytics: true,
+                ads: true
+            }
+        );
     }
 
     #[test]
@@ -97,6 +124,12 @@ mod tests {
             "cookie",
             HeaderValue::from_static("a=1; CookieConsent={stamp:%27x%27%2Cnecessary:true%2Cstatistics:true%2Cmarketing:false}"),
         );
-        assert_eq!(evaluate(&cfg(ConsentMode::Cookie), &h), Consent { analytics: true, ads: false });
+        assert_eq!(
+            evaluate(&cfg(ConsentMode::Cookie), &h),
+            Consent {
+                analytics: true,
+                ads: false
+            }
+        );
     }
 }

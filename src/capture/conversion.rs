@@ -43,7 +43,10 @@ impl Capture {
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
-        let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+        let content_type = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok());
         let (forward, fields) = if declared.is_some_and(|n| n > limit as u64) {
             (body::incoming(incoming), None)
         } else {
@@ -65,7 +68,15 @@ impl Capture {
                 .inc();
         }
         let fields = fields.flatten();
-        let envelope = self.conversion_event(rule, v, parts, fields.as_ref(), context_header, ip, oversize);
+        let envelope = self.conversion_event(
+            rule,
+            v,
+            parts,
+            fields.as_ref(),
+            context_header,
+            ip,
+            oversize,
+        );
         Ok((forward, Pending { envelope }))
     }
 
@@ -81,10 +92,25 @@ impl Capture {
         ip: IpAddr,
     ) -> Pending {
         let oversize = data.len() > self.cfg.proxy.max_capture_body;
-        let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
-        let fields = if oversize { None } else { parse_fields(content_type, data) };
+        let content_type = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok());
+        let fields = if oversize {
+            None
+        } else {
+            parse_fields(content_type, data)
+        };
         Pending {
-            envelope: self.conversion_event(rule, v, parts, fields.as_ref(), context_header, ip, oversize),
+            envelope: self.conversion_event(
+                rule,
+                v,
+                parts,
+                fields.as_ref(),
+                context_header,
+                ip,
+                oversize,
+            ),
         }
     }
 
@@ -94,7 +120,11 @@ impl Capture {
         let mut envelope = pending.envelope;
         let name = envelope.event.event_name.clone();
         if !(status.is_success() || status.is_redirection()) {
-            let class = if status.is_client_error() { "4xx" } else { "5xx" };
+            let class = if status.is_client_error() {
+                "4xx"
+            } else {
+                "5xx"
+            };
             self.metrics
                 .conversions_unconfirmed_total
                 .get_or_create(&StatusLabels {
@@ -105,7 +135,11 @@ impl Capture {
             return;
         }
         envelope.event.status = Some(status.as_u16());
-        let valid = envelope.event.last_touch.as_ref().is_some_and(|t| t.touch.valid);
+        let valid = envelope
+            .event
+            .last_touch
+            .as_ref()
+            .is_some_and(|t| t.touch.valid);
         self.metrics
             .conversions_total
             .get_or_create(&ConversionLabels {
@@ -149,10 +183,15 @@ impl Capture {
             }
         });
         let event_id = match &natural_key {
-            Some(k) => self.keys.hex(Purpose::EventId, &[rule.event.as_bytes(), k.as_bytes()]),
+            Some(k) => self
+                .keys
+                .hex(Purpose::EventId, &[rule.event.as_bytes(), k.as_bytes()]),
             None => v.touchpoint_id.clone().unwrap_or_else(|| {
                 // No touchpoint (cannot happen for a form) — still unique.
-                self.keys.hex(Purpose::EventId, &[crate::identity::cookie::new_id().as_bytes()])
+                self.keys.hex(
+                    Purpose::EventId,
+                    &[crate::identity::cookie::new_id().as_bytes()],
+                )
             }),
         };
 
@@ -168,7 +207,9 @@ impl Capture {
                 if crate::privacy::is_never_captured(&f.name) {
                     continue;
                 }
-                let Some(raw) = fields.get(&f.name) else { continue };
+                let Some(raw) = fields.get(&f.name) else {
+                    continue;
+                };
                 let value = match f.mode {
                     FieldMode::Raw => raw.trim().to_string(),
                     FieldMode::Hashed => match identifier::normalize(raw, self.phone_country) {
@@ -194,7 +235,8 @@ impl Capture {
 
         let mut envelope = Envelope::new(e);
         if self.ad_sinks && v.consent.ads {
-            envelope.ad_match = Some(self.ad_match(v, parts, lead.as_ref(), user.as_ref(), &envelope));
+            envelope.ad_match =
+                Some(self.ad_match(v, parts, lead.as_ref(), user.as_ref(), &envelope));
         }
         envelope
     }
@@ -211,7 +253,9 @@ impl Capture {
     ) -> AdMatch {
         let of_kind = |k: Kind| [lead, user].into_iter().flatten().find(|n| n.kind == k);
         let fbc = super::consent::cookie_value(&parts.headers, "_fbc")
-            .filter(|c| c.len() <= 256 && c.starts_with("fb.") && c.bytes().all(|b| b.is_ascii_graphic()))
+            .filter(|c| {
+                c.len() <= 256 && c.starts_with("fb.") && c.bytes().all(|b| b.is_ascii_graphic())
+            })
             .map(str::to_owned)
             .or_else(|| {
                 let last = v.last.as_ref()?;

@@ -111,7 +111,10 @@ impl Capture {
     }
 
     fn form_index(&self, method: &Method, path: &str) -> Option<usize> {
-        self.cfg.form.iter().position(|f| form_matches(f, method, path))
+        self.cfg
+            .form
+            .iter()
+            .position(|f| form_matches(f, method, path))
     }
 
     pub fn form(&self, index: usize) -> Option<&FormRule> {
@@ -139,7 +142,12 @@ impl Capture {
         if tls {
             return "https";
         }
-        let trusted = self.cfg.proxy.trusted_proxies.iter().any(|n| n.contains(&peer));
+        let trusted = self
+            .cfg
+            .proxy
+            .trusted_proxies
+            .iter()
+            .any(|n| n.contains(&peer));
         if trusted
             && headers
                 .get("x-forwarded-proto")
@@ -180,16 +188,18 @@ pub fn is_navigation(headers: &HeaderMap) -> bool {
 }
 
 fn contains_ignore_case(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w.eq_ignore_ascii_case(needle))
+    hay.windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle))
 }
 
 /// Host of the request as the client addressed it (h1 `Host`, h2 `:authority`).
 pub fn request_host(parts: &Parts) -> Option<&str> {
-    parts
-        .uri
-        .authority()
-        .map(|a| a.as_str())
-        .or_else(|| parts.headers.get(header::HOST).and_then(|h| h.to_str().ok()))
+    parts.uri.authority().map(|a| a.as_str()).or_else(|| {
+        parts
+            .headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+    })
 }
 
 impl Capture {

@@ -87,12 +87,21 @@ impl Capture {
                 v.session = Some(cookie::new_id());
                 v.new_session = true;
             }
-            v.device_hash = v.device.as_deref().map(|d| self.keys.hex(Purpose::Device, &[d.as_bytes()]));
-            v.session_hash = v.session.as_deref().map(|s| self.keys.hex(Purpose::Session, &[s.as_bytes()]));
+            v.device_hash = v
+                .device
+                .as_deref()
+                .map(|d| self.keys.hex(Purpose::Device, &[d.as_bytes()]));
+            v.session_hash = v
+                .session
+                .as_deref()
+                .map(|s| self.keys.hex(Purpose::Session, &[s.as_bytes()]));
         }
 
         let host = super::request_host(parts).unwrap_or("");
-        let referrer = parts.headers.get(header::REFERER).and_then(|r| r.to_str().ok());
+        let referrer = parts
+            .headers
+            .get(header::REFERER)
+            .and_then(|r| r.to_str().ok());
         let query = parts.uri.query();
         let observed = if matches!(class, Class::Navigation)
             && referrer.is_none()
@@ -110,7 +119,9 @@ impl Capture {
                 self.scrub_touch(&mut touch);
                 (Some(touch), fbclid)
             }
-            Observation::Direct if v.new_session || v.first.is_none() => (Some(Touch::direct()), None),
+            Observation::Direct if v.new_session || v.first.is_none() => {
+                (Some(Touch::direct()), None)
+            }
             _ => (None, None),
         };
         v.landing = matches!(class, Class::Navigation)
@@ -139,7 +150,10 @@ impl Capture {
                     nonce.as_str()
                 }
             };
-            v.touchpoint_id = Some(self.keys.hex(Purpose::Touchpoint, &[who.as_bytes(), url.as_bytes(), floor10.as_bytes()]));
+            v.touchpoint_id = Some(self.keys.hex(
+                Purpose::Touchpoint,
+                &[who.as_bytes(), url.as_bytes(), floor10.as_bytes()],
+            ));
             v.page = Some(Page {
                 url,
                 path: parts.uri.path().to_string(),
@@ -150,7 +164,10 @@ impl Capture {
     }
 
     fn read_cookies(&self, headers: &HeaderMap, v: &mut Visit) {
-        let lines = headers.get_all(header::COOKIE).iter().filter_map(|h| h.to_str().ok());
+        let lines = headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|h| h.to_str().ok());
         for pair in lines.flat_map(|l| l.split(';')) {
             let Some((name, value)) = pair.split_once('=') else {
                 continue;
@@ -159,15 +176,24 @@ impl Capture {
             match name {
                 cookie::DEVICE | cookie::SESSION => {
                     if cookie::is_valid_id(value) {
-                        let slot = if name == cookie::DEVICE { &mut v.device } else { &mut v.session };
+                        let slot = if name == cookie::DEVICE {
+                            &mut v.device
+                        } else {
+                            &mut v.session
+                        };
                         *slot = Some(value.to_string());
                     } else {
                         self.reject(name);
                     }
                 }
                 cookie::FIRST_TOUCH | cookie::LAST_TOUCH => {
-                    let decoded =
-                        cookie::decode_touch(&self.keys, self.previous_keys.as_ref(), name, value, touch::channel);
+                    let decoded = cookie::decode_touch(
+                        &self.keys,
+                        self.previous_keys.as_ref(),
+                        name,
+                        value,
+                        touch::channel,
+                    );
                     let (stored, dirty) = match decoded {
                         Verified::Current(t) => (Some(t), false),
                         // Re-signed with the current secret on this response.
@@ -188,8 +214,14 @@ impl Capture {
                 _ => {}
             }
         }
-        v.device_hash = v.device.as_deref().map(|d| self.keys.hex(Purpose::Device, &[d.as_bytes()]));
-        v.session_hash = v.session.as_deref().map(|s| self.keys.hex(Purpose::Session, &[s.as_bytes()]));
+        v.device_hash = v
+            .device
+            .as_deref()
+            .map(|d| self.keys.hex(Purpose::Device, &[d.as_bytes()]));
+        v.session_hash = v
+            .session
+            .as_deref()
+            .map(|s| self.keys.hex(Purpose::Session, &[s.as_bytes()]));
     }
 
     fn scrub_touch(&self, t: &mut Touch) {
@@ -207,7 +239,9 @@ impl Capture {
                 *v = clean;
                 self.metrics
                     .pii_redacted_total
-                    .get_or_create(&crate::metrics::FieldLabel { field: name.to_string() })
+                    .get_or_create(&crate::metrics::FieldLabel {
+                        field: name.to_string(),
+                    })
                     .inc();
             }
         }
@@ -234,7 +268,11 @@ impl Capture {
             }
             return;
         }
-        for (name, value) in [(&X_TOUCH_DEVICE, &v.device_hash), (&X_TOUCH_SESSION, &v.session_hash), (&X_TOUCH_ID, &v.touchpoint_id)] {
+        for (name, value) in [
+            (&X_TOUCH_DEVICE, &v.device_hash),
+            (&X_TOUCH_SESSION, &v.session_hash),
+            (&X_TOUCH_ID, &v.touchpoint_id),
+        ] {
             if let Some(value) = value
                 && let Ok(h) = HeaderValue::from_str(value)
             {
@@ -279,16 +317,37 @@ impl Capture {
             set(cookie::SESSION, s.clone(), session_age);
         }
         if let Some(t) = v.first.as_ref().filter(|_| v.first_dirty || v.landing) {
-            set(cookie::FIRST_TOUCH, cookie::encode_touch(&self.keys, cookie::FIRST_TOUCH, t), YEAR_400_DAYS);
+            set(
+                cookie::FIRST_TOUCH,
+                cookie::encode_touch(&self.keys, cookie::FIRST_TOUCH, t),
+                YEAR_400_DAYS,
+            );
         }
         if let Some(t) = v.last.as_ref().filter(|_| v.last_dirty || v.landing) {
-            set(cookie::LAST_TOUCH, cookie::encode_touch(&self.keys, cookie::LAST_TOUCH, t), YEAR_400_DAYS);
+            set(
+                cookie::LAST_TOUCH,
+                cookie::encode_touch(&self.keys, cookie::LAST_TOUCH, t),
+                YEAR_400_DAYS,
+            );
         }
     }
 
     /// The fields every event captured on the request path shares.
-    pub fn base_event(&self, v: &Visit, event_id: String, event_name: &str, ip: IpAddr, parts: &Parts) -> Event {
-        let mut e = Event::new(event_id, event_name.to_string(), Origin::Proxy, v.now, v.now);
+    pub fn base_event(
+        &self,
+        v: &Visit,
+        event_id: String,
+        event_name: &str,
+        ip: IpAddr,
+        parts: &Parts,
+    ) -> Event {
+        let mut e = Event::new(
+            event_id,
+            event_name.to_string(),
+            Origin::Proxy,
+            v.now,
+            v.now,
+        );
         e.device_id = v.device_hash.clone();
         e.session_id = v.session_hash.clone();
         e.touchpoint_id = v.touchpoint_id.clone();

@@ -93,25 +93,77 @@ pub fn inventory(cfg: &Config) -> Inventory {
     let lead_fields: Vec<String> = cfg
         .form
         .iter()
-        .flat_map(|f| f.lead_id.iter().chain(f.user_id.iter()).map(move |n| format!("{}.{}", f.event, n)))
+        .flat_map(|f| {
+            f.lead_id
+                .iter()
+                .chain(f.user_id.iter())
+                .map(move |n| format!("{}.{}", f.event, n))
+        })
         .collect();
     let event_fields = vec![
-        ("event_id, touchpoint_id", Form::KeyedHash, "deterministic ids".to_string()),
-        ("device_id, session_id", Form::KeyedHash, "null without analytics consent".into()),
+        (
+            "event_id, touchpoint_id",
+            Form::KeyedHash,
+            "deterministic ids".to_string(),
+        ),
+        (
+            "device_id, session_id",
+            Form::KeyedHash,
+            "null without analytics consent".into(),
+        ),
         (
             "user_id, lead_id",
             Form::KeyedHash,
-            format!("of the normalized identifier (e-mail trimmed+lowercased, phone E.164) from {}", if lead_fields.is_empty() { "ingest".into() } else { lead_fields.join(", ") + " and ingest" }),
+            format!(
+                "of the normalized identifier (e-mail trimmed+lowercased, phone E.164) from {}",
+                if lead_fields.is_empty() {
+                    "ingest".into()
+                } else {
+                    lead_fields.join(", ") + " and ingest"
+                }
+            ),
         ),
-        ("natural_key", Form::KeyedHash, "joined keyed hashes and the UTC day".into()),
-        ("page.url", Form::Raw, "canonical: scheme, host, path, campaign parameters only; PII guard".into()),
-        ("page.path, page.referrer_host", Form::Raw, "referrer reduced to its host; PII guard".into()),
-        ("touch, first_touch, last_touch", Form::Raw, "normalized campaign values; PII guard".into()),
+        (
+            "natural_key",
+            Form::KeyedHash,
+            "joined keyed hashes and the UTC day".into(),
+        ),
+        (
+            "page.url",
+            Form::Raw,
+            "canonical: scheme, host, path, campaign parameters only; PII guard".into(),
+        ),
+        (
+            "page.path, page.referrer_host",
+            Form::Raw,
+            "referrer reduced to its host; PII guard".into(),
+        ),
+        (
+            "touch, first_touch, last_touch",
+            Form::Raw,
+            "normalized campaign values; PII guard".into(),
+        ),
         ("client.ip_prefix", ip.0, ip.1.into()),
-        ("client.user_agent", Form::Reduced, "browser family and a bot flag; the raw user agent never".into()),
-        ("client.context", Form::Raw, "validated keys only: cid, exp, ux; PII guard".into()),
-        ("status, capture, consent, origin, timestamps", Form::Raw, String::new()),
-        ("raw e-mail, phone, name, address, password, card, token fields", Form::Never, "not on any allowlist".into()),
+        (
+            "client.user_agent",
+            Form::Reduced,
+            "browser family and a bot flag; the raw user agent never".into(),
+        ),
+        (
+            "client.context",
+            Form::Raw,
+            "validated keys only: cid, exp, ux; PII guard".into(),
+        ),
+        (
+            "status, capture, consent, origin, timestamps",
+            Form::Raw,
+            String::new(),
+        ),
+        (
+            "raw e-mail, phone, name, address, password, card, token fields",
+            Form::Never,
+            "not on any allowlist".into(),
+        ),
     ];
     let mut props = Vec::new();
     for f in &cfg.form {
@@ -124,10 +176,18 @@ pub fn inventory(cfg: &Config) -> Inventory {
                     FieldMode::Hashed => (Form::KeyedHash, "allowlisted hashed"),
                 }
             };
-            props.push((format!("properties.{} ({})", field.name, f.event), form, note.to_string()));
+            props.push((
+                format!("properties.{} ({})", field.name, f.event),
+                form,
+                note.to_string(),
+            ));
         }
     }
-    props.push(("properties (ingest)".into(), Form::Raw, "as sent by the back office; PII guard; secret-like names refused".into()));
+    props.push((
+        "properties (ingest)".into(),
+        Form::Raw,
+        "as sent by the back office; PII guard; secret-like names refused".into(),
+    ));
     for (i, s) in cfg.sink.iter().enumerate() {
         let name = crate::sink::unique_name(&cfg.sink, i);
         let dest = format!("sink {name} ({})", s.kind());
@@ -144,8 +204,18 @@ pub fn inventory(cfg: &Config) -> Inventory {
             }
             SinkConfig::Ga4Mp(_) => {
                 flows.extend([
-                    flow(&dest, "client_id, session_id", Form::KeyedHash, "derived from device_id / session_id hashes; ads consent only"),
-                    flow(&dest, "events[].name, params (source, medium, campaign, page_location)", Form::Raw, "mapped event names only"),
+                    flow(
+                        &dest,
+                        "client_id, session_id",
+                        Form::KeyedHash,
+                        "derived from device_id / session_id hashes; ads consent only",
+                    ),
+                    flow(
+                        &dest,
+                        "events[].name, params (source, medium, campaign, page_location)",
+                        Form::Raw,
+                        "mapped event names only",
+                    ),
                 ]);
             }
             _ => {
@@ -188,11 +258,14 @@ pub fn inventory(cfg: &Config) -> Inventory {
             retention.push(Retention {
                 place: format!("file sink {name} ({})", f.path.display()),
                 bound: match (f.keep_files, f.retention) {
-                    (None, None) => "unbounded: set keep_files or retention, or ship the files elsewhere".into(),
+                    (None, None) => {
+                        "unbounded: set keep_files or retention, or ship the files elsewhere".into()
+                    }
                     (k, r) => format!(
                         "{}{}",
                         k.map(|k| format!("{k} rotated files ")).unwrap_or_default(),
-                        r.map(|r| format!("{} ", humantime::format_duration(r))).unwrap_or_default()
+                        r.map(|r| format!("{} ", humantime::format_duration(r)))
+                            .unwrap_or_default()
                     ),
                 },
             });
@@ -208,11 +281,28 @@ pub fn inventory(cfg: &Config) -> Inventory {
 
 pub fn render_text(inv: &Inventory) -> String {
     let mut out = String::from("DATA INVENTORY — every field that can leave touchgate\n\n");
-    let w_dest = inv.flows.iter().map(|f| f.destination.len()).max().unwrap_or(0);
-    let w_field = inv.flows.iter().map(|f| f.field.len()).max().unwrap_or(0).min(60);
+    let w_dest = inv
+        .flows
+        .iter()
+        .map(|f| f.destination.len())
+        .max()
+        .unwrap_or(0);
+    let w_field = inv
+        .flows
+        .iter()
+        .map(|f| f.field.len())
+        .max()
+        .unwrap_or(0)
+        .min(60);
     for f in &inv.flows {
-        let form = serde_json::to_value(f.form).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
-        out.push_str(&format!("{:<w_dest$}  {:<w_field$}  {:<10}  {}\n", f.destination, f.field, form, f.note));
+        let form = serde_json::to_value(f.form)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "{:<w_dest$}  {:<w_field$}  {:<10}  {}\n",
+            f.destination, f.field, form, f.note
+        ));
     }
     out.push_str("\nRETENTION\n\n");
     for r in &inv.retention {
@@ -247,12 +337,21 @@ pub struct UpstreamRequest {
 /// Run one raw HTTP/1.1 request through the pipeline with no network:
 /// classification, identity, touch, header rewriting, form capture, the
 /// PII guard — as if the app answered `status`.
-pub fn dry_run(cfg: Config, raw: &[u8], status: u16, env: &dyn Fn(&str) -> Option<String>) -> Result<DryRun, AuditError> {
+pub fn dry_run(
+    cfg: Config,
+    raw: &[u8],
+    status: u16,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<DryRun, AuditError> {
     let mut headers = [httparse::EMPTY_HEADER; 128];
     let mut req = httparse::Request::new(&mut headers);
     let head_len = match req.parse(raw) {
         Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => return Err(AuditError::Malformed("incomplete head (no blank line)".into())),
+        Ok(httparse::Status::Partial) => {
+            return Err(AuditError::Malformed(
+                "incomplete head (no blank line)".into(),
+            ));
+        }
         Err(e) => return Err(AuditError::Malformed(e.to_string())),
     };
     let mut builder = http::Request::builder()
@@ -262,34 +361,69 @@ pub fn dry_run(cfg: Config, raw: &[u8], status: u16, env: &dyn Fn(&str) -> Optio
         builder = builder.header(h.name, h.value);
     }
     let body = Bytes::copy_from_slice(&raw[head_len..]);
-    let (mut parts, ()) = builder.body(()).map_err(|e| AuditError::Malformed(e.to_string()))?.into_parts();
-    if parts.headers.contains_key(http::header::CONTENT_LENGTH) && parts.headers.contains_key(http::header::TRANSFER_ENCODING) {
-        return Err(AuditError::Malformed("both Content-Length and Transfer-Encoding (touchgate answers 400)".into()));
+    let (mut parts, ()) = builder
+        .body(())
+        .map_err(|e| AuditError::Malformed(e.to_string()))?
+        .into_parts();
+    if parts.headers.contains_key(http::header::CONTENT_LENGTH)
+        && parts.headers.contains_key(http::header::TRANSFER_ENCODING)
+    {
+        return Err(AuditError::Malformed(
+            "both Content-Length and Transfer-Encoding (touchgate answers 400)".into(),
+        ));
     }
 
     let cfg = Arc::new(cfg);
-    let secret = env(&cfg.identity.secret_env).unwrap_or_else(|| "audit-dry-run-secret-not-for-production".into());
+    let secret = env(&cfg.identity.secret_env)
+        .unwrap_or_else(|| "audit-dry-run-secret-not-for-production".into());
     let metrics = Arc::new(Metrics::new());
     let (queue, mut rx) = EventQueue::new(64, metrics.clone());
-    let capture = Capture::new(cfg.clone(), Keys::derive(secret.as_bytes()), None, metrics, queue);
+    let capture = Capture::new(
+        cfg.clone(),
+        Keys::derive(secret.as_bytes()),
+        None,
+        metrics,
+        queue,
+    );
     let upstream = Upstream::new(&cfg.proxy).map_err(|e| AuditError::Setup(e.to_string()))?;
     let peer: IpAddr = [203, 0, 113, 10].into();
     let class = capture.classify(&parts.method, parts.uri.path(), &parts.headers);
-    let prepared = prepare(&capture, cfg.privacy.forward_client_ip, &mut parts, class, false, peer, peer, false);
+    let prepared = prepare(
+        &capture,
+        cfg.privacy.forward_client_ip,
+        &mut parts,
+        class,
+        false,
+        peer,
+        peer,
+        false,
+    );
     if let Some(l) = prepared.landing {
         capture.emit(l);
     }
     if let (Some(i), Some(v)) = (prepared.form, &prepared.visit)
         && let Some(rule) = capture.form(i)
     {
-        let pending = capture.conversion_from_bytes(rule, v, &parts, &body, prepared.context_header.as_ref(), peer);
-        capture.confirm(pending, http::StatusCode::from_u16(status).map_err(|e| AuditError::Setup(e.to_string()))?);
+        let pending = capture.conversion_from_bytes(
+            rule,
+            v,
+            &parts,
+            &body,
+            prepared.context_header.as_ref(),
+            peer,
+        );
+        capture.confirm(
+            pending,
+            http::StatusCode::from_u16(status).map_err(|e| AuditError::Setup(e.to_string()))?,
+        );
     }
     parts.uri = upstream.uri(parts.uri.path_and_query());
     let mut events = Vec::new();
     while let Ok(item) = rx.try_recv() {
         if let Item::Event(e) = item {
-            events.push(serde_json::to_value(&e.event).map_err(|e| AuditError::Setup(e.to_string()))?);
+            events.push(
+                serde_json::to_value(&e.event).map_err(|e| AuditError::Setup(e.to_string()))?,
+            );
         }
     }
     Ok(DryRun {
@@ -307,7 +441,12 @@ pub fn dry_run(cfg: Config, raw: &[u8], status: u16, env: &dyn Fn(&str) -> Optio
             headers: parts
                 .headers
                 .iter()
-                .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+                .map(|(k, v)| {
+                    (
+                        k.to_string(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
                 .collect(),
             body_bytes: body.len(),
         },

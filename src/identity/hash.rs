@@ -97,7 +97,11 @@ impl Keys {
 
     /// A full 32-byte MAC (for cookies).
     pub fn mac(&self, data: &[u8]) -> [u8; 32] {
-        *self.hasher(Purpose::CookieMac).update(data).finalize().as_bytes()
+        *self
+            .hasher(Purpose::CookieMac)
+            .update(data)
+            .finalize()
+            .as_bytes()
     }
 
     /// Constant-time check of a MAC.
@@ -119,7 +123,10 @@ mod tests {
         let b = k.hex(Purpose::Session, &[b"x"]);
         assert_ne!(a, b);
         assert_eq!(a.len(), 32);
-        assert!(a.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)));
+        assert!(
+            a.bytes()
+                .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
+        );
         assert_eq!(a, Keys::derive(b"secret").hex(Purpose::Device, &[b"x"]));
         assert_ne!(a, Keys::derive(b"other").hex(Purpose::Device, &[b"x"]));
     }

@@ -82,7 +82,10 @@ mod tests {
 
     #[test]
     fn truncates_v4_and_v6() {
-        assert_eq!(prefix_string("203.0.113.77".parse().unwrap()), "203.0.113.0/24");
+        assert_eq!(
+            prefix_string("203.0.113.77".parse().unwrap()),
+            "203.0.113.0/24"
+        );
         assert_eq!(
             prefix_string("2001:db8:1:2:3::4".parse().unwrap()),
             "2001:db8:1::/48"
@@ -103,7 +106,10 @@ mod tests {
             "198.51.100.1".parse::<IpAddr>().unwrap()
         );
         let untrusted_peer: IpAddr = "192.0.2.1".parse().unwrap();
-        assert_eq!(client_ip(untrusted_peer, xff.iter().copied(), &trusted), untrusted_peer);
+        assert_eq!(
+            client_ip(untrusted_peer, xff.iter().copied(), &trusted),
+            untrusted_peer
+        );
         assert_eq!(client_ip(peer, ["garbage"].iter().copied(), &trusted), peer);
     }
 }

@@ -154,7 +154,9 @@ impl Dedupe {
         let Some(redis) = &mut self.redis else {
             return out;
         };
-        let ask: Vec<usize> = (0..event_ids.len()).filter(|&i| out.seen[i] == Seen::New).collect();
+        let ask: Vec<usize> = (0..event_ids.len())
+            .filter(|&i| out.seen[i] == Seen::New)
+            .collect();
         if ask.is_empty() {
             return out;
         }
@@ -198,14 +200,23 @@ mod tests {
         let t0 = s.epoch;
         let k = |b: u8| [b; 16];
         assert_eq!(s.check_and_insert(k(1), t0), Seen::New);
-        assert_eq!(s.check_and_insert(k(1), t0 + Duration::from_secs(9)), Seen::Duplicate);
-        assert_eq!(s.check_and_insert(k(1), t0 + Duration::from_secs(10)), Seen::New);
+        assert_eq!(
+            s.check_and_insert(k(1), t0 + Duration::from_secs(9)),
+            Seen::Duplicate
+        );
+        assert_eq!(
+            s.check_and_insert(k(1), t0 + Duration::from_secs(10)),
+            Seen::New
+        );
         s.check_and_insert(k(2), t0 + Duration::from_secs(10));
         s.check_and_insert(k(3), t0 + Duration::from_secs(10));
         s.check_and_insert(k(4), t0 + Duration::from_secs(10));
         assert_eq!(s.len(), 3);
         // k(1) was evicted for capacity.
-        assert_eq!(s.check_and_insert(k(1), t0 + Duration::from_secs(11)), Seen::New);
+        assert_eq!(
+            s.check_and_insert(k(1), t0 + Duration::from_secs(11)),
+            Seen::New
+        );
     }
 
     #[test]

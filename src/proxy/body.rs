@@ -15,11 +15,15 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type ProxyBody = BoxBody<Bytes, BoxError>;
 
 pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
-    http_body_util::Full::new(bytes.into()).map_err(|never| match never {}).boxed()
+    http_body_util::Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 pub fn empty() -> ProxyBody {
-    http_body_util::Empty::new().map_err(|never| match never {}).boxed()
+    http_body_util::Empty::new()
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 pub fn incoming(body: Incoming) -> ProxyBody {
@@ -29,7 +33,10 @@ pub fn incoming(body: Incoming) -> ProxyBody {
 /// Outcome of trying to buffer a request body for capture.
 pub enum Buffered {
     /// The whole body, with its trailers if any, within the limit.
-    Complete { data: Bytes, trailers: Option<http::HeaderMap> },
+    Complete {
+        data: Bytes,
+        trailers: Option<http::HeaderMap>,
+    },
     /// Over the limit: what was read so far, then the rest of the stream.
     Oversize(Prefixed),
 }
@@ -47,7 +54,10 @@ pub async fn buffer(mut body: Incoming, limit: usize) -> Result<Buffered, hyper:
                 len += data.len();
                 frames.push_back(data);
                 if len > limit {
-                    return Ok(Buffered::Oversize(Prefixed { prefix: frames, rest: body }));
+                    return Ok(Buffered::Oversize(Prefixed {
+                        prefix: frames,
+                        rest: body,
+                    }));
                 }
             }
             Err(frame) => {
@@ -105,7 +115,10 @@ impl Body for Prefixed {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.project();
         if let Some(b) = this.prefix.pop_front() {
             return Poll::Ready(Some(Ok(Frame::data(b))));

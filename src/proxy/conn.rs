@@ -77,13 +77,19 @@ impl<IO> ConnIo<IO> {
             // The first request head is due within the header timeout too,
             // so a connection that never sends a byte is not held open.
             head_started: Some(now),
-            timer: Box::pin(tokio::time::sleep_until(now + header_timeout.min(idle_timeout))),
+            timer: Box::pin(tokio::time::sleep_until(
+                now + header_timeout.min(idle_timeout),
+            )),
         }
     }
 }
 
 impl<IO: AsyncRead> AsyncRead for ConnIo<IO> {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let this = self.project();
         let before = buf.filled().len();
         match this.io.poll_read(cx, buf) {
@@ -138,7 +144,11 @@ impl<IO: AsyncRead> AsyncRead for ConnIo<IO> {
 }
 
 impl<IO: AsyncWrite> AsyncWrite for ConnIo<IO> {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         let this = self.project();
         let res = this.io.poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = res

@@ -48,13 +48,19 @@ enum State {
     /// Skipping a fixed-length body.
     Body(u64),
     /// Reading a chunk-size line.
-    ChunkSize { size: u64, in_ext: bool, digits: u8 },
+    ChunkSize {
+        size: u64,
+        in_ext: bool,
+        digits: u8,
+    },
     /// Skipping chunk data, then its CRLF.
     ChunkData(u64),
     ChunkDataEnd,
     /// Reading trailer lines after the last chunk; `line_empty` tracks
     /// whether the current line has content yet.
-    Trailers { line_empty: bool },
+    Trailers {
+        line_empty: bool,
+    },
     /// Lost track or nothing more to follow: stop looking.
     Dormant,
 }
@@ -96,7 +102,10 @@ impl HeadTracker {
                 State::Head => {
                     // Empty lines before a request line are ignored (RFC 9112 §2.2).
                     if self.head.is_empty() {
-                        let skip = buf.iter().take_while(|b| matches!(b, b'\r' | b'\n')).count();
+                        let skip = buf
+                            .iter()
+                            .take_while(|b| matches!(b, b'\r' | b'\n'))
+                            .count();
                         buf = &buf[skip..];
                         if buf.is_empty() {
                             return;
@@ -132,9 +141,17 @@ impl HeadTracker {
                 State::Body(n) => {
                     let take = (buf.len() as u64).min(n);
                     buf = &buf[take as usize..];
-                    self.state = if n == take { State::Head } else { State::Body(n - take) };
+                    self.state = if n == take {
+                        State::Head
+                    } else {
+                        State::Body(n - take)
+                    };
                 }
-                State::ChunkSize { size, in_ext, digits } => {
+                State::ChunkSize {
+                    size,
+                    in_ext,
+                    digits,
+                } => {
                     let b = buf[0];
                     buf = &buf[1..];
                     self.state = match b {
@@ -145,9 +162,21 @@ impl HeadTracker {
                                 State::ChunkData(size)
                             }
                         }
-                        b'\r' => State::ChunkSize { size, in_ext, digits },
-                        _ if in_ext => State::ChunkSize { size, in_ext, digits },
-                        b';' | b' ' | b'\t' => State::ChunkSize { size, in_ext: true, digits },
+                        b'\r' => State::ChunkSize {
+                            size,
+                            in_ext,
+                            digits,
+                        },
+                        _ if in_ext => State::ChunkSize {
+                            size,
+                            in_ext,
+                            digits,
+                        },
+                        b';' | b' ' | b'\t' => State::ChunkSize {
+                            size,
+                            in_ext: true,
+                            digits,
+                        },
                         _ => match (b as char).to_digit(16) {
                             Some(d) if digits < 16 => State::ChunkSize {
                                 size: size * 16 + d as u64,
@@ -161,7 +190,11 @@ impl HeadTracker {
                 State::ChunkData(n) => {
                     let take = (buf.len() as u64).min(n);
                     buf = &buf[take as usize..];
-                    self.state = if n == take { State::ChunkDataEnd } else { State::ChunkData(n - take) };
+                    self.state = if n == take {
+                        State::ChunkDataEnd
+                    } else {
+                        State::ChunkData(n - take)
+                    };
                 }
                 State::ChunkDataEnd => {
                     let b = buf[0];
@@ -308,13 +341,16 @@ POST /d HTTP/1.1\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n
 
     #[test]
     fn te_before_cl_is_flagged_too() {
-        let (heads, _) = run(&[b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n"]);
+        let (heads, _) =
+            run(&[b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n"]);
         assert!(heads.is_ambiguous(0));
     }
 
     #[test]
     fn upgrade_and_h2_go_dormant() {
-        let (_, t) = run(&[b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n\x81\x05hello"]);
+        let (_, t) = run(&[
+            b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n\x81\x05hello",
+        ]);
         assert!(t.is_dormant());
         let (_, t) = run(&[b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"]);
         assert!(t.is_dormant());

@@ -64,7 +64,11 @@ pub fn strip_touch_headers(headers: &mut HeaderMap) {
     if !headers.keys().any(is_touch_header) {
         return;
     }
-    let names: Vec<HeaderName> = headers.keys().filter(|n| is_touch_header(n)).cloned().collect();
+    let names: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| is_touch_header(n))
+        .cloned()
+        .collect();
     for n in names {
         headers.remove(n);
     }
@@ -91,7 +95,12 @@ static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 /// Overwrite — never append to — the forwarded headers, so a client cannot
 /// smuggle an address past the IP policy.
 pub fn set_forwarded(headers: &mut HeaderMap, f: &Forwarded<'_>) {
-    for name in [&X_FORWARDED_FOR, &X_FORWARDED_PROTO, &X_FORWARDED_HOST, &FORWARDED] {
+    for name in [
+        &X_FORWARDED_FOR,
+        &X_FORWARDED_PROTO,
+        &X_FORWARDED_HOST,
+        &FORWARDED,
+    ] {
         headers.remove(name);
     }
     let ip = match f.policy {
@@ -127,8 +136,9 @@ pub fn set_forwarded(headers: &mut HeaderMap, f: &Forwarded<'_>) {
 fn is_plain_authority(h: &str) -> bool {
     !h.is_empty()
         && h.len() <= 255
-        && h.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']' | b'_'))
+        && h.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']' | b'_')
+        })
 }
 
 /// Append this hop to `Via` (RFC 9110 §7.6.3).
@@ -159,7 +169,10 @@ mod tests {
     #[test]
     fn every_connection_line_is_honoured() {
         let mut h = HeaderMap::new();
-        h.append(header::CONNECTION, HeaderValue::from_static("x-a, keep-alive"));
+        h.append(
+            header::CONNECTION,
+            HeaderValue::from_static("x-a, keep-alive"),
+        );
         h.append(header::CONNECTION, HeaderValue::from_static("x-b"));
         h.insert("x-a", HeaderValue::from_static("1"));
         h.insert("x-b", HeaderValue::from_static("2"));
@@ -200,10 +213,22 @@ mod tests {
         set_forwarded(&mut h, &f);
         assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
         assert_eq!(h.get("x-forwarded-for").unwrap(), "203.0.113.0");
-        assert_eq!(h.get("forwarded").unwrap(), "for=203.0.113.0;proto=https;host=\"shop.example\"");
-        set_forwarded(&mut h, &Forwarded { policy: ForwardIp::Drop, ..f });
+        assert_eq!(
+            h.get("forwarded").unwrap(),
+            "for=203.0.113.0;proto=https;host=\"shop.example\""
+        );
+        set_forwarded(
+            &mut h,
+            &Forwarded {
+                policy: ForwardIp::Drop,
+                ..f
+            },
+        );
         assert!(h.get("x-forwarded-for").is_none());
-        assert_eq!(h.get("forwarded").unwrap(), "proto=https;host=\"shop.example\"");
+        assert_eq!(
+            h.get("forwarded").unwrap(),
+            "proto=https;host=\"shop.example\""
+        );
         let v6 = Forwarded {
             client_ip: "2001:db8:1:2::9".parse().unwrap(),
             policy: ForwardIp::Raw,
@@ -212,7 +237,10 @@ mod tests {
         };
         set_forwarded(&mut h, &v6);
         assert_eq!(h.get("x-forwarded-for").unwrap(), "2001:db8:1:2::9");
-        assert_eq!(h.get("forwarded").unwrap(), "for=\"[2001:db8:1:2::9]\";proto=http");
+        assert_eq!(
+            h.get("forwarded").unwrap(),
+            "for=\"[2001:db8:1:2::9]\";proto=http"
+        );
         assert!(h.get("x-forwarded-host").is_none());
     }
 

@@ -120,12 +120,24 @@ pub async fn serve(
                 Some(acceptor) => {
                     let timeout = shared.cfg.proxy.header_read_timeout;
                     match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
-                        Ok(Ok(tls_stream)) => serve_connection(tls_stream, peer, true, shared.clone(), builder, watcher).await,
+                        Ok(Ok(tls_stream)) => {
+                            serve_connection(
+                                tls_stream,
+                                peer,
+                                true,
+                                shared.clone(),
+                                builder,
+                                watcher,
+                            )
+                            .await
+                        }
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                     }
                 }
-                None => serve_connection(stream, peer, false, shared.clone(), builder, watcher).await,
+                None => {
+                    serve_connection(stream, peer, false, shared.clone(), builder, watcher).await
+                }
             }
             shared.metrics.connections_open.dec();
             drop(permit);
@@ -153,7 +165,13 @@ async fn serve_connection<IO>(
         next_index: AtomicU64::new(0),
     });
     let tracker = HeadTracker::new(p.max_header_bytes.max(8192), info.heads.clone());
-    let io = ConnIo::new(io, tracker, info.in_flight.clone(), p.header_read_timeout, p.idle_timeout);
+    let io = ConnIo::new(
+        io,
+        tracker,
+        info.in_flight.clone(),
+        p.header_read_timeout,
+        p.idle_timeout,
+    );
     let svc_shared = shared.clone();
     let svc = service_fn(move |req| {
         let index = info.next_index.fetch_add(1, Ordering::Relaxed);

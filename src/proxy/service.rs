@@ -37,28 +37,51 @@ pub async fn handle(
     Ok(resp)
 }
 
-async fn route(shared: &Shared, conn: &ConnInfo, index: u64, mut req: Request<Incoming>) -> Response<ProxyBody> {
+async fn route(
+    shared: &Shared,
+    conn: &ConnInfo,
+    index: u64,
+    mut req: Request<Incoming>,
+) -> Response<ProxyBody> {
     let capture = &shared.capture;
 
     // 1. Smuggling: a head with both framings is answered, never forwarded.
     if conn.heads.is_ambiguous(index) {
         tracing::info!(peer = %conn.peer, "request with both Content-Length and Transfer-Encoding refused");
-        return plain(StatusCode::BAD_REQUEST, "request has both Content-Length and Transfer-Encoding\n", true);
+        return plain(
+            StatusCode::BAD_REQUEST,
+            "request has both Content-Length and Transfer-Encoding\n",
+            true,
+        );
     }
 
     // 2. What is it? touchgate's own paths are answered here.
     let class = capture.classify(req.method(), req.uri().path(), req.headers());
-    let client_upgrade = headers::is_upgrade_request(req.headers()).then(|| hyper::upgrade::on(&mut req));
+    let client_upgrade =
+        headers::is_upgrade_request(req.headers()).then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     let client_ip = capture.client_ip(conn.peer.ip(), &parts.headers);
     match class {
         Class::Script => return capture.script(&parts),
-        Class::Beacon => return capture.beacon(&parts, body, conn.tls, conn.peer.ip(), client_ip).await,
+        Class::Beacon => {
+            return capture
+                .beacon(&parts, body, conn.tls, conn.peer.ip(), client_ip)
+                .await;
+        }
         _ => {}
     }
 
     // 3-4. Who and from where, and the head the app receives.
-    let prepared = prepare(capture, shared.cfg.privacy.forward_client_ip, &mut parts, class, conn.tls, conn.peer.ip(), client_ip, client_upgrade.is_some());
+    let prepared = prepare(
+        capture,
+        shared.cfg.privacy.forward_client_ip,
+        &mut parts,
+        class,
+        conn.tls,
+        conn.peer.ip(),
+        client_ip,
+        client_upgrade.is_some(),
+    );
     let (visit, form, context_header) = (prepared.visit, prepared.form, prepared.context_header);
     if let Some(landing) = prepared.landing {
         capture.emit(landing);
@@ -70,11 +93,18 @@ async fn route(shared: &Shared, conn: &ConnInfo, index: u64, mut req: Request<In
     //    the capture limit and replayed byte for byte.
     let (body, pending) = match (form, &visit) {
         (Some(i), Some(v)) if let Some(rule) = capture.form(i) => {
-            match capture.buffer_form(rule, v, &parts, body, context_header.as_ref(), client_ip).await {
+            match capture
+                .buffer_form(rule, v, &parts, body, context_header.as_ref(), client_ip)
+                .await
+            {
                 Ok((body, pending)) => (body, Some(pending)),
                 Err(e) => {
                     tracing::debug!(error = %e, "client body failed while buffering");
-                    return plain(StatusCode::BAD_REQUEST, "request body could not be read\n", true);
+                    return plain(
+                        StatusCode::BAD_REQUEST,
+                        "request body could not be read\n",
+                        true,
+                    );
                 }
             }
         }
@@ -88,13 +118,17 @@ async fn route(shared: &Shared, conn: &ConnInfo, index: u64, mut req: Request<In
             shared
                 .metrics
                 .upstream_errors_total
-                .get_or_create(&crate::metrics::KindLabel { kind: e.kind().into() })
+                .get_or_create(&crate::metrics::KindLabel {
+                    kind: e.kind().into(),
+                })
                 .inc();
             tracing::warn!(error = %e, upstream = %shared.upstream.authority(), "upstream request failed");
             return match e {
-                super::upstream::UpstreamError::Timeout(_) => {
-                    plain(StatusCode::GATEWAY_TIMEOUT, "upstream did not answer in time\n", false)
-                }
+                super::upstream::UpstreamError::Timeout(_) => plain(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "upstream did not answer in time\n",
+                    false,
+                ),
                 _ => plain(StatusCode::BAD_GATEWAY, "upstream unavailable\n", false),
             };
         }
@@ -106,13 +140,18 @@ async fn route(shared: &Shared, conn: &ConnInfo, index: u64, mut req: Request<In
     let switching = resp_parts.status == StatusCode::SWITCHING_PROTOCOLS;
     if switching {
         if let Some(client_upgrade) = client_upgrade {
-            let upstream_upgrade = hyper::upgrade::on(Response::from_parts(resp_parts.clone(), resp_body));
+            let upstream_upgrade =
+                hyper::upgrade::on(Response::from_parts(resp_parts.clone(), resp_body));
             tokio::spawn(tunnel(client_upgrade, upstream_upgrade));
             headers::strip_hop_by_hop(&mut resp_parts.headers, true);
             return Response::from_parts(resp_parts, body::empty());
         }
         // An unsolicited 101 cannot be relayed.
-        return plain(StatusCode::BAD_GATEWAY, "upstream switched protocols unasked\n", false);
+        return plain(
+            StatusCode::BAD_GATEWAY,
+            "upstream switched protocols unasked\n",
+            false,
+        );
     }
     headers::strip_hop_by_hop(&mut resp_parts.headers, false);
     if let Some(pending) = pending {
@@ -151,7 +190,8 @@ pub fn prepare(
         Class::Form(i) => Some(i),
         _ => None,
     };
-    let context_header = form.and_then(|_| parts.headers.get(crate::capture::context::HEADER).cloned());
+    let context_header =
+        form.and_then(|_| parts.headers.get(crate::capture::context::HEADER).cloned());
     let host = crate::capture::request_host(parts).map(str::to_owned);
     let proto = capture.scheme(tls, peer, &parts.headers);
     headers::strip_hop_by_hop(&mut parts.headers, upgrade);
@@ -204,11 +244,13 @@ async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnU
 pub fn plain(status: StatusCode, text: &'static str, close: bool) -> Response<ProxyBody> {
     let mut r = Response::new(body::full(text));
     *r.status_mut() = status;
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     if close {
-        r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        r.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     r
 }
-

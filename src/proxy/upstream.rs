@@ -74,7 +74,11 @@ impl Upstream {
         let mut parts = http::uri::Parts::default();
         parts.scheme = Some(Scheme::HTTP);
         parts.authority = Some(self.authority.clone());
-        parts.path_and_query = Some(path_and_query.cloned().unwrap_or_else(|| PathAndQuery::from_static("/")));
+        parts.path_and_query = Some(
+            path_and_query
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/")),
+        );
         Uri::from_parts(parts).unwrap_or_else(|_| Uri::from_static("/"))
     }
 
@@ -91,7 +95,11 @@ impl Upstream {
 
     /// Whether the app accepts TCP connections now (for `/readyz`).
     pub async fn reachable(&self, timeout: Duration) -> bool {
-        let addr = format!("{}:{}", self.authority.host(), self.authority.port_u16().unwrap_or(80));
+        let addr = format!(
+            "{}:{}",
+            self.authority.host(),
+            self.authority.port_u16().unwrap_or(80)
+        );
         matches!(
             tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await,
             Ok(Ok(_))

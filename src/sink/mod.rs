@@ -116,10 +116,26 @@ pub fn build(
     Ok(match cfg {
         SinkConfig::File(c) => Arc::new(file::FileSink::new(c).map_err(|e| text(&e))?),
         SinkConfig::Http(c) => Arc::new(http::HttpSink::new(c, env).map_err(|e| text(&e))?),
-        SinkConfig::Kafka(c) => Arc::new(kafka::KafkaSink::new(c, env).map_err(|e| text(&e))?.named(name)),
-        SinkConfig::Postgres(c) => Arc::new(postgres::PostgresSink::new(c, env).map_err(|e| text(&e))?.named(name)),
-        SinkConfig::MetaCapi(c) => Arc::new(meta_capi::MetaCapiSink::new(c, env).map_err(|e| text(&e))?.named(name)),
-        SinkConfig::Ga4Mp(c) => Arc::new(ga4_mp::Ga4MpSink::new(c, env).map_err(|e| text(&e))?.named(name)),
+        SinkConfig::Kafka(c) => Arc::new(
+            kafka::KafkaSink::new(c, env)
+                .map_err(|e| text(&e))?
+                .named(name),
+        ),
+        SinkConfig::Postgres(c) => Arc::new(
+            postgres::PostgresSink::new(c, env)
+                .map_err(|e| text(&e))?
+                .named(name),
+        ),
+        SinkConfig::MetaCapi(c) => Arc::new(
+            meta_capi::MetaCapiSink::new(c, env)
+                .map_err(|e| text(&e))?
+                .named(name),
+        ),
+        SinkConfig::Ga4Mp(c) => Arc::new(
+            ga4_mp::Ga4MpSink::new(c, env)
+                .map_err(|e| text(&e))?
+                .named(name),
+        ),
     })
 }
 

@@ -43,7 +43,12 @@ impl Upstream {
     }
 
     pub fn last(&self) -> Seen {
-        self.seen.lock().unwrap().last().cloned().expect("upstream saw a request")
+        self.seen
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .expect("upstream saw a request")
     }
 }
 
@@ -58,12 +63,16 @@ fn full(b: impl Into<Bytes>) -> Body {
 /// echoes the body back (with any trailers).
 pub async fn start() -> Upstream {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let mut up = Upstream::default();
-    up.addr = Some(listener.local_addr().unwrap());
+    let up = Upstream {
+        addr: Some(listener.local_addr().unwrap()),
+        ..Default::default()
+    };
     let seen = up.seen.clone();
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { return };
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
             let seen = seen.clone();
             tokio::spawn(async move {
                 let svc = service_fn(move |req| handle(req, seen.clone()));
@@ -77,7 +86,10 @@ pub async fn start() -> Upstream {
     up
 }
 
-async fn handle(mut req: Request<Incoming>, seen: Arc<Mutex<Vec<Seen>>>) -> Result<Response<Body>, hyper::Error> {
+async fn handle(
+    mut req: Request<Incoming>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+) -> Result<Response<Body>, hyper::Error> {
     let path = req.uri().path().to_string();
     if path == "/ws" {
         return Ok(websocket(&mut req));
@@ -113,27 +125,37 @@ async fn handle(mut req: Request<Incoming>, seen: Arc<Mutex<Vec<Seen>>>) -> Resu
     if path == "/headers" {
         let mut map: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for (k, v) in headers.iter() {
-            map.entry(k.to_string()).or_default().push(v.to_str().unwrap_or("").to_string());
+            map.entry(k.to_string())
+                .or_default()
+                .push(v.to_str().unwrap_or("").to_string());
         }
         let mut r = Response::new(full(serde_json::to_vec(&map).unwrap()));
-        r.headers_mut().insert("content-type", "application/json".parse().unwrap());
-        r.headers_mut().insert("connection", "x-upstream-hop".parse().unwrap());
-        r.headers_mut().insert("x-upstream-hop", "must-not-reach-client".parse().unwrap());
-        r.headers_mut().append("set-cookie", "app=1; Path=/".parse().unwrap());
+        r.headers_mut()
+            .insert("content-type", "application/json".parse().unwrap());
+        r.headers_mut()
+            .insert("connection", "x-upstream-hop".parse().unwrap());
+        r.headers_mut()
+            .insert("x-upstream-hop", "must-not-reach-client".parse().unwrap());
+        r.headers_mut()
+            .append("set-cookie", "app=1; Path=/".parse().unwrap());
         return Ok(r);
     }
     if method == "HEAD" {
         let mut r = Response::new(full(Bytes::new()));
-        r.headers_mut().insert("content-length", "1234".parse().unwrap());
+        r.headers_mut()
+            .insert("content-length", "1234".parse().unwrap());
         return Ok(r);
     }
     // Echo, with the trailers if any.
-    let mut frames: Vec<Result<http_body::Frame<Bytes>, hyper::Error>> = vec![Ok(http_body::Frame::data(body))];
+    let mut frames: Vec<Result<http_body::Frame<Bytes>, hyper::Error>> =
+        vec![Ok(http_body::Frame::data(body))];
     if let Some(t) = trailers {
         frames.push(Ok(http_body::Frame::trailers(t)));
     }
     let stream = futures_util::stream::iter(frames);
-    Ok(Response::new(http_body_util::StreamBody::new(stream).boxed()))
+    Ok(Response::new(
+        http_body_util::StreamBody::new(stream).boxed(),
+    ))
 }
 
 fn websocket(req: &mut Request<Incoming>) -> Response<Body> {
@@ -146,7 +168,9 @@ fn websocket(req: &mut Request<Incoming>) -> Response<Body> {
     let on_upgrade = hyper::upgrade::on(req);
     tokio::spawn(async move {
         use futures_util::{SinkExt, StreamExt};
-        let Ok(upgraded) = on_upgrade.await else { return };
+        let Ok(upgraded) = on_upgrade.await else {
+            return;
+        };
         let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
             TokioIo::new(upgraded),
             tokio_tungstenite::tungstenite::protocol::Role::Server,
@@ -154,10 +178,8 @@ fn websocket(req: &mut Request<Incoming>) -> Response<Body> {
         )
         .await;
         while let Some(Ok(msg)) = ws.next().await {
-            if msg.is_text() || msg.is_binary() {
-                if ws.send(msg).await.is_err() {
-                    return;
-                }
+            if (msg.is_text() || msg.is_binary()) && ws.send(msg).await.is_err() {
+                return;
             }
         }
     });
@@ -206,12 +228,18 @@ pub fn env(k: &str) -> Option<String> {
 }
 
 pub async fn touchgate(toml: &str) -> touchgate::app::Running {
-    let cfg = touchgate::config::Config::parse("test.toml", toml, &env).unwrap_or_else(|e| panic!("{e}"));
-    touchgate::app::start(cfg, &env).await.unwrap_or_else(|e| panic!("{e}"))
+    let cfg =
+        touchgate::config::Config::parse("test.toml", toml, &env).unwrap_or_else(|e| panic!("{e}"));
+    touchgate::app::start(cfg, &env)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// A plain HTTP/1.1 client.
-pub fn client() -> hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>> {
+pub fn client() -> hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    Full<Bytes>,
+> {
     hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http()
 }
 
@@ -219,12 +247,20 @@ pub async fn get(url: &str, headers: &[(&str, &str)]) -> (http::response::Parts,
     send("GET", url, headers, Bytes::new()).await
 }
 
-pub async fn send(method: &str, url: &str, headers: &[(&str, &str)], body: impl Into<Bytes>) -> (http::response::Parts, Bytes) {
+pub async fn send(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> (http::response::Parts, Bytes) {
     let mut b = Request::builder().method(method).uri(url);
     for (k, v) in headers {
         b = b.header(*k, *v);
     }
-    let resp = client().request(b.body(Full::new(body.into())).unwrap()).await.unwrap();
+    let resp = client()
+        .request(b.body(Full::new(body.into())).unwrap())
+        .await
+        .unwrap();
     let (parts, body) = resp.into_parts();
     (parts, body.collect().await.unwrap().to_bytes())
 }
