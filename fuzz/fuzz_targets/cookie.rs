@@ -44,7 +44,11 @@ fuzz_target!(|data: &[u8]| {
     let encoded = cookie::encode_touch(&KEYS, cookie::FIRST_TOUCH, &stored);
     assert!(encoded.len() < 1024);
     match cookie::decode_touch(&KEYS, None, cookie::FIRST_TOUCH, &encoded, touch::channel) {
-        Verified::Current(back) => assert_eq!(back.touch.touch.source, stored.touch.touch.source),
+        Verified::Current(back) => {
+            // Values are cut at 80 bytes, on a character boundary, in the cookie only.
+            let back = back.touch.touch.source.unwrap_or_default();
+            assert!(text.starts_with(&back) && back.len() <= 80 && (back.len() == text.len() || text.len() > 80));
+        }
         other => panic!("own cookie rejected: {other:?}"),
     }
 });
