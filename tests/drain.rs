@@ -3,38 +3,9 @@
 #[path = "support/upstream.rs"]
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 use support::*;
-
-/// Start the binary and read the bound addresses from its start line.
-fn spawn(config: &std::path::Path) -> (std::process::Child, String, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_touchgate"))
-        .args(["run", "--config", config.to_str().unwrap()])
-        .env("TOUCHGATE_SECRET", SECRET)
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let mut lines = BufReader::new(stderr).lines();
-    let started = loop {
-        let line = lines
-            .next()
-            .expect("touchgate exited before starting")
-            .unwrap();
-        if line.contains("touchgate started") {
-            break line;
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    let field = |name: &str| {
-        let at = started.find(&format!("{name}=")).unwrap() + name.len() + 1;
-        started[at..].split_whitespace().next().unwrap().to_string()
-    };
-    (child, field("proxy_addr"), field("admin_addr"))
-}
 
 #[tokio::test]
 async fn sigterm_fails_readiness_finishes_in_flight_and_exits_0() {
@@ -48,7 +19,7 @@ async fn sigterm_fails_readiness_finishes_in_flight_and_exits_0() {
             "upstream_response_timeout = \"10s\"",
         );
     std::fs::write(&config, toml).unwrap();
-    let (mut child, proxy, admin) = spawn(&config);
+    let (mut child, proxy, admin) = spawn_binary(&config, &[]);
     eventually_async_ready(&admin).await;
 
     let slow = tokio::spawn({

@@ -296,3 +296,38 @@ pub async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     }
     panic!("timed out waiting for: {what}");
 }
+
+/// Run the real binary (`touchgate run`) and read the bound addresses from
+/// its start line. Returns the child, the proxy address and the admin address.
+pub fn spawn_binary(
+    config: &std::path::Path,
+    envs: &[(&str, &str)],
+) -> (std::process::Child, String, String) {
+    use std::io::{BufRead, BufReader};
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_touchgate"));
+    cmd.args(["run", "--config", config.to_str().unwrap()])
+        .env("TOUCHGATE_SECRET", SECRET)
+        .env("RUST_LOG", "info")
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let started = loop {
+        let line = lines
+            .next()
+            .expect("touchgate exited before starting")
+            .unwrap();
+        if line.contains("touchgate started") {
+            break line;
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    let field = |name: &str| {
+        let at = started.find(&format!("{name}=")).unwrap() + name.len() + 1;
+        started[at..].split_whitespace().next().unwrap().to_string()
+    };
+    (child, field("proxy_addr"), field("admin_addr"))
+}
