@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by benches/load.sh and benches/soak.sh (sourced, not run):
 # start nginx (upstream and proxy) and touchgate on 127.0.0.1, the wrk Lua
 # scripts, output parsing, and the cleanup trap. Everything started here is
@@ -192,6 +193,7 @@ nginx_cpu_ticks() {
     echo "$total"
 }
 
+# shellcheck disable=SC2034 # used by load.sh
 CLK_TCK=$(getconf CLK_TCK)
 
 mib() {
@@ -218,9 +220,10 @@ wrk.headers["Referer"] = "https://www.google.com/"
 wrk.headers["User-Agent"] = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
 wrk.headers["Accept"] = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
 EOF
-    # 1 KiB urlencoded signups; a per-thread counter makes every e-mail
-    # distinct, so every post is a new lead (a new natural key): dedupe
-    # never drops one and each post yields one conversion event.
+    # 1 KiB urlencoded signups; the wrk run's start time, the thread and a
+    # counter make every e-mail distinct, across runs too, so every post is
+    # a new lead (a new natural key): dedupe never drops one and each post
+    # yields one conversion event.
     cat >"$WORK/form.lua" <<'EOF'
 local threads = 0
 function setup(thread)
@@ -229,6 +232,7 @@ function setup(thread)
 end
 
 local n = 0
+local run = os.time()
 local headers = {
   ["Content-Type"] = "application/x-www-form-urlencoded",
   ["Sec-Fetch-Dest"] = "document",
@@ -239,7 +243,7 @@ local filler = string.rep("lorem+ipsum+dolor+sit+amet+", 60)
 
 function body()
   n = n + 1
-  local head = "email=lead" .. (tid or 0) .. "." .. n .. "%40example.com&name=Jane+Doe&company=Example+Ltd&plan=pro&phone=&message="
+  local head = "email=lead" .. run .. "." .. (tid or 0) .. "." .. n .. "%40example.com&name=Jane+Doe&company=Example+Ltd&plan=pro&phone=&message="
   return head .. string.sub(filler, 1, 1024 - #head)
 end
 

@@ -106,7 +106,9 @@ run_row() {
     fi
     cpu_us=$(awk -v t=$((cpu1 - cpu0)) -v n="${requests:-0}" -v hz="$CLK_TCK" 'BEGIN { if (n > 0) printf "%.1f", t * 1e6 / hz / n; else print 0 }')
     printf '%s\t%s\t%s\t%s\t%s\n' "$row" "$proxy" "$round" "${parsed// /$'\t'}" "$cpu_us" >>"$RESULTS"
-    printf '  %-9s %-9s round %s: %s req/s, p99 %s ms, errors %s, CPU %s us/request\n' "$row" "$proxy" "$round" $parsed "$cpu_us"
+    local rps p99 errs
+    read -r rps p99 errs <<<"$parsed"
+    printf '  %-9s %-9s round %s: %s req/s, p99 %s ms, errors %s, CPU %s us/request\n' "$row" "$proxy" "$round" "$rps" "$p99" "$errs" "$cpu_us"
 }
 
 ROWS=(plain landing form)
