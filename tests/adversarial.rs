@@ -181,3 +181,48 @@ async fn client_paths_do_not_traverse() {
     let (p, _) = send("GET", &format!("http://{}/_tg/b", tg.proxy_addr), &[], "").await;
     assert_eq!(p.status, 200, "GET on the beacon path is the app's");
 }
+
+#[tokio::test]
+async fn http2_rapid_reset_is_cut_off_and_others_are_served() {
+    // With the reset limits lifted (h2_max_pending_accept_reset_streams and
+    // h2_max_local_error_reset_streams = 1,000,000) this test fails: the
+    // cut-off comes from the configured limits.
+    let (up, tg, _d) = setup("").await;
+    let tcp = tokio::net::TcpStream::connect(tg.proxy_addr).await.unwrap();
+    let (mut client, conn) = h2::client::handshake(tcp).await.unwrap();
+    let conn = tokio::spawn(conn);
+    // Open streams and cancel each at once, far more than the server's
+    // pending-reset allowance (h2_max_pending_accept_reset_streams = 20).
+    let mut refused = false;
+    for _ in 0..2_000 {
+        let req = http::Request::get(format!("http://{}/slow/200", tg.proxy_addr))
+            .body(())
+            .unwrap();
+        let ready = match tokio::time::timeout(Duration::from_secs(2), client.clone().ready()).await
+        {
+            Ok(Ok(c)) => c,
+            _ => {
+                refused = true;
+                break;
+            }
+        };
+        client = ready;
+        match client.send_request(req, true) {
+            Ok((resp, _)) => drop(resp),
+            Err(_) => {
+                refused = true;
+                break;
+            }
+        }
+    }
+    // The connection ends (GOAWAY) instead of serving the flood.
+    let ended = tokio::time::timeout(Duration::from_secs(10), conn).await;
+    assert!(
+        refused || ended.is_ok(),
+        "the flooding connection was not cut off"
+    );
+    // Another client is served normally.
+    let (p, _) = get(&format!("http://{}/status/204", tg.proxy_addr), &[]).await;
+    assert_eq!(p.status, 204);
+    let _ = up;
+}
