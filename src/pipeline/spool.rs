@@ -1246,8 +1246,12 @@ impl Drop for SpoolReader {
 
 fn persist(shared: &Shared, name: &str, seq: Seq) -> Result<(), SpoolError> {
     let sync = shared.cfg.fsync == FsyncPolicy::Always;
-    write_cursor(&shared.cursor_dir, name, seq, sync).map_err(io_err(&shared.cursor_dir))?;
+    // Segments go first: they hold only records every sink has acknowledged
+    // in memory, so a crash before the cursor below is written costs no
+    // record (the reader resumes at the oldest segment left), and on a full
+    // disk their space is what lets the cursor be written at all.
     shared.collect_segments();
+    write_cursor(&shared.cursor_dir, name, seq, sync).map_err(io_err(&shared.cursor_dir))?;
     Ok(())
 }
 

@@ -430,8 +430,13 @@ async fn run<T: Item>(
         while units.front().is_some_and(|u| u.done) {
             through = units.pop_front().map(|u| u.through);
         }
-        if let Some(t) = through {
-            reader.ack(t).await?;
+        if let Some(t) = through
+            && let Err(e) = reader.ack(t).await
+        {
+            // The cursor moved in memory; persisting it is retried on the
+            // next ack. A full disk must not stop delivery, which is what
+            // frees the disk.
+            tracing::warn!(sink = %ctx.sink.name(), error = %e, "spool cursor not persisted; will retry");
         }
 
         // Read while there is room for another batch.
