@@ -13,7 +13,7 @@ async fn sigterm_fails_readiness_finishes_in_flight_and_exits_0() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("touchgate.toml");
     let toml = config_toml(up.addr(), dir.path(), "")
-        .replace("drain_delay = \"0s\"", "drain_delay = \"1s\"")
+        .replace("drain_delay = \"0s\"", "drain_delay = \"3s\"")
         .replace(
             "upstream_response_timeout = \"2s\"",
             "upstream_response_timeout = \"10s\"",
@@ -47,7 +47,8 @@ async fn sigterm_fails_readiness_finishes_in_flight_and_exits_0() {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     assert!(not_ready, "/readyz must turn 503 on SIGTERM");
-    assert!(killed.elapsed() < Duration::from_millis(900));
+    // Well inside drain_delay (3s), with room for a loaded machine.
+    assert!(killed.elapsed() < Duration::from_millis(2500));
     // …new requests are still served during drain_delay…
     let (p, _) = get(&format!("http://{proxy}/status/204"), &[]).await;
     assert_eq!(p.status, 204);
