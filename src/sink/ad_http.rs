@@ -134,21 +134,9 @@ pub(crate) fn snippet(body: &[u8]) -> String {
     }
 }
 
-/// `Retry-After`: delay-seconds or an HTTP-date (RFC 9110 §10.2.3). A date
-/// in the past means "now".
+/// `Retry-After`, parsed once for every HTTP sink by [`super::http::parse_retry_after`].
 pub(crate) fn parse_retry_after(value: &str, now: OffsetDateTime) -> Option<Duration> {
-    let value = value.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let format = time::macros::format_description!(
-        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
-    );
-    let at = time::PrimitiveDateTime::parse(value, format)
-        .ok()?
-        .assume_utc();
-    let wait = at - now;
-    Some(Duration::try_from(wait).unwrap_or(Duration::ZERO))
+    super::http::parse_retry_after(value, std::time::SystemTime::from(now))
 }
 
 #[cfg(test)]
