@@ -192,7 +192,12 @@ pub fn prepare(
     };
     let context_header =
         form.and_then(|_| parts.headers.get(crate::capture::context::HEADER).cloned());
-    let host = crate::capture::request_host(parts).map(str::to_owned);
+    // A cheap, refcounted copy of what the client addressed (h2
+    // `:authority`, else `Host`): no per-request string allocation on h1.
+    let host: Option<HeaderValue> = match parts.uri.authority() {
+        Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+        None => parts.headers.get(header::HOST).cloned(),
+    };
     let proto = capture.scheme(tls, peer, &parts.headers);
     headers::strip_hop_by_hop(&mut parts.headers, upgrade);
     headers::strip_touch_headers(&mut parts.headers);
@@ -203,12 +208,12 @@ pub fn prepare(
             client_ip,
             policy: forward_ip,
             proto,
-            host: host.as_deref(),
+            host: host.as_ref().and_then(|h| h.to_str().ok()),
         },
     );
     headers::add_via(&mut parts.headers, parts.version);
     if !parts.headers.contains_key(header::HOST)
-        && let Some(h) = host.as_deref().and_then(|h| HeaderValue::from_str(h).ok())
+        && let Some(h) = host
     {
         parts.headers.insert(header::HOST, h);
     }
