@@ -15,6 +15,7 @@
 #   DURATION=10s ROUNDS=3 CONNS=64 WRK_THREADS=1   wrk runs
 #   H2_CONNS=16 H2_STREAMS=10                       h2load runs (same DURATION)
 #   IDLE_CONNS=5000                                 0 skips the idle-connection probe
+#   ROWS="plain landing form h2-plain"              which rows to measure
 #   PROXY_WORKERS=auto                              nginx proxy worker_processes
 #   TOUCHGATE_BIN=path                              skip the build, use this binary
 #   CARGO_ARGS="..."                                extra `cargo build --release` args
@@ -111,8 +112,12 @@ run_row() {
     printf '  %-9s %-9s round %s: %s req/s, p99 %s ms, errors %s, CPU %s us/request\n' "$row" "$proxy" "$round" "$rps" "$p99" "$errs" "$cpu_us"
 }
 
-ROWS=(plain landing form)
-((HAVE_H2LOAD)) && ROWS+=(h2-plain)
+if [[ -n ${ROWS:-} ]]; then
+    read -r -a ROWS <<<"$ROWS"
+else
+    ROWS=(plain landing form)
+    ((HAVE_H2LOAD)) && ROWS+=(h2-plain)
+fi
 echo "measuring: ${#ROWS[@]} rows x 2 proxies x $ROUNDS rounds x $DURATION"
 for round in $(seq "$ROUNDS"); do
     for row in "${ROWS[@]}"; do
