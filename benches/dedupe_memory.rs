@@ -1,8 +1,9 @@
 //! Bytes per entry of the edge dedupe set (`pipeline::dedupe::LocalSet`)
 //! at 1,000,000 entries, counted two ways: heap bytes allocated (a
 //! counting global allocator) and resident memory (`VmRSS`), each before
-//! and after filling the set. Then 500,000 more inserts past capacity must
-//! not allocate: the set is bounded.
+//! and after filling the set, and the peak while it grows (old and new
+//! tables coexist during a resize). Then 500,000 more inserts past capacity
+//! must not allocate: the set is bounded.
 //!
 //! `cargo bench --bench dedupe_memory` (not criterion: one measurement,
 //! printed). Target: ≤ 64 bytes per entry.
@@ -17,12 +18,18 @@ use touchgate::pipeline::dedupe::{LocalSet, Seen, key_of};
 struct Counting;
 
 static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+fn grew(bytes: usize) {
+    let live = LIVE.fetch_add(bytes, Ordering::Relaxed) + bytes;
+    PEAK.fetch_max(live, Ordering::Relaxed);
+}
 
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let p = unsafe { System.alloc(layout) };
         if !p.is_null() {
-            LIVE.fetch_add(layout.size(), Ordering::Relaxed);
+            grew(layout.size());
         }
         p
     }
@@ -36,7 +43,7 @@ unsafe impl GlobalAlloc for Counting {
         let p = unsafe { System.realloc(ptr, layout, new_size) };
         if !p.is_null() {
             LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-            LIVE.fetch_add(new_size, Ordering::Relaxed);
+            grew(new_size);
         }
         p
     }
@@ -79,6 +86,7 @@ fn main() {
     let fill = started.elapsed();
     assert_eq!(set.len(), N);
     let heap_full = LIVE.load(Ordering::Relaxed) - heap0;
+    let heap_peak = PEAK.load(Ordering::Relaxed) - heap0;
     let rss_full = rss_bytes().saturating_sub(rss0);
 
     for i in N as u64..(N + N / 2) as u64 {
@@ -86,6 +94,7 @@ fn main() {
     }
     assert_eq!(set.len(), N, "bounded at max_entries");
     let heap_over = LIVE.load(Ordering::Relaxed) - heap0;
+    assert_eq!(heap_over, heap_full, "no allocation once at max_entries");
 
     println!("dedupe LocalSet, max_entries = {N}");
     println!(
@@ -97,11 +106,15 @@ fn main() {
         per(heap_full)
     );
     println!(
+        "  heap peak while filling:                         {heap_peak} bytes = {:.1} B/entry",
+        per(heap_peak)
+    );
+    println!(
         "  heap allocated, after {} more inserts (evicting): {heap_over} bytes",
         N / 2
     );
     println!(
-        "  RSS growth, empty: {:.1} MiB; full: {:.1} MiB = {:.1} B/entry",
+        "  RSS growth, empty: {:.2} MiB; full: {:.1} MiB = {:.1} B/entry",
         rss_empty as f64 / 1048576.0,
         rss_full as f64 / 1048576.0,
         per(rss_full)
