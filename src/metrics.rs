@@ -170,7 +170,7 @@ impl Metrics {
         );
         r.register(
             "touchgate_events_dropped",
-            "Events lost before the spool (reason: queue_full, spool_full, spool_error, retention)",
+            "Events lost (reason: queue_full, shutdown, spool_full, spool_error, spool_corrupt, retention, dead_letter_full)",
             m.events_dropped_total.clone(),
         );
         r.register(

@@ -201,7 +201,8 @@ async fn deliver(dir: &Path, sink: Arc<dyn Sink>, cfg: DeliveryConfig, n: usize)
     }
     for _ in 0..2000 {
         let done = metrics.sink_delivered_total.get_or_create(&label).get()
-            + metrics.sink_dead_letter_total.get_or_create(&label).get();
+            + metrics.sink_dead_letter_total.get_or_create(&label).get()
+            + dead_letter_full(&metrics);
         if done >= n as u64 && metrics.sink_queue_depth.get_or_create(&label).get() == 0 {
             break;
         }
@@ -230,6 +231,14 @@ fn http_sink(addr: SocketAddr, edit: impl FnOnce(&mut HttpSinkConfig)) -> Arc<dy
         })
         .unwrap(),
     )
+}
+
+fn dead_letter_full(m: &Metrics) -> u64 {
+    m.events_dropped_total
+        .get_or_create(&touchgate::metrics::ReasonLabel {
+            reason: "dead_letter_full".into(),
+        })
+        .get()
 }
 
 fn counter(m: &Metrics, which: &str) -> u64 {
@@ -386,6 +395,26 @@ async fn bad_request_sends_the_batch_to_dead_letter() {
         assert!(l["event"].get("ad_match").is_none() && l.get("ad_match").is_none());
         touchgate::event::rfc3339_millis::parse(l["time"].as_str().unwrap()).unwrap();
     }
+    assert_eq!(run.acked, 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_dead_letter_file_drops_and_counts_the_rest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (addr, _seen) = collector(Arc::new(|_| Answer::Status(400, None))).await;
+    let cfg = DeliveryConfig {
+        dead_letter_max_bytes: 3000,
+        ..delivery(4)
+    };
+    let run = deliver(tmp.path(), http_sink(addr, |_| {}), cfg, 10).await;
+    let kept = counter(&run.metrics, "dead");
+    let dropped = dead_letter_full(&run.metrics);
+    assert!(kept > 0 && dropped > 0, "kept {kept}, dropped {dropped}");
+    assert_eq!(kept + dropped, 10);
+    let lines = dead_lines(&run.dead_letter);
+    assert_eq!(lines.len() as u64, kept, "whole lines only");
+    assert!(std::fs::metadata(&run.dead_letter).unwrap().len() <= 3000);
+    // Dropped or kept, the events are done with: the cursor moved past them.
     assert_eq!(run.acked, 10);
 }
 

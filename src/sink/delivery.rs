@@ -98,17 +98,31 @@ pub fn backoff(cfg: &DeliveryConfig, attempt: u32, retry_after: Option<Duration>
 
 /// The dead-letter file: one JSON object per line with the event (never
 /// the ad-platform match keys), the sink, the reason and the time.
+///
+/// Bounded by `max_bytes`: a sink that rejects everything (a wrong
+/// endpoint, an expired token) must not fill the disk under the spool.
+/// Whole lines are kept or dropped, so the file stays valid JSON lines.
 pub struct DeadLetter {
     path: PathBuf,
     sink: String,
+    max_bytes: u64,
     lock: tokio::sync::Mutex<()>,
 }
 
+/// What [`DeadLetter::write`] did with a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeadLettered {
+    pub written: usize,
+    /// Left out because the file reached its bound.
+    pub dropped: usize,
+}
+
 impl DeadLetter {
-    pub fn new(path: PathBuf, sink: &str) -> DeadLetter {
+    pub fn new(path: PathBuf, sink: &str, max_bytes: u64) -> DeadLetter {
         DeadLetter {
             path,
             sink: sink.to_string(),
+            max_bytes,
             lock: tokio::sync::Mutex::new(()),
         }
     }
@@ -117,8 +131,13 @@ impl DeadLetter {
         &self.path
     }
 
-    /// Append the events and fsync: once this returns they are kept.
-    pub async fn write<T: Item>(&self, events: &[T], reason: &str) -> std::io::Result<()> {
+    /// Append the events that fit under the bound and fsync: once this
+    /// returns, the written ones are kept.
+    pub async fn write<T: Item>(
+        &self,
+        events: &[T],
+        reason: &str,
+    ) -> std::io::Result<DeadLettered> {
         let time = rfc3339_millis::format(OffsetDateTime::now_utc());
         let prefix = format!(
             "{{\"time\":{},\"sink\":{},\"reason\":{},\"event\":",
@@ -127,13 +146,17 @@ impl DeadLetter {
             serde_json::to_string(reason)?
         );
         let mut buf = Vec::new();
+        let mut ends = Vec::with_capacity(events.len());
         for e in events {
             buf.extend_from_slice(prefix.as_bytes());
             e.write_json(&mut buf)?;
             buf.extend_from_slice(b"}\n");
+            ends.push(buf.len());
         }
+        // Held across the size check and the write, so two batches cannot
+        // both fit the same room.
         let _guard = self.lock.lock().await;
-        let path = self.path.clone();
+        let (path, max_bytes) = (self.path.clone(), self.max_bytes);
         tokio::task::spawn_blocking(move || {
             if let Some(dir) = path.parent()
                 && !dir.as_os_str().is_empty()
@@ -144,8 +167,16 @@ impl DeadLetter {
                 .create(true)
                 .append(true)
                 .open(&path)?;
-            f.write_all(&buf)?;
-            f.sync_data()
+            let room = max_bytes.saturating_sub(f.metadata()?.len());
+            let written = ends.partition_point(|&end| end as u64 <= room);
+            if written > 0 {
+                f.write_all(&buf[..ends[written - 1]])?;
+                f.sync_data()?;
+            }
+            Ok(DeadLettered {
+                written,
+                dropped: ends.len() - written,
+            })
         })
         .await
         .map_err(std::io::Error::other)?
@@ -222,6 +253,7 @@ struct Ctx {
     delivered: Counter,
     failures: Counter,
     dead_total: Counter,
+    dead_full: Counter,
     latency: Histogram,
     corrupt: Counter,
     stop: CancellationToken,
@@ -235,9 +267,22 @@ impl Ctx {
         let mut attempt = 0;
         loop {
             match self.dead.write(events, reason).await {
-                Ok(()) => {
-                    self.dead_total.inc_by(events.len() as u64);
-                    tracing::warn!(sink = %self.sink.name(), events = events.len(), reason, "events written to the dead-letter file");
+                Ok(done) => {
+                    if done.written > 0 {
+                        self.dead_total.inc_by(done.written as u64);
+                        tracing::warn!(sink = %self.sink.name(), events = done.written, reason, "events written to the dead-letter file");
+                    }
+                    if done.dropped > 0 {
+                        self.dead_full.inc_by(done.dropped as u64);
+                        tracing::error!(
+                            sink = %self.sink.name(),
+                            path = %self.dead.path.display(),
+                            events = done.dropped,
+                            max_bytes = self.dead.max_bytes,
+                            reason,
+                            "dead-letter file full (delivery.dead_letter_max_bytes): events dropped; inspect and move the file away"
+                        );
+                    }
                     return true;
                 }
                 Err(e) => {
@@ -347,11 +392,21 @@ pub async fn run_sink(
 ) -> Result<(), SpoolError> {
     let label = metrics.sink(sink.name());
     let raw = sink.raw();
+    // Its own statement: a `Family::get_or_create` guard lives to the end
+    // of the statement, and a second call creating a label in the same
+    // family while it is held waits for the write lock forever.
+    let dead_full = metrics
+        .events_dropped_total
+        .get_or_create(&ReasonLabel {
+            reason: "dead_letter_full".into(),
+        })
+        .clone();
     let ctx = Arc::new(Ctx {
-        dead: DeadLetter::new(dead_letter, sink.name()),
+        dead: DeadLetter::new(dead_letter, sink.name(), cfg.dead_letter_max_bytes),
         delivered: metrics.sink_delivered_total.get_or_create(&label).clone(),
         failures: metrics.sink_failures_total.get_or_create(&label).clone(),
         dead_total: metrics.sink_dead_letter_total.get_or_create(&label).clone(),
+        dead_full,
         latency: metrics.event_delivery_seconds.get_or_create(&label).clone(),
         corrupt: metrics
             .events_dropped_total
@@ -622,6 +677,57 @@ mod tests {
             backoff(&cfg, 0, Some(Duration::from_secs(86_400))),
             MAX_RETRY_AFTER
         );
+    }
+
+    #[tokio::test]
+    async fn dead_letter_file_is_bounded_in_whole_lines() {
+        use crate::event::{Event, Origin};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dl").join("s.jsonl");
+        let t = OffsetDateTime::now_utc();
+        let events: Vec<Envelope> = (0..3)
+            .map(|i| {
+                Envelope::new(Event::new(
+                    format!("{i:032x}"),
+                    "lead".into(),
+                    Origin::Proxy,
+                    t,
+                    t,
+                ))
+            })
+            .collect();
+        // Room for two lines of this size, not three.
+        let probe = DeadLetter::new(dir.path().join("probe.jsonl"), "s", u64::MAX);
+        probe.write(&events[..1], "rejected").await.unwrap();
+        let line = std::fs::metadata(dir.path().join("probe.jsonl"))
+            .unwrap()
+            .len();
+        let dl = DeadLetter::new(path.clone(), "s", 2 * line + line / 2);
+
+        let done = dl.write(&events, "rejected").await.unwrap();
+        assert_eq!(
+            done,
+            DeadLettered {
+                written: 2,
+                dropped: 1
+            }
+        );
+        let done = dl.write(&events[2..], "rejected").await.unwrap();
+        assert_eq!(
+            done,
+            DeadLettered {
+                written: 0,
+                dropped: 1
+            }
+        );
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[1]["event"]["event_id"], format!("{:032x}", 1));
+        assert_eq!(lines[1]["reason"], "rejected");
     }
 
     #[test]

@@ -162,6 +162,10 @@ pub struct DeliveryConfig {
     pub max_age: Duration,
     /// Default: `<spool.dir>/dead-letter/<sink>.jsonl`.
     pub dead_letter: Option<PathBuf>,
+    /// The dead-letter file grows to this many bytes at most; events that
+    /// would go past it are dropped and counted
+    /// (`touchgate_events_dropped_total{reason="dead_letter_full"}`).
+    pub dead_letter_max_bytes: u64,
 }
 
 impl Default for DeliveryConfig {
@@ -175,6 +179,7 @@ impl Default for DeliveryConfig {
             backoff_max: Duration::from_secs(60),
             max_age: Duration::from_secs(24 * 3600),
             dead_letter: None,
+            dead_letter_max_bytes: 256 << 20,
         }
     }
 }
