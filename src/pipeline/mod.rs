@@ -82,6 +82,7 @@ pub async fn run(
     metrics: Arc<Metrics>,
 ) {
     const BATCH: usize = 512;
+    const LINGER: std::time::Duration = std::time::Duration::from_millis(2);
     let mut items: Vec<Item> = Vec::with_capacity(BATCH);
     let tick = out.tick_interval();
     loop {
@@ -96,6 +97,20 @@ pub async fn run(
         };
         if received == 0 {
             break;
+        }
+        if items.len() < BATCH {
+            // Under load, events arrive one by one from many request
+            // tasks; waiting a moment lets one dedupe check, one spool
+            // append and one sink wake-up serve many of them, instead of
+            // a thread hand-off per event. Nobody waits on an event's
+            // delivery by the millisecond.
+            tokio::time::sleep(LINGER).await;
+            while items.len() < BATCH {
+                match rx.try_recv() {
+                    Ok(item) => items.push(item),
+                    Err(_) => break,
+                }
+            }
         }
         let mut batch: Vec<Envelope> = Vec::with_capacity(items.len());
         // (index of the first event of a checked group, its length, reply)
@@ -119,31 +134,13 @@ pub async fn run(
             .into_iter()
             .map(|(start, len, reply)| (reply, outcome.seen[start..start + len].to_vec()))
             .collect();
-        let mut fresh = Vec::with_capacity(batch.len());
-        for (envelope, seen) in batch.into_iter().zip(outcome.seen) {
-            let e = &envelope.event;
-            match seen {
-                Seen::Duplicate => {
-                    metrics
-                        .events_duplicate_total
-                        .get_or_create(&EventNameLabel {
-                            event_name: e.event_name.clone(),
-                        })
-                        .inc();
-                }
-                Seen::New => {
-                    metrics
-                        .events_total
-                        .get_or_create(&EventLabels {
-                            event_name: e.event_name.clone(),
-                            channel: e.channel().to_string(),
-                            origin: e.origin.as_str().to_string(),
-                        })
-                        .inc();
-                    fresh.push(envelope);
-                }
-            }
-        }
+        count(&batch, &outcome.seen, &metrics);
+        let fresh: Vec<Envelope> = batch
+            .into_iter()
+            .zip(outcome.seen)
+            .filter(|(_, seen)| *seen == Seen::New)
+            .map(|(envelope, _)| envelope)
+            .collect();
         // Verdicts go out once the events are durable; on a failed append
         // the replies are dropped and ingest answers 503.
         let appended = fresh.is_empty()
@@ -168,5 +165,47 @@ pub async fn run(
     }
     if let Err(e) = out.close().await {
         tracing::error!(error = %e, "spool close failed");
+    }
+}
+
+/// Counts a batch's verdicts with one metric update per distinct label set
+/// rather than per event: the labels are owned strings, and building them
+/// for every event was most of the stage's allocations.
+fn count(batch: &[Envelope], seen: &[Seen], metrics: &Metrics) {
+    let mut emitted: Vec<((&str, &str, &'static str), u64)> = Vec::new();
+    let mut duplicates: Vec<(&str, u64)> = Vec::new();
+    for (envelope, seen) in batch.iter().zip(seen) {
+        let e = &envelope.event;
+        match seen {
+            Seen::New => {
+                let key = (e.event_name.as_str(), e.channel(), e.origin.as_str());
+                match emitted.iter_mut().find(|(k, _)| *k == key) {
+                    Some((_, n)) => *n += 1,
+                    None => emitted.push((key, 1)),
+                }
+            }
+            Seen::Duplicate => match duplicates.iter_mut().find(|(k, _)| *k == e.event_name) {
+                Some((_, n)) => *n += 1,
+                None => duplicates.push((&e.event_name, 1)),
+            },
+        }
+    }
+    for ((event_name, channel, origin), n) in emitted {
+        metrics
+            .events_total
+            .get_or_create(&EventLabels {
+                event_name: event_name.to_string(),
+                channel: channel.to_string(),
+                origin: origin.to_string(),
+            })
+            .inc_by(n);
+    }
+    for (event_name, n) in duplicates {
+        metrics
+            .events_duplicate_total
+            .get_or_create(&EventNameLabel {
+                event_name: event_name.to_string(),
+            })
+            .inc_by(n);
     }
 }
