@@ -162,6 +162,14 @@ fn name_components(name: &str) -> Vec<String> {
 /// passwords, PINs, secrets, tokens, API keys, one-time codes, card data,
 /// bank account numbers, national ids.
 pub fn is_never_captured(field_name: &str) -> bool {
+    match never_captured_ascii(field_name) {
+        Some(answer) => answer,
+        None => never_captured_any(field_name),
+    }
+}
+
+/// [`is_never_captured`] for any name, through [`name_components`].
+fn never_captured_any(field_name: &str) -> bool {
     let parts = name_components(field_name);
     let joined: String = parts.concat();
     parts.iter().any(|p| SECRET_WORDS.contains(&p.as_str()))
@@ -169,6 +177,52 @@ pub fn is_never_captured(field_name: &str) -> bool {
         || parts
             .windows(2)
             .any(|w| SECRET_PAIRS.contains(&(w[0].as_str(), w[1].as_str())))
+}
+
+/// [`is_never_captured`] without allocating, for ASCII names of at most
+/// 64 bytes (every form field name in practice; `None` for others): the
+/// same components as [`name_components`], lowercased one after another
+/// into a stack buffer. Conversions check their allowlist on every post.
+fn never_captured_ascii(name: &str) -> Option<bool> {
+    const MAX: usize = 64;
+    if name.len() > MAX || !name.is_ascii() {
+        return None;
+    }
+    let mut joined = [0u8; MAX];
+    // Component `i` is `joined[ends[i - 1]..ends[i]]` (from 0 for i = 0).
+    let mut ends = [0usize; MAX];
+    let (mut len, mut start, mut parts, mut prev_lower) = (0, 0, 0, false);
+    for &b in name.as_bytes() {
+        let split = !b.is_ascii_alphanumeric() || (b.is_ascii_uppercase() && prev_lower);
+        if split && len > start {
+            ends[parts] = len;
+            parts += 1;
+            start = len;
+        }
+        if !b.is_ascii_alphanumeric() {
+            prev_lower = false;
+            continue;
+        }
+        prev_lower = b.is_ascii_lowercase() || b.is_ascii_digit();
+        joined[len] = b.to_ascii_lowercase();
+        len += 1;
+    }
+    if len > start {
+        ends[parts] = len;
+        parts += 1;
+    }
+    let joined = &joined[..len];
+    let part = |i: usize| &joined[if i == 0 { 0 } else { ends[i - 1] }..ends[i]];
+    let word = (0..parts).any(|i| SECRET_WORDS.iter().any(|w| w.as_bytes() == part(i)));
+    let substring = SECRET_SUBSTRINGS
+        .iter()
+        .any(|s| joined.windows(s.len()).any(|w| w == s.as_bytes()));
+    let pair = (1..parts).any(|i| {
+        SECRET_PAIRS
+            .iter()
+            .any(|(a, b)| a.as_bytes() == part(i - 1) && b.as_bytes() == part(i))
+    });
+    Some(word || substring || pair)
 }
 
 fn luhn(digits: impl DoubleEndedIterator<Item = u8>) -> bool {
@@ -927,15 +981,94 @@ impl Report {
         }
     }
 
-    fn touch(&mut self, labels: &[&'static str; 8], t: &mut Touch) {
-        self.opt(labels[0], &mut t.source);
-        self.opt(labels[1], &mut t.medium);
-        self.opt(labels[2], &mut t.campaign);
-        self.opt(labels[3], &mut t.term);
-        self.opt(labels[4], &mut t.content);
-        self.opt(labels[5], &mut t.campaign_id);
-        self.opt(labels[6], &mut t.click_id_type);
-        self.string(labels[7], &mut t.channel);
+    /// Scans a touch; returns which of its fields (bit `i` for
+    /// `labels[i]`) were redacted.
+    fn touch(&mut self, labels: &[&'static str; 8], t: &mut Touch) -> u8 {
+        let fields = [
+            &mut t.source,
+            &mut t.medium,
+            &mut t.campaign,
+            &mut t.term,
+            &mut t.content,
+            &mut t.campaign_id,
+            &mut t.click_id_type,
+        ];
+        let mut hits = 0u8;
+        for (i, field) in fields.into_iter().enumerate() {
+            if let Some(s) = field
+                && scrub_string(s)
+            {
+                self.hit(labels[i]);
+                hits |= 1 << i;
+            }
+        }
+        if scrub_string(&mut t.channel) {
+            self.hit(labels[7]);
+            hits |= 1 << 7;
+        }
+        hits
+    }
+
+    /// A touch equal to one already scanned (`scanned` is that touch after
+    /// its scan, `hits` what the scan redacted): the same redactions,
+    /// reported under this touch's own labels, without a second scan.
+    fn touch_copy(&mut self, labels: &[&'static str; 8], scanned: &Touch, hits: u8, t: &mut Touch) {
+        if hits == 0 {
+            return;
+        }
+        t.clone_from(scanned);
+        for (i, label) in labels.iter().enumerate() {
+            if hits & (1 << i) != 0 {
+                self.hit(label);
+            }
+        }
+    }
+}
+
+/// The three touches of an event. For a new visitor's landing, `first_touch`
+/// and `last_touch` are copies of `touch`, and a returning visitor's first
+/// and last touch are often the same: a touch equal to one scanned before it
+/// (compared before either is changed) takes that scan's result rather than
+/// being scanned again. The scanner depends on nothing but the text, so the
+/// outcome, labels included, is what three scans would give.
+fn touches(r: &mut Report, event: &mut Event) {
+    let Event {
+        touch,
+        first_touch,
+        last_touch,
+        ..
+    } = event;
+    let first = first_touch.as_mut().map(|t| &mut t.touch);
+    let last = last_touch.as_mut().map(|t| &mut t.touch);
+    let same = |a: &Option<&mut Touch>, b: &Option<&mut Touch>| match (a, b) {
+        (Some(a), Some(b)) => **a == **b,
+        _ => false,
+    };
+    let touch = touch.as_mut();
+    let first_is_touch = same(&first, &touch);
+    let last_is_touch = same(&last, &touch);
+    let last_is_first = same(&last, &first);
+
+    let touch_hits = touch.map(|t| (r.touch(&TOUCH, t), &*t));
+    let first_hits = first.map(|t| match touch_hits.filter(|_| first_is_touch) {
+        Some((hits, scanned)) => {
+            r.touch_copy(&FIRST_TOUCH, scanned, hits, t);
+            (hits, &*t)
+        }
+        None => (r.touch(&FIRST_TOUCH, t), &*t),
+    });
+    if let Some(t) = last {
+        let earlier = match (touch_hits, first_hits) {
+            (Some(h), _) if last_is_touch => Some(h),
+            (_, Some(h)) if last_is_first => Some(h),
+            _ => None,
+        };
+        match earlier {
+            Some((hits, scanned)) => r.touch_copy(&LAST_TOUCH, scanned, hits, t),
+            None => {
+                r.touch(&LAST_TOUCH, t);
+            }
+        }
     }
 }
 
@@ -999,15 +1132,7 @@ pub fn guard(event: &mut Event) -> Vec<&'static str> {
         r.string("page.path", &mut page.path);
         r.opt("page.referrer_host", &mut page.referrer_host);
     }
-    if let Some(t) = &mut event.touch {
-        r.touch(&TOUCH, t);
-    }
-    if let Some(t) = &mut event.first_touch {
-        r.touch(&FIRST_TOUCH, &mut t.touch);
-    }
-    if let Some(t) = &mut event.last_touch {
-        r.touch(&LAST_TOUCH, &mut t.touch);
-    }
+    touches(&mut r, event);
     if event
         .client
         .ip_prefix
@@ -1107,6 +1232,47 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #[test]
+        fn ascii_names_are_judged_as_by_the_components(
+            name in "([a-zA-Z0-9]{0,9}[-_. ]?){0,8}",
+        ) {
+            proptest::prop_assert_eq!(never_captured_ascii(&name), (name.len() <= 64).then(|| never_captured_any(&name)));
+        }
+    }
+
+    #[test]
+    fn ascii_fast_path_agrees_on_known_names() {
+        for n in [
+            "password",
+            "newPassword",
+            "APIKey",
+            "apiKey",
+            "api_key",
+            "cc-number",
+            "ccNumber",
+            "card_number",
+            "x-auth",
+            "security_code",
+            "passenger_count",
+            "pinterest_handle",
+            "discount_code",
+            "plan",
+            "message",
+            "",
+            "_",
+            "a__b",
+            "ABCdef",
+            "aB",
+            "Ab",
+            "a1B2",
+        ] {
+            assert_eq!(never_captured_ascii(n), Some(never_captured_any(n)), "{n}");
+        }
+        assert_eq!(never_captured_ascii("mot_de_passe_é"), None);
+        assert!(is_never_captured("Passwört_password"));
+    }
+
     /// Inputs built to make a careless scanner quadratic. They finish in
     /// milliseconds here; a quadratic pass over 64 KiB would take minutes.
     #[test]
@@ -1144,6 +1310,118 @@ mod tests {
             assert_eq!(c.pct, count(|&b| b == b'%'), "{len}");
             assert_eq!(c.plus, count(|&b| b == b'+'), "{len}");
         }
+    }
+
+    fn event_with(touch: Option<Touch>, first: Option<Touch>, last: Option<Touch>) -> Event {
+        let t = time::macros::datetime!(2026-11-29 10:00:00 UTC);
+        let mut e = Event::new(
+            "9f86d081884c7d659a2feaa0c55ad015".into(),
+            "landing".into(),
+            crate::event::Origin::Proxy,
+            t,
+            t,
+        );
+        let at = |touch| crate::event::TouchAt { touch, at: t };
+        e.touch = touch;
+        e.first_touch = first.map(at);
+        e.last_touch = last.map(at);
+        e
+    }
+
+    /// The guard before equal touches were scanned once: each touch on
+    /// its own.
+    fn scan_each_touch(e: &mut Event) -> Vec<&'static str> {
+        let mut r = Report(Vec::new());
+        if let Some(t) = &mut e.touch {
+            r.touch(&TOUCH, t);
+        }
+        if let Some(t) = &mut e.first_touch {
+            r.touch(&FIRST_TOUCH, &mut t.touch);
+        }
+        if let Some(t) = &mut e.last_touch {
+            r.touch(&LAST_TOUCH, &mut t.touch);
+        }
+        r.0
+    }
+
+    #[test]
+    fn equal_touches_are_redacted_alike_under_their_own_labels() {
+        let clean = Touch {
+            source: Some("google".into()),
+            medium: Some("cpc".into()),
+            campaign: Some("spring_sale_2026".into()),
+            channel: "Paid Search".into(),
+            valid: true,
+            ..Touch::default()
+        };
+        let dirty = Touch {
+            content: Some("hi bob@example.com".into()),
+            term: Some("call 415 555 0123".into()),
+            ..clean.clone()
+        };
+        let other = Touch {
+            campaign: Some("promo 203.0.113.7".into()),
+            ..clean.clone()
+        };
+        let opts = [None, Some(&clean), Some(&dirty), Some(&other)];
+        for touch in opts {
+            for first in opts {
+                for last in opts {
+                    let mut e = event_with(touch.cloned(), first.cloned(), last.cloned());
+                    let mut expected = e.clone();
+                    let expected_labels = scan_each_touch(&mut expected);
+                    let mut r = Report(Vec::new());
+                    touches(&mut r, &mut e);
+                    assert_eq!(e, expected, "{touch:?} {first:?} {last:?}");
+                    assert_eq!(r.0, expected_labels, "{touch:?} {first:?} {last:?}");
+                }
+            }
+        }
+        let mut e = event_with(Some(dirty.clone()), Some(dirty.clone()), Some(dirty));
+        let labels = guard(&mut e);
+        for t in [
+            e.touch.as_ref().unwrap(),
+            &e.first_touch.as_ref().unwrap().touch,
+            &e.last_touch.as_ref().unwrap().touch,
+        ] {
+            assert_eq!(t.content.as_deref(), Some("hi [email]"));
+            assert_eq!(t.term.as_deref(), Some("call [phone]"));
+        }
+        assert_eq!(
+            labels,
+            [
+                "touch.term",
+                "touch.content",
+                "first_touch.term",
+                "first_touch.content",
+                "last_touch.term",
+                "last_touch.content",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_last_touch_unlike_the_touch_is_still_scanned() {
+        let clean = Touch {
+            source: Some("google".into()),
+            medium: Some("cpc".into()),
+            channel: "Paid Search".into(),
+            valid: true,
+            ..Touch::default()
+        };
+        let dirty = Touch {
+            content: Some("ad for bob@example.com".into()),
+            ..clean.clone()
+        };
+        let mut e = event_with(Some(clean.clone()), Some(clean.clone()), Some(dirty));
+        let labels = guard(&mut e);
+        assert_eq!(labels, ["last_touch.content"]);
+        assert_eq!(e.touch.as_ref(), Some(&clean));
+        assert_eq!(e.first_touch.as_ref().map(|t| &t.touch), Some(&clean));
+        assert_eq!(
+            e.last_touch.unwrap().touch.content.as_deref(),
+            Some("ad for [email]")
+        );
     }
 
     #[test]

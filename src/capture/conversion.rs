@@ -52,7 +52,7 @@ impl Capture {
         } else {
             match body::buffer(incoming, limit).await? {
                 Buffered::Complete { data, trailers } => {
-                    let fields = parse_fields(content_type, &data);
+                    let fields = parse_fields(rule, content_type, &data);
                     (body::replay(data, trailers), Some(fields))
                 }
                 Buffered::Oversize(rest) => (http_body_util::BodyExt::boxed(rest), None),
@@ -99,7 +99,7 @@ impl Capture {
         let fields = if oversize {
             None
         } else {
-            parse_fields(content_type, data)
+            parse_fields(rule, content_type, data)
         };
         Pending {
             envelope: self.conversion_event(
@@ -278,14 +278,31 @@ impl Capture {
     }
 }
 
-fn parse_fields(content_type: Option<&str>, data: &Bytes) -> Option<form::Fields> {
-    match form::parse(content_type, data) {
+/// The body's fields that `rule` reads (see [`reads_field`]); the others
+/// are not decoded.
+fn parse_fields(rule: &FormRule, content_type: Option<&str>, data: &Bytes) -> Option<form::Fields> {
+    match form::parse_wanted(content_type, data, |name| reads_field(rule, name)) {
         Ok(f) => Some(f),
         Err(e) => {
             tracing::debug!(reason = e.reason(), "form body not captured");
             None
         }
     }
+}
+
+/// Whether a conversion for `rule` reads the form field `name`: the lead
+/// and user identifiers, the natural key's `field:` parts, the `fields`
+/// allowlist and the client context ([`context::FIELD`]).
+/// [`Capture::conversion_event`] reads no other field.
+pub fn reads_field(rule: &FormRule, name: &str) -> bool {
+    name == context::FIELD
+        || rule.lead_id.as_deref() == Some(name)
+        || rule.user_id.as_deref() == Some(name)
+        || rule.fields.iter().any(|f| f.name == name)
+        || rule
+            .natural_key
+            .iter()
+            .any(|p| p.strip_prefix("field:") == Some(name))
 }
 
 /// `lead_id=<hash>|day=2026-11-29`: every part must be present, or there

@@ -24,6 +24,8 @@
 //! multipart: the body is already in memory, so the `multer` parser is
 //! driven over a single ready chunk and never waits.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 use futures_util::FutureExt;
 
@@ -72,29 +74,65 @@ impl Fields {
     pub fn into_pairs(self) -> Vec<(String, String)> {
         self.pairs
     }
-
-    /// Adds a field unless it breaks a bound. Returns false once the field
-    /// count is reached, so callers can stop reading.
-    fn push(&mut self, name: String, value: String) -> bool {
-        if self.pairs.len() >= MAX_FIELDS {
-            return false;
-        }
-        if !name.is_empty() && name.len() <= MAX_NAME && value.len() <= MAX_VALUE {
-            self.pairs.push((name, value));
-        }
-        self.pairs.len() < MAX_FIELDS
-    }
 }
 
 impl From<Vec<(String, String)>> for Fields {
     fn from(pairs: Vec<(String, String)>) -> Self {
-        let mut fields = Fields::default();
+        let mut c = Collect::new(|_: &str| true);
         for (n, v) in pairs {
-            if !fields.push(n, v) {
+            if !c.offer(Cow::Owned(n), || v, || true) {
                 break;
             }
         }
-        fields
+        c.fields
+    }
+}
+
+/// Builds [`Fields`] from a body's fields in body order. A field is kept
+/// when its name is non-empty and at most [`MAX_NAME`] bytes and its value
+/// at most [`MAX_VALUE`] bytes; the first [`MAX_FIELDS`] kept fields are
+/// read and the rest ignored. Of the kept fields, only those `wanted`
+/// accepts are stored (and only their values decoded), so that leaving a
+/// field out never changes which of the others are found.
+struct Collect<W> {
+    fields: Fields,
+    kept: usize,
+    wanted: W,
+}
+
+impl<W: Fn(&str) -> bool> Collect<W> {
+    fn new(wanted: W) -> Self {
+        Collect {
+            fields: Fields::default(),
+            kept: 0,
+            wanted,
+        }
+    }
+
+    /// Offers the next field. `value` gives its decoded value and is
+    /// called only for a wanted name; `fits` tells, for any other name,
+    /// whether the decoded value would be at most [`MAX_VALUE`] bytes.
+    /// False once [`MAX_FIELDS`] fields are kept: stop reading.
+    fn offer(
+        &mut self,
+        name: Cow<'_, str>,
+        value: impl FnOnce() -> String,
+        fits: impl FnOnce() -> bool,
+    ) -> bool {
+        if name.is_empty() || name.len() > MAX_NAME {
+            return true;
+        }
+        if (self.wanted)(&name) {
+            let value = value();
+            if value.len() > MAX_VALUE {
+                return true;
+            }
+            self.fields.pairs.push((name.into_owned(), value));
+        } else if !fits() {
+            return true;
+        }
+        self.kept += 1;
+        self.kept < MAX_FIELDS
     }
 }
 
@@ -155,11 +193,24 @@ fn is_json_suffix(essence: &[u8]) -> bool {
 
 /// Parses a buffered body according to its `Content-Type`.
 pub fn parse(content_type: Option<&str>, body: &Bytes) -> Result<Fields, FormError> {
+    parse_wanted(content_type, body, |_| true)
+}
+
+/// [`parse`], keeping only the fields whose name `wanted` accepts (the
+/// name as decoded, compared however `wanted` likes). The other fields'
+/// values are neither decoded nor copied. The answer is exactly
+/// [`parse`]'s with the other fields removed: they still count towards
+/// [`MAX_FIELDS`].
+pub fn parse_wanted(
+    content_type: Option<&str>,
+    body: &Bytes,
+    wanted: impl Fn(&str) -> bool,
+) -> Result<Fields, FormError> {
     let ct = content_type.unwrap_or("");
     match kind(ct) {
-        Some(Kind::UrlEncoded) => Ok(parse_urlencoded(body)),
-        Some(Kind::Multipart) => parse_multipart(ct, body),
-        Some(Kind::Json) => parse_json(body),
+        Some(Kind::UrlEncoded) => Ok(parse_urlencoded(body, wanted)),
+        Some(Kind::Multipart) => parse_multipart(ct, body, wanted),
+        Some(Kind::Json) => parse_json(body, wanted),
         None => Err(FormError::Unsupported(ct.chars().take(64).collect())),
     }
 }
@@ -172,8 +223,11 @@ pub fn parse(content_type: Option<&str>, body: &Bytes) -> Result<Fields, FormErr
 /// pieces, name before the first `=`, `+` is a space, `%XX` decoded and a
 /// malformed `%` kept, UTF-8 decoded lossily. A test checks it against
 /// `form_urlencoded` on arbitrary input.
-fn parse_urlencoded(body: &[u8]) -> Fields {
-    let mut fields = Fields::default();
+///
+/// A name with nothing to decode is compared in place, and an unwanted
+/// value is decoded only when its size is in doubt (see [`fits_encoded`]).
+fn parse_urlencoded(body: &[u8], wanted: impl Fn(&str) -> bool) -> Fields {
+    let mut c = Collect::new(wanted);
     let mut start = 0;
     let ends = memchr::memchr_iter(b'&', body).chain(std::iter::once(body.len()));
     for end in ends {
@@ -191,11 +245,32 @@ fn parse_urlencoded(body: &[u8]) -> Fields {
         if name.len() > 3 * MAX_NAME || value.len() > 3 * MAX_VALUE {
             continue;
         }
-        if !fields.push(urldecode(name), urldecode(value)) {
+        let name = match plain_text(name) {
+            Some(text) => Cow::Borrowed(text),
+            None => Cow::Owned(urldecode(name)),
+        };
+        if !c.offer(name, || urldecode(value), || fits_encoded(value)) {
             break;
         }
     }
-    fields
+    c.fields
+}
+
+/// `s` as text when decoding would leave it as is: ASCII without `+` or `%`.
+fn plain_text(s: &[u8]) -> Option<&str> {
+    if s.iter().all(|&b| b.is_ascii() && b != b'+' && b != b'%') {
+        std::str::from_utf8(s).ok()
+    } else {
+        None
+    }
+}
+
+/// Whether an encoded value decodes to at most [`MAX_VALUE`] bytes,
+/// decoding it only when that is in doubt: decoding never adds bytes, and
+/// lossy UTF-8 at most triples them (one invalid byte becomes a
+/// three-byte U+FFFD).
+fn fits_encoded(value: &[u8]) -> bool {
+    value.len() <= MAX_VALUE / 3 || urldecode(value).len() <= MAX_VALUE
 }
 
 fn hex_digit(b: u8) -> Option<u8> {
@@ -243,7 +318,11 @@ fn urldecode(s: &[u8]) -> String {
     }
 }
 
-fn parse_multipart(content_type: &str, body: &Bytes) -> Result<Fields, FormError> {
+fn parse_multipart(
+    content_type: &str,
+    body: &Bytes,
+    wanted: impl Fn(&str) -> bool,
+) -> Result<Fields, FormError> {
     let boundary =
         multer::parse_boundary(content_type).map_err(|e| FormError::Multipart(e.to_string()))?;
     let chunk = body.clone();
@@ -255,7 +334,7 @@ fn parse_multipart(content_type: &str, body: &Bytes) -> Result<Fields, FormError
     // when first polled. A future that is not ready would be a multer bug;
     // it is reported as an error rather than awaited.
     let stalled = || FormError::Multipart("parser waited on an in-memory body".into());
-    let mut fields = Fields::default();
+    let mut c = Collect::new(wanted);
     loop {
         let next = multipart
             .next_field()
@@ -288,24 +367,31 @@ fn parse_multipart(content_type: &str, body: &Bytes) -> Result<Fields, FormError
         if oversize {
             continue;
         }
-        let value = String::from_utf8_lossy(&value).into_owned();
-        if !fields.push(name, value) {
+        let text = || String::from_utf8_lossy(&value);
+        let fits = || value.len() <= MAX_VALUE / 3 || text().len() <= MAX_VALUE;
+        if !c.offer(Cow::Owned(name), || text().into_owned(), fits) {
             break;
         }
     }
-    Ok(fields)
+    Ok(c.fields)
 }
 
-fn scalar(v: &serde_json::Value) -> Option<String> {
+fn is_scalar(v: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    matches!(v, Value::String(_) | Value::Number(_) | Value::Bool(_))
+}
+
+/// A scalar's text (empty for anything else, which is never asked).
+fn scalar(v: &serde_json::Value) -> String {
     match v {
-        serde_json::Value::String(s) => Some(s.clone()),
-        serde_json::Value::Number(n) => Some(n.to_string()),
-        serde_json::Value::Bool(b) => Some(b.to_string()),
-        _ => None,
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Number(n) => n.to_string(),
+        serde_json::Value::Bool(b) => b.to_string(),
+        _ => String::new(),
     }
 }
 
-fn parse_json(body: &[u8]) -> Result<Fields, FormError> {
+fn parse_json(body: &[u8], wanted: impl Fn(&str) -> bool) -> Result<Fields, FormError> {
     // Lossy UTF-8 first: serde_json rejects invalid UTF-8 outright, and a
     // stray byte in one value should not lose the whole form.
     let text = String::from_utf8_lossy(body);
@@ -313,23 +399,29 @@ fn parse_json(body: &[u8]) -> Result<Fields, FormError> {
     let serde_json::Value::Object(map) = value else {
         return Err(FormError::NotAnObject);
     };
-    let mut fields = Fields::default();
+    let mut c = Collect::new(wanted);
+    // Scalars are at most a string's length once turned into text.
+    let fits = |v: &serde_json::Value| v.as_str().is_none_or(|s| s.len() <= MAX_VALUE);
     'outer: for (key, v) in &map {
-        if let Some(s) = scalar(v) {
-            if !fields.push(key.clone(), s) {
+        if is_scalar(v) {
+            if !c.offer(Cow::Borrowed(key), || scalar(v), || fits(v)) {
                 break;
             }
         } else if let serde_json::Value::Object(inner) = v {
             for (child, cv) in inner {
-                if let Some(s) = scalar(cv)
-                    && !fields.push(format!("{key}.{child}"), s)
+                if is_scalar(cv)
+                    && !c.offer(
+                        Cow::Owned(format!("{key}.{child}")),
+                        || scalar(cv),
+                        || fits(cv),
+                    )
                 {
                     break 'outer;
                 }
             }
         }
     }
-    Ok(fields)
+    Ok(c.fields)
 }
 
 #[cfg(test)]
@@ -365,12 +457,109 @@ mod tests {
     proptest! {
         #[test]
         fn urlencoded_agrees_with_form_urlencoded(body in bytes_with_form_syntax()) {
-            let ours = parse_urlencoded(&body).into_pairs();
+            let ours = parse_urlencoded(&body, |_| true).into_pairs();
             let theirs: Vec<(String, String)> = form_urlencoded::parse(&body)
                 .map(|(n, v)| (n.into_owned(), v.into_owned()))
                 .filter(|(n, _)| !n.is_empty())
                 .collect();
             prop_assert_eq!(ours, theirs);
+        }
+
+        /// Only names whose first byte is at most `pivot` (bytes of the
+        /// decoded name, so `%61` is `a`) are wanted.
+        #[test]
+        fn filtered_urlencoded_agrees_with_form_urlencoded(
+            body in bytes_with_form_syntax(),
+            pivot in any::<u8>(),
+        ) {
+            let wanted = |n: &str| n.as_bytes().first().is_some_and(|&b| b <= pivot);
+            let ours = parse_urlencoded(&body, wanted).into_pairs();
+            let theirs: Vec<(String, String)> = form_urlencoded::parse(&body)
+                .map(|(n, v)| (n.into_owned(), v.into_owned()))
+                .filter(|(n, _)| wanted(n))
+                .collect();
+            prop_assert_eq!(ours, theirs);
+        }
+    }
+
+    /// `parse_wanted` is `parse` with the unwanted fields removed, for
+    /// every media type, including where the bounds cut in.
+    fn assert_filter_is_exact(content_type: &str, body: &[u8], wanted: &[&str]) {
+        let body = Bytes::copy_from_slice(body);
+        let all = parse(Some(content_type), &body).unwrap();
+        let some = parse_wanted(Some(content_type), &body, |n| wanted.contains(&n)).unwrap();
+        let expected: Vec<(String, String)> = all
+            .into_pairs()
+            .into_iter()
+            .filter(|(n, _)| wanted.contains(&n.as_str()))
+            .collect();
+        assert_eq!(some.into_pairs(), expected, "{content_type}, {wanted:?}");
+    }
+
+    #[test]
+    fn filtering_keeps_exactly_the_wanted_fields() {
+        const URLENCODED: &str = "application/x-www-form-urlencoded";
+        let mut near_limit = String::new();
+        for i in 0..(MAX_FIELDS + 4) {
+            // Fields that `parse` drops (empty name, oversize value) must
+            // not count towards the limit when they are unwanted either.
+            match i {
+                3 => near_limit.push_str("=orphan&"),
+                5 => near_limit.push_str(&format!("big={}&", "x".repeat(MAX_VALUE + 1))),
+                7 => near_limit.push_str(&format!("enc={}&", "%41".repeat(MAX_VALUE / 2))),
+                8 => near_limit.push_str(&format!("wide={}&", "%FF".repeat(MAX_VALUE / 2))),
+                _ => near_limit.push_str(&format!("f{i}=v{i}&")),
+            }
+        }
+        for wanted in [
+            &["f1", "f250", "f255", "f256", "f257", "f259"][..],
+            &["enc", "wide", "big", "f258"][..],
+            &[][..],
+        ] {
+            assert_filter_is_exact(URLENCODED, near_limit.as_bytes(), wanted);
+            assert_filter_is_exact(
+                URLENCODED,
+                b"e%6Dail=a%40b.co&email=second&plan=pro+plan&message=hi+there%21",
+                wanted,
+            );
+        }
+        let body = b"e%6Dail=a%40b.co&email=second&plan=pro+plan&message=hi+there%21";
+        let f = parse_wanted(Some(URLENCODED), &Bytes::from_static(body), |n| {
+            n == "email" || n == "plan"
+        })
+        .unwrap();
+        assert_eq!(
+            f.into_pairs(),
+            [
+                ("email".to_string(), "a@b.co".to_string()),
+                ("email".into(), "second".into()),
+                ("plan".into(), "pro plan".into()),
+            ]
+        );
+
+        let multipart = "--XyZ\r\n\
+            Content-Disposition: form-data; name=\"email\"\r\n\r\n\
+            a@b.co\r\n\
+            --XyZ\r\n\
+            Content-Disposition: form-data; name=\"cv\"; filename=\"cv.pdf\"\r\n\r\n\
+            %PDF\r\n\
+            --XyZ\r\n\
+            Content-Disposition: form-data; name=\"message\"\r\n\r\n\
+            hello\r\n\
+            --XyZ--\r\n";
+        let json =
+            r#"{"email":"a@b.co","seats":25,"ok":true,"utm":{"source":"x","n":null},"tags":["a"]}"#;
+        for wanted in [
+            &["email"][..],
+            &["message", "cv"][..],
+            &["seats", "ok", "utm.source", "tags"][..],
+        ] {
+            assert_filter_is_exact(
+                "multipart/form-data; boundary=XyZ",
+                multipart.as_bytes(),
+                wanted,
+            );
+            assert_filter_is_exact("application/json", json.as_bytes(), wanted);
         }
     }
 
@@ -380,10 +569,10 @@ mod tests {
         for i in 0..(MAX_FIELDS + 10) {
             body.push_str(&format!("f{i}=v&"));
         }
-        let f = parse_urlencoded(body.as_bytes());
+        let f = parse_urlencoded(body.as_bytes(), |_| true);
         assert_eq!(f.len(), MAX_FIELDS);
         let long = format!("a={}&b=1", "x".repeat(MAX_VALUE + 1));
-        let f = parse_urlencoded(long.as_bytes());
+        let f = parse_urlencoded(long.as_bytes(), |_| true);
         assert_eq!(f.get("a"), None);
         assert_eq!(f.get("b"), Some("1"));
     }

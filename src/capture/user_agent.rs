@@ -1,6 +1,16 @@
 //! The user agent reduced to what events may carry: a browser family from a
 //! fixed set and a bot flag. The raw string never leaves [`reduce`].
+//!
+//! Parsing costs a few microseconds (woothee's rules plus isbot's pattern
+//! set), and browsers send the same few hundred strings over and over, so
+//! [`reduce`] keeps a small per-thread memo of its answers: at most
+//! [`MEMO_ENTRIES`] strings of at most [`MEMO_MAX_LEN`] bytes each, emptied
+//! when full. Per thread, so there is no lock on the request path; the
+//! memo holds the raw string only as a key, in memory, and it is never
+//! logged or emitted.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::LazyLock;
 
 use crate::event::UserAgent;
@@ -14,6 +24,36 @@ static PARSER: woothee::parser::Parser = woothee::parser::Parser {};
 /// browser sends one, scripts often do not.
 pub fn reduce(ua: &str) -> UserAgent {
     let ua = ua.trim();
+    if ua.len() > MEMO_MAX_LEN {
+        return parse(ua);
+    }
+    MEMO.with_borrow_mut(|memo| {
+        if let Some(hit) = memo.get(ua) {
+            return hit.clone();
+        }
+        if memo.len() >= MEMO_ENTRIES {
+            // Emptied rather than evicted one by one: the strings that
+            // matter come back at once, and a clear is cheap.
+            memo.clear();
+        }
+        let reduced = parse(ua);
+        memo.insert(ua.into(), reduced.clone());
+        reduced
+    })
+}
+
+/// Most user agents the per-thread memo holds before it is emptied.
+pub const MEMO_ENTRIES: usize = 1024;
+/// Longest user agent (after trimming) the memo keeps; longer ones are
+/// parsed every time. Real browsers' strings are 100–300 bytes.
+pub const MEMO_MAX_LEN: usize = 512;
+
+thread_local! {
+    static MEMO: RefCell<HashMap<Box<str>, UserAgent>> = RefCell::new(HashMap::new());
+}
+
+/// [`reduce`] without the memo; `ua` is already trimmed.
+fn parse(ua: &str) -> UserAgent {
     let parsed = PARSER.parse(ua);
     let family = parsed
         .as_ref()
@@ -66,5 +106,51 @@ mod tests {
         let r = reduce("Mozilla/5.0 (secret-token-abc123) Chrome/1.0 Safari/537.36");
         let json = serde_json::to_string(&r).unwrap();
         assert!(!json.contains("secret"));
+    }
+
+    fn memo_len() -> usize {
+        MEMO.with_borrow(HashMap::len)
+    }
+
+    #[test]
+    fn memoized_answers_equal_parsed_ones() {
+        let long = format!("{CHROME} {}", "x".repeat(MEMO_MAX_LEN));
+        let uas = [
+            CHROME,
+            FIREFOX,
+            SAFARI,
+            GOOGLEBOT,
+            "curl/8.5.0",
+            "",
+            "  padded  ",
+            long.as_str(),
+        ];
+        for ua in uas {
+            let fresh = parse(ua.trim());
+            // First call fills the memo, the second answers from it.
+            assert_eq!(reduce(ua), fresh, "{ua}");
+            assert_eq!(reduce(ua), fresh, "{ua}");
+        }
+        MEMO.with_borrow(|memo| {
+            assert!(memo.contains_key(CHROME));
+            assert!(memo.contains_key("padded"), "keyed by the trimmed string");
+            assert!(
+                !memo.keys().any(|k| k.len() > MEMO_MAX_LEN),
+                "long ones are not kept"
+            );
+        });
+    }
+
+    #[test]
+    fn memo_stays_bounded() {
+        // Tests run on their own threads, so this memo is this test's alone.
+        for i in 0..(3 * MEMO_ENTRIES + 7) {
+            let ua =
+                format!("Mozilla/5.0 (X11; Linux x86_64; rv:{i}.0) Gecko/20100101 Firefox/{i}.0");
+            let r = reduce(&ua);
+            assert_eq!(r.family, "Firefox");
+            assert!(memo_len() <= MEMO_ENTRIES);
+        }
+        assert!(memo_len() > 0);
     }
 }

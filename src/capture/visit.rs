@@ -279,11 +279,18 @@ impl Capture {
                 headers.insert(name.clone(), h);
             }
         }
-        for (name, stored) in [(&X_TOUCH_FIRST, &v.first), (&X_TOUCH_LAST, &v.last)] {
-            if let Some(s) = stored
-                && let Some(dict) = touch_dictionary(&s.touch)
-                && let Ok(h) = HeaderValue::from_str(&dict)
-            {
+        let dictionary = |s: &StoredTouch| {
+            touch_dictionary(&s.touch).and_then(|d| HeaderValue::from_str(&d).ok())
+        };
+        let first = v.first.as_ref().and_then(dictionary);
+        // A new visitor's first and last touch are the same touch: one
+        // serialization serves both headers.
+        let last = match (&v.first, &v.last) {
+            (Some(f), Some(l)) if f.touch == l.touch => first.clone(),
+            (_, l) => l.as_ref().and_then(dictionary),
+        };
+        for (name, value) in [(&X_TOUCH_FIRST, first), (&X_TOUCH_LAST, last)] {
+            if let Some(h) = value {
                 headers.insert(name.clone(), h);
             }
         }
@@ -296,37 +303,30 @@ impl Capture {
         }
         let secure = secure || self.cfg.identity.secure_cookies;
         let session_age = self.cfg.identity.session_timeout.as_secs() as i64;
-        let mut set = |name: &'static str, value: String, max_age: i64| {
-            let mut c = ::cookie::Cookie::build((name, value))
-                .http_only(true)
-                .same_site(::cookie::SameSite::Lax)
-                .path("/")
-                .secure(secure)
-                .max_age(time::Duration::seconds(max_age));
-            if let Some(d) = &self.cfg.identity.cookie_domain {
-                c = c.domain(d.clone());
-            }
-            if let Ok(h) = HeaderValue::from_str(&c.build().to_string()) {
+        let domain = self.cfg.identity.cookie_domain.as_deref();
+        let mut set = |name: &'static str, value: &str, max_age: i64| {
+            let line = set_cookie_line(name, value, secure, domain, max_age);
+            if let Ok(h) = HeaderValue::from_str(&line) {
                 headers.append(header::SET_COOKIE, h);
             }
         };
         if let Some(d) = &v.device {
-            set(cookie::DEVICE, d.clone(), YEAR_400_DAYS);
+            set(cookie::DEVICE, d, YEAR_400_DAYS);
         }
         if let Some(s) = &v.session {
-            set(cookie::SESSION, s.clone(), session_age);
+            set(cookie::SESSION, s, session_age);
         }
         if let Some(t) = v.first.as_ref().filter(|_| v.first_dirty || v.landing) {
             set(
                 cookie::FIRST_TOUCH,
-                cookie::encode_touch(&self.keys, cookie::FIRST_TOUCH, t),
+                &cookie::encode_touch(&self.keys, cookie::FIRST_TOUCH, t),
                 YEAR_400_DAYS,
             );
         }
         if let Some(t) = v.last.as_ref().filter(|_| v.last_dirty || v.landing) {
             set(
                 cookie::LAST_TOUCH,
-                cookie::encode_touch(&self.keys, cookie::LAST_TOUCH, t),
+                &cookie::encode_touch(&self.keys, cookie::LAST_TOUCH, t),
                 YEAR_400_DAYS,
             );
         }
@@ -409,6 +409,36 @@ impl Visit {
     }
 }
 
+/// One identity cookie's `Set-Cookie` value, written out directly: the same
+/// text as the `cookie` crate's `Display` for a cookie built with
+/// `http_only`, `SameSite=Lax`, `Path=/`, `secure`, `max_age` and the
+/// optional domain (a test holds the two together), without building a
+/// `Cookie` and formatting through `fmt` on every page load.
+fn set_cookie_line(
+    name: &str,
+    value: &str,
+    secure: bool,
+    domain: Option<&str>,
+    max_age: i64,
+) -> String {
+    use std::fmt::Write;
+    let mut line = String::with_capacity(name.len() + value.len() + 96);
+    line.push_str(name);
+    line.push('=');
+    line.push_str(value);
+    line.push_str("; HttpOnly; SameSite=Lax");
+    if secure {
+        line.push_str("; Secure");
+    }
+    line.push_str("; Path=/");
+    if let Some(d) = domain {
+        line.push_str("; Domain=");
+        line.push_str(d.strip_prefix('.').unwrap_or(d));
+    }
+    let _ = write!(line, "; Max-Age={max_age}");
+    line
+}
+
 fn has_touchgate_cookie(headers: &HeaderMap) -> bool {
     headers
         .get_all(header::COOKIE)
@@ -448,6 +478,29 @@ pub fn touch_dictionary(t: &TouchAt) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn set_cookie_line_matches_the_cookie_crate() {
+        for secure in [false, true] {
+            for domain in [None, Some("example.com"), Some(".example.com")] {
+                for max_age in [0, 1800, YEAR_400_DAYS] {
+                    let mut c = ::cookie::Cookie::build(("tg_did", "0123abcd"))
+                        .http_only(true)
+                        .same_site(::cookie::SameSite::Lax)
+                        .path("/")
+                        .secure(secure)
+                        .max_age(time::Duration::seconds(max_age));
+                    if let Some(d) = domain {
+                        c = c.domain(d.to_string());
+                    }
+                    assert_eq!(
+                        set_cookie_line("tg_did", "0123abcd", secure, domain, max_age),
+                        c.build().to_string()
+                    );
+                }
+            }
+        }
+    }
 
     #[test]
     fn dictionary_escapes_hostile_values() {
