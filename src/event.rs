@@ -244,10 +244,48 @@ pub mod rfc3339_millis {
     use time::format_description::well_known::Rfc3339;
 
     pub fn format(t: OffsetDateTime) -> String {
+        match Stamp::new(t) {
+            Some(stamp) => stamp.as_str().to_owned(),
+            None => format_any(t),
+        }
+    }
+
+    /// Any year `time` represents, negative ones included.
+    fn format_any(t: OffsetDateTime) -> String {
         let t = t.to_offset(time::UtcOffset::UTC);
         let (y, mo, d) = (t.year(), t.month() as u8, t.day());
         let (h, mi, s, ms) = (t.hour(), t.minute(), t.second(), t.millisecond());
         format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{ms:03}Z")
+    }
+
+    /// A timestamp of a year in 0..=9999 formatted on the stack, so that
+    /// serializing an event does not allocate for its two timestamps.
+    struct Stamp([u8; 24]);
+
+    impl Stamp {
+        fn new(t: OffsetDateTime) -> Option<Stamp> {
+            let t = t.to_offset(time::UtcOffset::UTC);
+            let y = u16::try_from(t.year()).ok().filter(|y| *y <= 9999)?;
+            let mut b = *b"0000-00-00T00:00:00.000Z";
+            let digits = |out: &mut [u8], mut n: u16| {
+                for slot in out.iter_mut().rev() {
+                    *slot = b'0' + (n % 10) as u8;
+                    n /= 10;
+                }
+            };
+            digits(&mut b[0..4], y);
+            digits(&mut b[5..7], t.month() as u16);
+            digits(&mut b[8..10], t.day().into());
+            digits(&mut b[11..13], t.hour().into());
+            digits(&mut b[14..16], t.minute().into());
+            digits(&mut b[17..19], t.second().into());
+            digits(&mut b[20..23], t.millisecond());
+            Some(Stamp(b))
+        }
+
+        fn as_str(&self) -> &str {
+            std::str::from_utf8(&self.0).expect("only ASCII digits and separators")
+        }
     }
 
     pub fn parse(s: &str) -> Result<OffsetDateTime, time::error::Parse> {
@@ -255,7 +293,10 @@ pub mod rfc3339_millis {
     }
 
     pub fn serialize<S: Serializer>(t: &OffsetDateTime, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&format(*t))
+        match Stamp::new(*t) {
+            Some(stamp) => s.serialize_str(stamp.as_str()),
+            None => s.serialize_str(&format_any(*t)),
+        }
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<OffsetDateTime, D::Error> {
@@ -274,6 +315,36 @@ mod tests {
         let s = rfc3339_millis::format(t);
         assert_eq!(s, "2026-11-29T10:00:00.123Z");
         assert_eq!(rfc3339_millis::parse(&s).unwrap(), t);
+    }
+
+    #[test]
+    fn timestamps_format_like_the_format_macro() {
+        use time::macros::datetime;
+        let reference = |t: OffsetDateTime| {
+            let t = t.to_offset(time::UtcOffset::UTC);
+            let (y, mo, d) = (t.year(), t.month() as u8, t.day());
+            let (h, mi, s, ms) = (t.hour(), t.minute(), t.second(), t.millisecond());
+            format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{ms:03}Z")
+        };
+        for t in [
+            datetime!(2026-11-29 10:00:00 UTC),
+            datetime!(2026-01-02 03:04:05.006 UTC),
+            datetime!(1999-12-31 23:59:59.999999 UTC),
+            datetime!(0000-01-01 00:00:00 UTC),
+            datetime!(0042-07-08 09:10:11.012 UTC),
+            datetime!(9999-12-31 23:59:59.999 UTC),
+            datetime!(-0001-06-15 12:00:00 UTC),
+            datetime!(-9999-01-01 00:00:00 UTC),
+            datetime!(2026-11-29 23:30:00.5 -02:00),
+            datetime!(2026-03-01 00:30:00.25 +01:00),
+        ] {
+            assert_eq!(rfc3339_millis::format(t), reference(t), "{t}");
+            let json = serde_json::to_string(&Wrap(t)).unwrap();
+            assert_eq!(json, format!("\"{}\"", reference(t)), "{t}");
+        }
+
+        #[derive(Serialize)]
+        struct Wrap(#[serde(with = "rfc3339_millis")] OffsetDateTime);
     }
 
     #[test]
@@ -306,5 +377,85 @@ mod tests {
         assert_eq!(v["schema"], "touchgate/1");
         let back: Event = serde_json::from_value(v).unwrap();
         assert_eq!(back, e);
+    }
+}
+
+#[cfg(test)]
+mod full_event_json {
+    use super::*;
+
+    /// Every field set, timestamps with and without milliseconds and in a
+    /// non-UTC offset.
+    fn full_event() -> Envelope {
+        use time::macros::datetime;
+        let touch = Touch {
+            source: Some("google".into()),
+            medium: Some("cpc".into()),
+            campaign: Some("spring \"sale\"".into()),
+            term: Some("running shoes".into()),
+            content: Some("ad_b".into()),
+            campaign_id: Some("123".into()),
+            click_id_type: Some("gclid".into()),
+            channel: "Paid Search".into(),
+            valid: true,
+        };
+        let mut e = Event::new(
+            "0123456789abcdef0123456789abcdef".into(),
+            "signup_submitted".into(),
+            Origin::Beacon,
+            datetime!(2026-11-29 10:00:00.5 +01:00),
+            datetime!(2026-11-29 09:00:01.123456 UTC),
+        );
+        e.device_id = Some("d".into());
+        e.session_id = Some("s".into());
+        e.user_id = Some("u".into());
+        e.lead_id = Some("l".into());
+        e.touchpoint_id = Some("t".into());
+        e.natural_key = Some("n|2026-11-29".into());
+        e.page = Some(Page {
+            url: "https://shop.example/?utm_source=google".into(),
+            path: "/".into(),
+            referrer_host: Some("google.com".into()),
+        });
+        e.touch = Some(touch.clone());
+        e.first_touch = Some(TouchAt {
+            touch: Touch::direct(),
+            at: datetime!(2026-11-01 00:00:00 UTC),
+        });
+        e.last_touch = Some(TouchAt {
+            touch,
+            at: datetime!(2026-11-29 08:59:59.25 UTC),
+        });
+        e.client.ip_prefix = Some("203.0.113.0/24".into());
+        e.client.context = Some(serde_json::json!({"cid": "c", "ux": {"lcp": 1.5}}));
+        e.client.user_agent = Some(UserAgent {
+            family: "Chrome".into(),
+            bot: false,
+        });
+        e.status = Some(302);
+        e.capture = Some("oversize".into());
+        e.consent = Consent {
+            analytics: true,
+            ads: false,
+        };
+        e.properties.insert("plan".into(), "pro".into());
+        let mut env = Envelope::new(e);
+        env.ad_match = Some(AdMatch {
+            em: Some("e".into()),
+            ..AdMatch::default()
+        });
+        env
+    }
+
+    /// The JSON of [`full_event`] as the serializer wrote it before the
+    /// timestamps were formatted on the stack: the output must not change
+    /// by a byte.
+    const GOLDEN: &str = r#"{"event":{"schema":"touchgate/1","event_id":"0123456789abcdef0123456789abcdef","event_name":"signup_submitted","origin":"beacon","occurred_at":"2026-11-29T09:00:00.500Z","received_at":"2026-11-29T09:00:01.123Z","device_id":"d","session_id":"s","user_id":"u","lead_id":"l","touchpoint_id":"t","natural_key":"n|2026-11-29","page":{"url":"https://shop.example/?utm_source=google","path":"/","referrer_host":"google.com"},"touch":{"source":"google","medium":"cpc","campaign":"spring \"sale\"","term":"running shoes","content":"ad_b","campaign_id":"123","click_id_type":"gclid","channel":"Paid Search","valid":true},"first_touch":{"source":"(direct)","medium":"(none)","campaign":null,"term":null,"content":null,"click_id_type":null,"channel":"Direct","valid":true,"at":"2026-11-01T00:00:00Z"},"last_touch":{"source":"google","medium":"cpc","campaign":"spring \"sale\"","term":"running shoes","content":"ad_b","campaign_id":"123","click_id_type":"gclid","channel":"Paid Search","valid":true,"at":"2026-11-29T08:59:59.25Z"},"client":{"ip_prefix":"203.0.113.0/24","context":{"cid":"c","ux":{"lcp":1.5}},"user_agent":{"family":"Chrome","bot":false}},"status":302,"capture":"oversize","consent":{"analytics":true,"ads":false},"properties":{"plan":"pro"}},"ad_match":{"em":"e"}}"#;
+
+    #[test]
+    fn full_event_json_is_byte_identical() {
+        assert_eq!(serde_json::to_string(&full_event()).unwrap(), GOLDEN);
+        let back: Envelope = serde_json::from_str(GOLDEN).unwrap();
+        assert_eq!(serde_json::to_string(&back).unwrap(), GOLDEN);
     }
 }

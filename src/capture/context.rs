@@ -77,9 +77,13 @@ pub fn decode(encoded: &str) -> Result<Value, ContextError> {
     if encoded.len() > MAX_ENCODED {
         return Err(ContextError::TooLong(encoded.len()));
     }
-    let bytes = URL_SAFE_NO_PAD_INDIFFERENT
-        .decode(encoded)
+    // Three bytes per four characters, plus a partial group: the decoded
+    // object fits on the stack, no Vec per decode.
+    let mut buf = [0u8; MAX_ENCODED / 4 * 3 + 3];
+    let len = URL_SAFE_NO_PAD_INDIFFERENT
+        .decode_slice(encoded, &mut buf)
         .map_err(|_| ContextError::Base64)?;
+    let bytes = &buf[..len];
     // Only the known keys are materialized; serde skips the others without
     // building them. A duplicate known key is a JSON error.
     #[derive(serde::Deserialize)]
@@ -89,12 +93,12 @@ pub fn decode(encoded: &str) -> Result<Value, ContextError> {
         ux: Option<Value>,
     }
     if !bytes.trim_ascii_start().starts_with(b"{") {
-        return match serde_json::from_slice::<serde::de::IgnoredAny>(&bytes) {
+        return match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
             Ok(_) => Err(ContextError::NotAnObject),
             Err(_) => Err(ContextError::Json),
         };
     }
-    let known: Known = serde_json::from_slice(&bytes).map_err(|_| ContextError::Json)?;
+    let known: Known = serde_json::from_slice(bytes).map_err(|_| ContextError::Json)?;
     let mut out = Map::new();
     if let Some(cid) = known.cid {
         match cid {

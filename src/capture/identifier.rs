@@ -42,9 +42,16 @@ pub fn normalize(raw: &str, phone_country: country::Id) -> Option<Normalized> {
         return None;
     }
     if is_email(s) {
+        // `to_ascii_lowercase` is `to_lowercase` on ASCII, without the
+        // Unicode tables.
+        let value = if s.is_ascii() {
+            s.to_ascii_lowercase()
+        } else {
+            s.to_lowercase()
+        };
         return Some(Normalized {
             kind: Kind::Email,
-            value: s.to_lowercase(),
+            value,
         });
     }
     if looks_like_phone(s)

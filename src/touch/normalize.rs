@@ -37,6 +37,33 @@ pub fn clean(text: &str) -> Option<String> {
     let mut chars = 0usize;
     let mut pending_space = false;
     'input: for c in text.chars() {
+        // ASCII, the common case, without the Unicode tables: whitespace is
+        // `\t`..=`\r` and space, the other controls are stripped, and the
+        // lowercase of a letter is one letter.
+        if c.is_ascii() {
+            let b = c as u8;
+            if matches!(b, b'\t'..=b'\r' | b' ') {
+                pending_space = !out.is_empty();
+                continue;
+            }
+            if b.is_ascii_control() {
+                continue;
+            }
+            if pending_space {
+                if chars + 2 > MAX_CHARS {
+                    break 'input;
+                }
+                out.push(' ');
+                chars += 1;
+                pending_space = false;
+            }
+            if chars + 1 > MAX_CHARS {
+                break 'input;
+            }
+            out.push(char::from(b.to_ascii_lowercase()));
+            chars += 1;
+            continue;
+        }
         if c.is_whitespace() {
             pending_space = !out.is_empty();
             continue;
@@ -89,6 +116,61 @@ mod tests {
         assert_eq!(decode("plain"), "plain");
         assert_eq!(decode("%FF"), "\u{FFFD}");
         assert_eq!(decode("100%"), "100%");
+    }
+
+    /// `clean` before its ASCII fast path.
+    fn reference(text: &str) -> Option<String> {
+        let mut out = String::new();
+        let mut chars = 0usize;
+        let mut pending_space = false;
+        'input: for c in text.chars() {
+            if c.is_whitespace() {
+                pending_space = !out.is_empty();
+                continue;
+            }
+            if is_stripped(c) {
+                continue;
+            }
+            for l in c.to_lowercase() {
+                if l.is_whitespace() || is_stripped(l) {
+                    continue;
+                }
+                if pending_space {
+                    if chars + 2 > MAX_CHARS {
+                        break 'input;
+                    }
+                    out.push(' ');
+                    chars += 1;
+                    pending_space = false;
+                }
+                if chars + 1 > MAX_CHARS {
+                    break 'input;
+                }
+                out.push(l);
+                chars += 1;
+            }
+        }
+        (!out.is_empty()).then_some(out)
+    }
+
+    #[test]
+    fn ascii_fast_path_matches_the_unicode_rules() {
+        for b in 0u8..=127 {
+            let c = char::from(b);
+            assert_eq!(matches!(b, b'\t'..=b'\r' | b' '), c.is_whitespace(), "{b}");
+            assert_eq!(
+                clean(&format!("a{c}b")),
+                reference(&format!("a{c}b")),
+                "{b}"
+            );
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn clean_matches_the_reference(s in "[ -~\t\n\r\x0b\x0c\x00\x7f\u{85}\u{a0}\u{200b}ÄİẞΣ]{0,120}|\\PC{0,40}|\\PC*") {
+            proptest::prop_assert_eq!(clean(&s), reference(&s));
+        }
     }
 
     #[test]
