@@ -209,3 +209,55 @@ fn count(batch: &[Envelope], seen: &[Seen], metrics: &Metrics) {
             .inc_by(n);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Event, Origin, Touch};
+
+    fn envelope(name: &str, channel: Option<&str>, origin: Origin) -> Envelope {
+        let t = time::OffsetDateTime::UNIX_EPOCH;
+        let mut e = Event::new(String::new(), name.into(), origin, t, t);
+        e.touch = channel.map(|c| Touch {
+            channel: c.into(),
+            ..Touch::default()
+        });
+        Envelope::new(e)
+    }
+
+    #[test]
+    fn counts_each_label_set_of_a_batch() {
+        let metrics = Metrics::new();
+        let batch = [
+            envelope("landing", Some("Paid Search"), Origin::Proxy),
+            envelope("landing", Some("Paid Search"), Origin::Proxy),
+            envelope("landing", Some("Email"), Origin::Proxy),
+            envelope("landing", None, Origin::Proxy),
+            envelope("signup_submitted", None, Origin::Proxy),
+            envelope("signup_submitted", None, Origin::Proxy),
+            envelope("landing", Some("Paid Search"), Origin::Proxy),
+        ];
+        let seen = [
+            Seen::New,
+            Seen::New,
+            Seen::New,
+            Seen::New,
+            Seen::New,
+            Seen::Duplicate,
+            Seen::Duplicate,
+        ];
+        count(&batch, &seen, &metrics);
+        count(&batch[..1], &seen[..1], &metrics);
+        let text = metrics.encode();
+        for line in [
+            r#"touchgate_events_total{event_name="landing",channel="Paid Search",origin="proxy"} 3"#,
+            r#"touchgate_events_total{event_name="landing",channel="Email",origin="proxy"} 1"#,
+            r#"touchgate_events_total{event_name="landing",channel="Direct",origin="proxy"} 1"#,
+            r#"touchgate_events_total{event_name="signup_submitted",channel="Direct",origin="proxy"} 1"#,
+            r#"touchgate_events_duplicate_total{event_name="signup_submitted"} 1"#,
+            r#"touchgate_events_duplicate_total{event_name="landing"} 1"#,
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
+    }
+}
