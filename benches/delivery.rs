@@ -2,6 +2,8 @@
 //!
 //! 1. spool append + `file` sink: events go through the writer's channel
 //!    into the spool (group commit) while the file sink delivers them.
+//!    Then the running process's whole path: queue, dedupe stage, spool
+//!    output, file sink.
 //! 2. `http` sink: a spool filled beforehand is delivered to an NDJSON
 //!    collector on 127.0.0.1 (plain and gzip).
 //!
@@ -23,7 +25,8 @@ use tokio_util::sync::CancellationToken;
 use touchgate::config::{FsyncPolicy, SpoolConfig};
 use touchgate::event::{Client, Envelope, Event, Origin, Page, Touch, TouchAt};
 use touchgate::metrics::Metrics;
-use touchgate::pipeline::spool;
+use touchgate::pipeline::dedupe::Dedupe;
+use touchgate::pipeline::{self, Item, SpoolOutput, spool};
 use touchgate::sink::delivery::{dead_letter_path, run_sink};
 use touchgate::sink::file::{FileSink, FileSinkConfig};
 use touchgate::sink::http::{HttpSink, HttpSinkConfig};
@@ -271,6 +274,74 @@ async fn spool_and_file(n: usize, spool_fsync: FsyncPolicy, producers: usize) {
     );
 }
 
+/// The running process's path: request tasks emit into the queue, the
+/// pipeline stage dedupes, and `SpoolOutput` frames (two threads for large
+/// batches) and appends; the file sink delivers. `producers` tasks emit.
+async fn pipeline_and_file(n: usize, producers: usize) {
+    let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let names = vec!["file".to_string()];
+    let cfg = spool_cfg(&tmp.path().join("spool"), FsyncPolicy::Interval);
+    let (w, mut readers) = spool::open(&cfg, &names, metrics.clone()).unwrap();
+    let input: Vec<Envelope> = (0..n).map(envelope).collect();
+    let fcfg = FileSinkConfig::new(tmp.path().join("events.jsonl"));
+    let sink: Arc<dyn Sink> = Arc::new(FileSink::new(&fcfg).unwrap());
+    let stop = CancellationToken::new();
+    let d = delivery();
+    let dl = dead_letter_path(&d, &cfg.dir, "file");
+    let (start, cpu0) = (Instant::now(), cpu_seconds());
+    let task = tokio::spawn(run_sink(
+        sink,
+        readers.pop().unwrap(),
+        d,
+        dl,
+        metrics.clone(),
+        stop.clone(),
+    ));
+    // The queue's own sender, awaited when full: the proxy's `emit` would
+    // drop instead, and a bench must not measure drops.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Item>(16_384);
+    let stage = tokio::spawn(pipeline::run(
+        rx,
+        Dedupe::local(Duration::from_secs(24 * 3600), 1_000_000),
+        Box::new(SpoolOutput::new(w, metrics.clone())),
+        metrics.clone(),
+    ));
+    let per = n.div_ceil(producers);
+    let mut input = input;
+    let mut tasks = Vec::new();
+    while !input.is_empty() {
+        let rest = input.split_off(per.min(input.len()));
+        let chunk = std::mem::replace(&mut input, rest);
+        let tx = tx.clone();
+        tasks.push(tokio::spawn(async move {
+            for e in chunk {
+                if tx.send(Item::Event(e)).await.is_err() {
+                    break;
+                }
+            }
+        }));
+    }
+    drop(tx);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    stage.await.unwrap();
+    let ok = until_acked(&metrics, "file", n as u64).await;
+    let (total, cpu) = (start.elapsed(), cpu_seconds());
+    stop.cancel();
+    task.await.unwrap().unwrap();
+    assert!(ok, "file sink did not finish");
+    report(
+        &format!(
+            "queue + dedupe + spool output (fsync=Interval) + file sink, {producers} producer tasks emitting, end to end"
+        ),
+        n,
+        total,
+        cpu - cpu0,
+    );
+}
+
 async fn collector() -> (std::net::SocketAddr, Arc<AtomicU64>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -390,6 +461,7 @@ fn main() {
         spool_and_file(n, FsyncPolicy::Always, 0).await;
         spool_and_file(n, FsyncPolicy::Interval, 2).await;
         spool_and_file(n, FsyncPolicy::Always, 2).await;
+        pipeline_and_file(n, 2).await;
         http(n, false).await;
         http(n, true).await;
     });

@@ -11,11 +11,10 @@ use tokio_util::sync::CancellationToken;
 use crate::admin::{self, Admin, Health};
 use crate::capture::Capture;
 use crate::config::Config;
-use crate::event::Envelope;
 use crate::identity::Keys;
 use crate::metrics::Metrics;
 use crate::pipeline::dedupe::Dedupe;
-use crate::pipeline::spool::{self, SpoolWriter};
+use crate::pipeline::spool;
 use crate::pipeline::{self, EventQueue};
 use crate::proxy::upstream::Upstream;
 use crate::proxy::{self, Shared};
@@ -58,32 +57,6 @@ pub struct Running {
     admin: Arc<Admin>,
     pipeline: JoinHandle<()>,
     sinks: Vec<JoinHandle<()>>,
-}
-
-/// The pipeline's output: the spool, appended with group commit.
-struct SpoolOutput(SpoolWriter);
-
-#[async_trait::async_trait]
-impl pipeline::Output for SpoolOutput {
-    async fn append(&mut self, batch: &[Envelope]) -> Result<(), String> {
-        self.0
-            .append_batch(batch)
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
-    }
-
-    async fn tick(&mut self) -> Result<(), String> {
-        self.0.tick().await.map_err(|e| e.to_string())
-    }
-
-    fn tick_interval(&self) -> Duration {
-        self.0.tick_interval()
-    }
-
-    async fn close(self: Box<Self>) -> Result<(), String> {
-        self.0.close().await.map_err(|e| e.to_string())
-    }
 }
 
 /// Start everything; listeners bound before this returns.
@@ -150,7 +123,7 @@ pub async fn start(
     let pipeline = tokio::spawn(pipeline::run(
         rx,
         dedupe,
-        Box::new(SpoolOutput(writer)),
+        Box::new(pipeline::SpoolOutput::new(writer, metrics.clone())),
         metrics.clone(),
     ));
 

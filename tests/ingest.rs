@@ -207,3 +207,30 @@ async fn beacons_are_counted_and_emitted() {
     let (p, _) = get(&format!("http://{}/_tg/../c.js", tg.proxy_addr), &[]).await;
     assert_eq!(p.status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_batch_reaches_the_spool_whole_and_in_order() {
+    // Hundreds of events in one request are one pipeline batch, which the
+    // spool output serializes in two halves on two threads.
+    let (_up, tg, dir) = site().await;
+    let n = 300;
+    let body: Vec<String> = (0..n)
+        .map(|i| {
+            format!(
+                r#"{{"event_name":"plan_upgraded","occurred_at":"2026-11-29T10:{:02}:{:02}Z","user_id":"u-{i}","properties":{{"seq":{i}}}}}"#,
+                i / 60,
+                i % 60
+            )
+        })
+        .collect();
+    let (status, results) = ingest(&tg, Some("ingest-token"), &body.join("\n")).await;
+    assert_eq!(status, 200);
+    assert!(results.iter().all(|r| r["status"] == "accepted"));
+    let file = dir.path().join("events.jsonl");
+    eventually("300 events in the file sink", || events(&file).len() == n).await;
+    let seqs: Vec<u64> = events(&file)
+        .iter()
+        .map(|e| e["properties"]["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, (0..n as u64).collect::<Vec<_>>());
+}
