@@ -275,8 +275,8 @@ async fn spool_and_file(n: usize, spool_fsync: FsyncPolicy, producers: usize) {
 }
 
 /// The running process's path: request tasks emit into the queue, the
-/// pipeline stage dedupes, and `SpoolOutput` frames (two threads for large
-/// batches) and appends; the file sink delivers. `producers` tasks emit.
+/// pipeline stage dedupes, and `SpoolOutput` frames and appends on the
+/// blocking pool; the file sink delivers. `producers` tasks emit.
 async fn pipeline_and_file(n: usize, producers: usize) {
     let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let metrics = Arc::new(Metrics::new());
@@ -304,7 +304,7 @@ async fn pipeline_and_file(n: usize, producers: usize) {
     let stage = tokio::spawn(pipeline::run(
         rx,
         Dedupe::local(Duration::from_secs(24 * 3600), 1_000_000),
-        Box::new(SpoolOutput::new(w, metrics.clone())),
+        Box::new(SpoolOutput::new(w)),
         metrics.clone(),
     ));
     let per = n.div_ceil(producers);

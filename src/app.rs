@@ -123,7 +123,7 @@ pub async fn start(
     let pipeline = tokio::spawn(pipeline::run(
         rx,
         dedupe,
-        Box::new(pipeline::SpoolOutput::new(writer, metrics.clone())),
+        Box::new(pipeline::SpoolOutput::new(writer)),
         metrics.clone(),
     ));
 

@@ -210,8 +210,8 @@ async fn beacons_are_counted_and_emitted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_batch_reaches_the_spool_whole_and_in_order() {
-    // Hundreds of events in one request are one pipeline batch, which the
-    // spool output serializes in two halves on two threads.
+    // Hundreds of events in one request are one pipeline batch: one group
+    // commit in the spool, delivered in line order.
     let (_up, tg, dir) = site().await;
     let n = 300;
     let body: Vec<String> = (0..n)
