@@ -172,23 +172,26 @@ async fn until_acked(metrics: &Metrics, sink: &str, n: u64) -> bool {
     false
 }
 
-/// `producers == 0`: the writer serializes; else that many producer tasks
-/// serialize (`Frame::encode`) as request tasks would, in parallel.
-async fn spool_and_file(n: usize, spool_fsync: FsyncPolicy, producers: usize) {
+/// A spool in a temp dir with a running `file` sink reading it.
+struct FileRun {
+    tmp: tempfile::TempDir,
+    metrics: Arc<Metrics>,
+    writer: spool::SpoolWriter,
+    sink: tokio::task::JoinHandle<Result<(), spool::SpoolError>>,
+    stop: CancellationToken,
+}
+
+fn file_run(spool_fsync: FsyncPolicy) -> FileRun {
     let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let metrics = Arc::new(Metrics::new());
-    let names = vec!["file".to_string()];
     let cfg = spool_cfg(&tmp.path().join("spool"), spool_fsync);
-    let (w, mut readers) = spool::open(&cfg, &names, metrics.clone()).unwrap();
-    let input: Vec<Envelope> = (0..n).map(envelope).collect();
+    let (writer, mut readers) = spool::open(&cfg, &["file".to_string()], metrics.clone()).unwrap();
     let fcfg = FileSinkConfig::new(tmp.path().join("events.jsonl"));
     let sink: Arc<dyn Sink> = Arc::new(FileSink::new(&fcfg).unwrap());
     let stop = CancellationToken::new();
     let d = delivery();
     let dl = dead_letter_path(&d, &cfg.dir, "file");
-
-    let (start, cpu0) = (Instant::now(), cpu_seconds());
-    let task = tokio::spawn(run_sink(
+    let sink = tokio::spawn(run_sink(
         sink,
         readers.pop().unwrap(),
         d,
@@ -196,6 +199,27 @@ async fn spool_and_file(n: usize, spool_fsync: FsyncPolicy, producers: usize) {
         metrics.clone(),
         stop.clone(),
     ));
+    FileRun {
+        tmp,
+        metrics,
+        writer,
+        sink,
+        stop,
+    }
+}
+
+/// `producers == 0`: the writer serializes; else that many producer tasks
+/// serialize (`Frame::encode`) as request tasks would, in parallel.
+async fn spool_and_file(n: usize, spool_fsync: FsyncPolicy, producers: usize) {
+    let input: Vec<Envelope> = (0..n).map(envelope).collect();
+    let FileRun {
+        tmp,
+        metrics,
+        writer: w,
+        sink: task,
+        stop,
+    } = file_run(spool_fsync);
+    let (start, cpu0) = (Instant::now(), cpu_seconds());
     if producers == 0 {
         let (tx, rx) = tokio::sync::mpsc::channel(16_384);
         let writer = tokio::spawn(spool::run_writer(w, rx, 4096));
@@ -278,26 +302,15 @@ async fn spool_and_file(n: usize, spool_fsync: FsyncPolicy, producers: usize) {
 /// pipeline stage dedupes, and `SpoolOutput` frames and appends on the
 /// blocking pool; the file sink delivers. `producers` tasks emit.
 async fn pipeline_and_file(n: usize, producers: usize) {
-    let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let metrics = Arc::new(Metrics::new());
-    let names = vec!["file".to_string()];
-    let cfg = spool_cfg(&tmp.path().join("spool"), FsyncPolicy::Interval);
-    let (w, mut readers) = spool::open(&cfg, &names, metrics.clone()).unwrap();
     let input: Vec<Envelope> = (0..n).map(envelope).collect();
-    let fcfg = FileSinkConfig::new(tmp.path().join("events.jsonl"));
-    let sink: Arc<dyn Sink> = Arc::new(FileSink::new(&fcfg).unwrap());
-    let stop = CancellationToken::new();
-    let d = delivery();
-    let dl = dead_letter_path(&d, &cfg.dir, "file");
+    let FileRun {
+        tmp: _tmp,
+        metrics,
+        writer: w,
+        sink: task,
+        stop,
+    } = file_run(FsyncPolicy::Interval);
     let (start, cpu0) = (Instant::now(), cpu_seconds());
-    let task = tokio::spawn(run_sink(
-        sink,
-        readers.pop().unwrap(),
-        d,
-        dl,
-        metrics.clone(),
-        stop.clone(),
-    ));
     // The queue's own sender, awaited when full: the proxy's `emit` would
     // drop instead, and a bench must not measure drops.
     let (tx, rx) = tokio::sync::mpsc::channel::<Item>(16_384);
