@@ -77,6 +77,7 @@ impl Capture {
             self.read_cookies(&parts.headers, &mut v);
         }
         if !capture {
+            self.hash_ids(&mut v);
             return Some(v);
         }
         if consent.analytics {
@@ -87,14 +88,7 @@ impl Capture {
                 v.session = Some(cookie::new_id());
                 v.new_session = true;
             }
-            v.device_hash = v
-                .device
-                .as_deref()
-                .map(|d| self.keys.hex(Purpose::Device, &[d.as_bytes()]));
-            v.session_hash = v
-                .session
-                .as_deref()
-                .map(|s| self.keys.hex(Purpose::Session, &[s.as_bytes()]));
+            self.hash_ids(&mut v);
         }
 
         let host = super::request_host(parts).unwrap_or("");
@@ -214,6 +208,11 @@ impl Capture {
                 _ => {}
             }
         }
+    }
+
+    /// The ids as they leave touchgate (headers, events): keyed hashes,
+    /// computed once the raw ids are final.
+    fn hash_ids(&self, v: &mut Visit) {
         v.device_hash = v
             .device
             .as_deref()
