@@ -181,21 +181,7 @@ async fn return_visits_keep_first_touch_and_direct_does_not_overwrite_last() {
     for (k, v) in set_cookies(&p2) {
         jar.insert(k, v);
     }
-    let h = site.up.last().headers;
-    assert!(
-        h.get("x-touch-first")
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .contains("channel=\"Email\"")
-    );
-    assert!(
-        h.get("x-touch-last")
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .contains("channel=\"Paid Social\"")
-    );
+    assert_channels(&site.up.last().headers, "Email", "Paid Social");
     // A direct return visit in a new session (no tg_sid) keeps the last touch.
     jar.remove("tg_sid");
     let (p3, _) = get(&site.url("/"), &[NAV, ("cookie", &cookie_header(&jar))]).await;
@@ -203,21 +189,7 @@ async fn return_visits_keep_first_touch_and_direct_does_not_overwrite_last() {
     for (k, v) in set_cookies(&p3) {
         jar.insert(k, v);
     }
-    let h = site.up.last().headers;
-    assert!(
-        h.get("x-touch-first")
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .contains("channel=\"Email\"")
-    );
-    assert!(
-        h.get("x-touch-last")
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .contains("channel=\"Paid Social\"")
-    );
+    assert_channels(&site.up.last().headers, "Email", "Paid Social");
     let ev = site.wait_events(3).await;
     let devices: std::collections::HashSet<_> = ev.iter().map(|e| e["device_id"].clone()).collect();
     assert_eq!(devices.len(), 1, "one device across visits");
@@ -439,4 +411,12 @@ async fn rotated_secret_still_verifies_and_is_resigned() {
         resigned.contains_key("tg_ft") && resigned["tg_ft"].0 != jar["tg_ft"].0,
         "re-signed with the new secret"
     );
+}
+
+/// The first and last touch the app was told about, by channel.
+fn assert_channels(h: &http::HeaderMap, first: &str, last: &str) {
+    for (name, channel) in [("x-touch-first", first), ("x-touch-last", last)] {
+        let v = h.get(name).unwrap().to_str().unwrap();
+        assert!(v.contains(&format!("channel=\"{channel}\"")), "{name}: {v}");
+    }
 }
