@@ -46,7 +46,7 @@ impl LocalSet {
             window,
             max_entries,
             epoch: Instant::now(),
-            set: HashSet::with_capacity(max_entries),
+            set: HashSet::with_capacity(max_entries + 1),
             ring: VecDeque::with_capacity(max_entries),
         }
     }
@@ -69,7 +69,23 @@ impl LocalSet {
             self.ring.pop_front();
             self.set.remove(&k);
         }
-        if self.set.contains(&key) {
+        // hashbrown leaves a tombstone for some removals and, once they
+        // have used up its spare room, grows the table to twice its size
+        // rather than reuse them (it rehashes in place only when at most
+        // half full, and a full set is more). At the default bound that
+        // happened after about 12 million ids: 35 MB more, and both tables
+        // at once while it copied. Rebuilding from the ring, which holds
+        // exactly the set's ids, clears the tombstones in the allocation
+        // the set already has. It costs one pass over the ids, once per
+        // several times `max_entries` insertions.
+        if self.set.capacity() <= self.set.len() + 1 {
+            self.set.clear();
+            self.set.extend(self.ring.iter().map(|&(k, _)| k));
+        }
+        // One probe for "seen?" and "insert": the set is tens of megabytes,
+        // and each probe is a cache miss. It holds one id over the bound
+        // until the oldest leaves just below (`new` sized it for that).
+        if !self.set.insert(key) {
             return Seen::Duplicate;
         }
         if self.ring.len() >= self.max_entries
@@ -79,7 +95,6 @@ impl LocalSet {
             self.set.remove(&old);
         }
         let expires = now_s.saturating_add(self.window.as_secs().max(1) as u32);
-        self.set.insert(key);
         self.ring.push_back((key, expires));
         Seen::New
     }
@@ -217,6 +232,35 @@ mod tests {
             s.check_and_insert(k(1), t0 + Duration::from_secs(11)),
             Seen::New
         );
+    }
+
+    /// The table is allocated once: a full set that keeps taking new ids
+    /// (each one over the bound until the oldest leaves, and each removal
+    /// possibly a tombstone) never grows it, whatever the bound, including
+    /// bounds that fill a power-of-two table. Growth shows as a capacity
+    /// above the first one (tombstones only ever lower it).
+    #[test]
+    fn a_full_set_never_reallocates() {
+        for n in [1, 3, 7, 14, 28, 100, 917, 1792] {
+            let mut s = LocalSet::new(Duration::from_secs(3600), n);
+            let cap = s.set.capacity();
+            let t0 = s.epoch;
+            let key = |i: u64| {
+                let mut k = [0u8; 16];
+                k[..8].copy_from_slice(&i.wrapping_mul(0x9e37_79b9_7f4a_7c15).to_le_bytes());
+                k
+            };
+            for i in 0..(200 * n as u64 + 1000) {
+                assert_eq!(s.check_and_insert(key(i), t0), Seen::New);
+                assert!(s.len() <= n);
+                assert!(s.set.capacity() <= cap, "bound {n} grew at id {i}");
+            }
+            // Still exact after the rebuilds: the last n ids are in, the
+            // one before them is not.
+            let last = 200 * n as u64 + 999;
+            assert_eq!(s.check_and_insert(key(last), t0), Seen::Duplicate);
+            assert_eq!(s.check_and_insert(key(last - n as u64), t0), Seen::New);
+        }
     }
 
     #[test]
