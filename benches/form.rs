@@ -97,7 +97,7 @@ fn template() -> Event {
 /// (`Capture::conversion_event`, then the guard in `Capture::emit`, then
 /// the pipeline's dedupe check), short of the cookies and the queue.
 fn capture(keys: &Keys, rule: &FormRule, tpl: &Event, body: &Bytes) -> Event {
-    let fields = form::parse_wanted(Some("application/x-www-form-urlencoded"), body, |n| {
+    let mut fields = form::parse_wanted(Some("application/x-www-form-urlencoded"), body, |n| {
         conversion::reads_field(rule, n)
     })
     .unwrap();
@@ -122,17 +122,18 @@ fn capture(keys: &Keys, rule: &FormRule, tpl: &Event, body: &Bytes) -> Event {
     );
     e.natural_key = Some(natural_key);
     e.lead_id = Some(lead_id);
-    for f in &rule.fields {
-        if privacy::is_never_captured(&f.name) {
-            continue;
-        }
-        if let Some(v) = fields.get(&f.name) {
-            e.properties.insert(f.name.clone(), v.trim().into());
-        }
-    }
     e.client.context = fields
         .get(context::FIELD)
         .and_then(|c| context::decode(c).ok());
+    for f in &rule.fields {
+        if privacy::is_never_captured(&f.name) || e.properties.contains_key(&f.name) {
+            continue;
+        }
+        if let Some(v) = fields.take(&f.name) {
+            e.properties
+                .insert(f.name.clone(), conversion::trimmed(v).into());
+        }
+    }
     let redacted = privacy::guard(&mut e);
     black_box((em, redacted));
     e

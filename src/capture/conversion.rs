@@ -68,15 +68,7 @@ impl Capture {
                 .inc();
         }
         let fields = fields.flatten();
-        let envelope = self.conversion_event(
-            rule,
-            v,
-            parts,
-            fields.as_ref(),
-            context_header,
-            ip,
-            oversize,
-        );
+        let envelope = self.conversion_event(rule, v, parts, fields, context_header, ip, oversize);
         Ok((forward, Pending { envelope }))
     }
 
@@ -102,15 +94,7 @@ impl Capture {
             parse_fields(rule, content_type, data)
         };
         Pending {
-            envelope: self.conversion_event(
-                rule,
-                v,
-                parts,
-                fields.as_ref(),
-                context_header,
-                ip,
-                oversize,
-            ),
+            envelope: self.conversion_event(rule, v, parts, fields, context_header, ip, oversize),
         }
     }
 
@@ -156,13 +140,13 @@ impl Capture {
         rule: &FormRule,
         v: &Visit,
         parts: &Parts,
-        fields: Option<&form::Fields>,
+        fields: Option<form::Fields>,
         context_header: Option<&HeaderValue>,
         ip: IpAddr,
         oversize: bool,
     ) -> Envelope {
         let field = |name: &Option<String>| -> Option<Normalized> {
-            let raw = fields?.get(name.as_deref()?)?;
+            let raw = fields.as_ref()?.get(name.as_deref()?)?;
             identifier::normalize(raw, self.phone_country)
         };
         let lead = field(&rule.lead_id);
@@ -178,7 +162,7 @@ impl Capture {
             "day" => Some(day.clone()),
             p => {
                 let name = p.strip_prefix("field:")?;
-                let raw = fields?.get(name)?.trim();
+                let raw = fields.as_ref()?.get(name)?.trim();
                 (!raw.is_empty()).then(|| self.keys.hex(Purpose::Identifier, &[raw.as_bytes()]))
             }
         });
@@ -202,27 +186,9 @@ impl Capture {
         if oversize {
             e.capture = Some("oversize".into());
         }
-        if let Some(fields) = fields {
-            for f in &rule.fields {
-                if crate::privacy::is_never_captured(&f.name) {
-                    continue;
-                }
-                let Some(raw) = fields.get(&f.name) else {
-                    continue;
-                };
-                let value = match f.mode {
-                    FieldMode::Raw => raw.trim().to_string(),
-                    FieldMode::Hashed => match identifier::normalize(raw, self.phone_country) {
-                        Some(n) => self.keys.hex(Purpose::Identifier, &[n.value.as_bytes()]),
-                        None => continue,
-                    },
-                };
-                e.properties.insert(f.name.clone(), value.into());
-            }
-        }
         let encoded_context = context_header
             .and_then(|h| h.to_str().ok())
-            .or_else(|| fields.and_then(|f| f.get(context::FIELD)));
+            .or_else(|| fields.as_ref().and_then(|f| f.get(context::FIELD)));
         if let Some(encoded) = encoded_context {
             match context::decode(encoded) {
                 Ok(ctx) => e.client.context = Some(ctx),
@@ -230,6 +196,26 @@ impl Capture {
                     tracing::debug!(reason = err.reason(), "client context dropped");
                     self.metrics.context_invalid_total.inc();
                 }
+            }
+        }
+        if let Some(mut fields) = fields {
+            for f in &rule.fields {
+                if crate::privacy::is_never_captured(&f.name) || e.properties.contains_key(&f.name)
+                {
+                    continue;
+                }
+                // Taken, not copied: a free-text field can be most of the body.
+                let Some(raw) = fields.take(&f.name) else {
+                    continue;
+                };
+                let value = match f.mode {
+                    FieldMode::Raw => trimmed(raw),
+                    FieldMode::Hashed => match identifier::normalize(&raw, self.phone_country) {
+                        Some(n) => self.keys.hex(Purpose::Identifier, &[n.value.as_bytes()]),
+                        None => continue,
+                    },
+                };
+                e.properties.insert(f.name.clone(), value.into());
             }
         }
 
@@ -278,6 +264,15 @@ impl Capture {
     }
 }
 
+/// `s` without its leading and trailing whitespace, in its own allocation
+/// when there is none to remove.
+pub fn trimmed(s: String) -> String {
+    match s.trim() {
+        t if t.len() == s.len() => s,
+        t => t.to_owned(),
+    }
+}
+
 /// The body's fields that `rule` reads (see [`reads_field`]); the others
 /// are not decoded.
 fn parse_fields(rule: &FormRule, content_type: Option<&str>, data: &Bytes) -> Option<form::Fields> {
@@ -322,4 +317,16 @@ pub fn natural_key(parts: &[String], value: impl Fn(&str) -> Option<String>) -> 
         out.push_str(&v);
     }
     Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trimmed_keeps_untrimmed_text_and_trims_the_rest() {
+        assert_eq!(trimmed("pro".into()), "pro");
+        assert_eq!(trimmed("  pro plan\n".into()), "pro plan");
+        assert_eq!(trimmed(" \t ".into()), "");
+    }
 }

@@ -59,6 +59,13 @@ impl Fields {
             .map(|(_, v)| v.as_str())
     }
 
+    /// Removes the first value for `name` and returns it, so that a caller
+    /// that keeps the value does not copy it.
+    pub fn take(&mut self, name: &str) -> Option<String> {
+        let at = self.pairs.iter().position(|(n, _)| n == name)?;
+        Some(self.pairs.remove(at).1)
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
         self.pairs.iter().map(|(n, v)| (n.as_str(), v.as_str()))
     }
@@ -428,6 +435,17 @@ fn parse_json(body: &[u8], wanted: impl Fn(&str) -> bool) -> Result<Fields, Form
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn take_moves_out_the_first_value_and_leaves_the_rest() {
+        let body = Bytes::from_static(b"a=1&b=2&a=3");
+        let mut f = parse(Some("application/x-www-form-urlencoded"), &body).unwrap();
+        assert_eq!(f.take("a").as_deref(), Some("1"));
+        assert_eq!(f.get("a"), Some("3"));
+        assert_eq!(f.take("a").as_deref(), Some("3"));
+        assert_eq!(f.take("a"), None);
+        assert_eq!(f.get("b"), Some("2"));
+    }
 
     #[test]
     fn media_type_matching_ignores_case_and_parameters() {
