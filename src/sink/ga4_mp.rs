@@ -494,20 +494,13 @@ impl Ga4MpSink {
         cfg: &Ga4MpSinkConfig,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Ga4MpSink, SinkBuildError> {
-        let problems = cfg.validate(env);
-        if !problems.is_empty() {
-            return Err(SinkBuildError::Invalid(problems));
-        }
-        let secret = env(&cfg.api_secret_env)
-            .map(|s| s.trim().to_string())
-            .ok_or_else(|| {
-                SinkBuildError::Invalid(vec![("api_secret_env".into(), "not set".into())])
-            })?;
-        let base = match &cfg.endpoint {
-            Some(e) => ad_http::base_url(e)
-                .map_err(|m| SinkBuildError::Invalid(vec![("endpoint".into(), m)]))?,
-            None => DEFAULT_BASE.to_string(),
-        };
+        let (secret, base) = ad_http::build_parts(
+            cfg.validate(env),
+            "api_secret_env",
+            env(&cfg.api_secret_env),
+            cfg.endpoint.as_deref(),
+            DEFAULT_BASE,
+        )?;
         let query: String = form_urlencoded::Serializer::new(String::new())
             .append_pair("measurement_id", &cfg.measurement_id)
             .append_pair("api_secret", &secret)

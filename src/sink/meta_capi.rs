@@ -403,20 +403,13 @@ impl MetaCapiSink {
         cfg: &MetaCapiSinkConfig,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<MetaCapiSink, SinkBuildError> {
-        let problems = cfg.validate(env);
-        if !problems.is_empty() {
-            return Err(SinkBuildError::Invalid(problems));
-        }
-        let access_token = env(&cfg.access_token_env)
-            .map(|t| t.trim().to_string())
-            .ok_or_else(|| {
-                SinkBuildError::Invalid(vec![("access_token_env".into(), "not set".into())])
-            })?;
-        let base = match &cfg.endpoint {
-            Some(e) => ad_http::base_url(e)
-                .map_err(|m| SinkBuildError::Invalid(vec![("endpoint".into(), m)]))?,
-            None => DEFAULT_BASE.to_string(),
-        };
+        let (access_token, base) = ad_http::build_parts(
+            cfg.validate(env),
+            "access_token_env",
+            env(&cfg.access_token_env),
+            cfg.endpoint.as_deref(),
+            DEFAULT_BASE,
+        )?;
         Ok(MetaCapiSink {
             name: cfg.name.clone().unwrap_or_else(|| "meta_capi".into()),
             uri: format!("{base}/{}/{}/events", cfg.api_version, cfg.pixel_id),
