@@ -24,50 +24,9 @@ event = "demo_requested"
 lead_id = "email"
 "#;
 
-struct Site {
-    up: Upstream,
-    tg: touchgate::app::Running,
-    dir: tempfile::TempDir,
-}
-
-impl Site {
-    async fn new(extra: &str) -> Site {
-        let up = start().await;
-        Site::with_upstream(up, extra).await
-    }
-
-    async fn with_upstream(up: Upstream, extra: &str) -> Site {
-        let dir = tempfile::tempdir().unwrap();
-        let sink = format!(
-            "[[sink]]\ntype = \"file\"\npath = \"{}\"\n[sink.delivery]\nlinger = \"10ms\"\n",
-            dir.path().join("events.jsonl").display()
-        );
-        // `proxy.` lines of `extra` go into the [proxy] table.
-        let (proxy, rest): (Vec<&str>, Vec<&str>) =
-            extra.lines().partition(|l| l.starts_with("proxy."));
-        let proxy: String = proxy.iter().map(|l| format!("{}\n", &l[6..])).collect();
-        let toml = config_toml(
-            up.addr(),
-            dir.path(),
-            &format!("{}\n{FORMS}\n{sink}", rest.join("\n")),
-        )
-        .replacen("[proxy]\n", &format!("[proxy]\n{proxy}"), 1);
-        let tg = touchgate(&toml).await;
-        Site { up, tg, dir }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.tg.proxy_addr, path)
-    }
-
-    fn events(&self) -> Vec<serde_json::Value> {
-        events(&self.dir.path().join("events.jsonl"))
-    }
-
-    async fn wait_events(&self, n: usize) -> Vec<serde_json::Value> {
-        eventually(&format!("{n} events on disk"), || self.events().len() >= n).await;
-        self.events()
-    }
+/// A site with the [[form]] rules above, after `extra`.
+async fn site(extra: &str) -> Site {
+    Site::new(&format!("{extra}\n{FORMS}")).await
 }
 
 fn form(body: &str) -> Vec<(&'static str, &'static str)> {
@@ -77,7 +36,7 @@ fn form(body: &str) -> Vec<(&'static str, &'static str)> {
 
 #[tokio::test]
 async fn urlencoded_signup_is_captured_after_the_app_confirms() {
-    let site = Site::new("").await;
+    let site = site("").await;
     let body =
         "email=+Bob%40Example.COM+&plan=pro&company=Acme&password=hunter2&card=4111111111111111";
     let (parts, echoed) = send("POST", &site.url("/signup"), &form(body), body.to_string()).await;
@@ -137,7 +96,7 @@ async fn urlencoded_signup_is_captured_after_the_app_confirms() {
 
 #[tokio::test]
 async fn multipart_with_a_file_and_json_bodies() {
-    let site = Site::new("").await;
+    let site = site("").await;
     let boundary = "XyZ123";
     let mut body = Vec::new();
     body.extend_from_slice(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"email\"\r\n\r\nann@example.org\r\n").as_bytes());
@@ -177,7 +136,7 @@ async fn multipart_with_a_file_and_json_bodies() {
 
 #[tokio::test]
 async fn error_answers_emit_nothing_redirects_do() {
-    let site = Site::new("").await;
+    let site = site("").await;
     let body = "email=dee@example.com";
     let (p, _) = send("POST", &site.url("/status/500"), &form(body), body).await;
     assert_eq!(p.status, 500);
@@ -207,7 +166,7 @@ async fn error_answers_emit_nothing_redirects_do() {
 
 #[tokio::test]
 async fn oversize_bodies_stream_through_uncaptured_but_recorded() {
-    let site = Site::new("proxy.max_capture_body = 1024").await;
+    let site = site("proxy.max_capture_body = 1024").await;
     let big = format!("email=eve@example.com&notes={}", "n".repeat(5000));
     let (p, echoed) = send("POST", &site.url("/signup"), &form(&big), big.clone()).await;
     assert_eq!(p.status, 200);
@@ -226,7 +185,7 @@ async fn oversize_bodies_stream_through_uncaptured_but_recorded() {
 
 #[tokio::test]
 async fn client_context_from_header_or_field() {
-    let site = Site::new("").await;
+    let site = site("").await;
     let ctx = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .encode(r#"{"cid":"c-123","exp":{"hero":"b"},"ux":{"ttfb":120},"junk":1}"#);
     let body = "email=fay@example.com";
@@ -275,6 +234,7 @@ async fn replicas_share_dedupe_through_redis_and_fall_back_when_it_dies() {
         redis.url()
     );
     let up = start().await;
+    let extra = format!("{extra}\n{FORMS}");
     let a = Site::with_upstream(up.clone(), &extra).await;
     let b = Site::with_upstream(up.clone(), &extra).await;
     let body = "email=ivy@example.com";
@@ -318,7 +278,7 @@ async fn replicas_share_dedupe_through_redis_and_fall_back_when_it_dies() {
 
 #[tokio::test]
 async fn first_and_last_touch_ride_along_with_the_conversion() {
-    let site = Site::new("").await;
+    let site = site("").await;
     let (p, _) = get(
         &site.url("/?utm_source=bing&utm_medium=cpc&utm_campaign=brand"),
         &[("sec-fetch-dest", "document")],

@@ -6,9 +6,7 @@ mod support;
 use support::*;
 
 async fn site() -> (Upstream, touchgate::app::Running, tempfile::TempDir) {
-    let up = start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let extra = format!(
+    let Site { up, tg, dir } = Site::new(
         r#"
 [[form]]
 path = "/signup"
@@ -19,16 +17,9 @@ user_id = "uid"
 [[ingest]]
 event = "account_created"
 natural_key = ["user_id", "day"]
-
-[[sink]]
-type = "file"
-path = "{}"
-[sink.delivery]
-linger = "10ms"
 "#,
-        dir.path().join("events.jsonl").display()
-    );
-    let tg = touchgate(&config_toml(up.addr(), dir.path(), &extra)).await;
+    )
+    .await;
     (up, tg, dir)
 }
 

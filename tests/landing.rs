@@ -8,43 +8,6 @@ use support::*;
 
 const NAV: (&str, &str) = ("sec-fetch-dest", "document");
 
-struct Site {
-    up: Upstream,
-    tg: touchgate::app::Running,
-    dir: tempfile::TempDir,
-}
-
-impl Site {
-    async fn new(extra: &str) -> Site {
-        let up = start().await;
-        let dir = tempfile::tempdir().unwrap();
-        let sink = format!(
-            "[[sink]]\ntype = \"file\"\npath = \"{}\"\n[sink.delivery]\nlinger = \"10ms\"\n",
-            dir.path().join("events.jsonl").display()
-        );
-        let tg = touchgate(&config_toml(
-            up.addr(),
-            dir.path(),
-            &format!("{extra}\n{sink}"),
-        ))
-        .await;
-        Site { up, tg, dir }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.tg.proxy_addr, path)
-    }
-
-    fn events(&self) -> Vec<serde_json::Value> {
-        events(&self.dir.path().join("events.jsonl"))
-    }
-
-    async fn wait_events(&self, n: usize) -> Vec<serde_json::Value> {
-        eventually(&format!("{n} events on disk"), || self.events().len() >= n).await;
-        self.events()
-    }
-}
-
 /// name -> (value, attributes) from Set-Cookie lines.
 fn set_cookies(parts: &http::response::Parts) -> HashMap<String, (String, String)> {
     parts

@@ -37,29 +37,20 @@ fn enc_lower(v: &str) -> String {
 
 #[tokio::test]
 async fn no_pii_reaches_events_or_touch_headers() {
-    let up = start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let extra = format!(
+    let Site { up, tg, dir } = Site::new(
         r#"
 [[form]]
 path = "/contact"
 event = "contact_submitted"
 lead_id = "email"
-fields = [{{ name = "message", mode = "raw" }}, {{ name = "plan", mode = "raw" }}]
+fields = [{ name = "message", mode = "raw" }, { name = "plan", mode = "raw" }]
 
 [[ingest]]
 event = "account_created"
 natural_key = ["user_id", "day"]
-
-[[sink]]
-type = "file"
-path = "{}"
-[sink.delivery]
-linger = "10ms"
 "#,
-        dir.path().join("events.jsonl").display()
-    );
-    let tg = touchgate(&config_toml(up.addr(), dir.path(), &extra)).await;
+    )
+    .await;
     let base = format!("http://{}", tg.proxy_addr);
     let mut expected_events = 0;
     for (i, pii) in PII.iter().enumerate() {

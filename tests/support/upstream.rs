@@ -235,6 +235,54 @@ pub async fn touchgate(toml: &str) -> touchgate::app::Running {
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// An in-process touchgate in front of a real upstream, with a `file` sink
+/// (10 ms linger) in a temp dir: the site the end-to-end tests start.
+pub struct Site {
+    pub up: Upstream,
+    pub tg: touchgate::app::Running,
+    pub dir: tempfile::TempDir,
+}
+
+impl Site {
+    pub async fn new(extra: &str) -> Site {
+        Site::with_upstream(start().await, extra).await
+    }
+
+    /// `extra` is appended to the config, except its `proxy.` lines, which
+    /// go into the `[proxy]` table.
+    pub async fn with_upstream(up: Upstream, extra: &str) -> Site {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = format!(
+            "[[sink]]\ntype = \"file\"\npath = \"{}\"\n[sink.delivery]\nlinger = \"10ms\"\n",
+            dir.path().join("events.jsonl").display()
+        );
+        let (proxy, rest): (Vec<&str>, Vec<&str>) =
+            extra.lines().partition(|l| l.starts_with("proxy."));
+        let proxy: String = proxy.iter().map(|l| format!("{}\n", &l[6..])).collect();
+        let toml = config_toml(
+            up.addr(),
+            dir.path(),
+            &format!("{}\n{sink}", rest.join("\n")),
+        )
+        .replacen("[proxy]\n", &format!("[proxy]\n{proxy}"), 1);
+        let tg = touchgate(&toml).await;
+        Site { up, tg, dir }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.tg.proxy_addr, path)
+    }
+
+    pub fn events(&self) -> Vec<serde_json::Value> {
+        events(&self.dir.path().join("events.jsonl"))
+    }
+
+    pub async fn wait_events(&self, n: usize) -> Vec<serde_json::Value> {
+        eventually(&format!("{n} events on disk"), || self.events().len() >= n).await;
+        self.events()
+    }
+}
+
 /// A plain HTTP/1.1 client.
 pub fn client() -> hyper_util::client::legacy::Client<
     hyper_util::client::legacy::connect::HttpConnector,
