@@ -119,8 +119,9 @@ fn main() {
         per(heap_peak)
     );
     println!(
-        "  heap allocated, after {MORE} more inserts (evicting): {heap_over} bytes, peak {heap_peak_over} bytes ({:.0} ns/insert incl. key hashing)",
-        cycle.as_nanos() as f64 / MORE as f64
+        "  heap allocated, after {MORE} more inserts (evicting): {heap_over} bytes, peak {heap_peak_over} bytes ({:.0} ns/insert incl. key hashing and {} rebuilds)",
+        cycle.as_nanos() as f64 / MORE as f64,
+        set.rebuilds()
     );
     println!(
         "  RSS growth, empty: {:.2} MiB; full: {:.1} MiB = {:.1} B/entry",

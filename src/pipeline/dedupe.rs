@@ -3,8 +3,10 @@
 //!
 //! Memory: the local set holds 16-byte keys in a hash set (17 bytes a
 //! bucket with hashbrown's control byte, at most 7/8 full, allocated once
-//! for `max_entries`) plus a FIFO ring of (key, expiry) pairs (20 bytes):
-//! about 56 bytes per entry at capacity — 1,000,000 entries ≈ 56 MB.
+//! for `max_entries` and a sixteenth more, a power of two of buckets) plus
+//! a FIFO ring of (key, expiry) pairs (20 bytes): about 56 bytes per entry
+//! at the default 1,000,000 entries (≈ 56 MB), and at most about 62 for
+//! any bound. It never grows: see [`LocalSet::rebuild`].
 //! Because the window is the same for every id, ids expire in the order
 //! they were inserted, so the ring's front is always the next to expire.
 
@@ -37,6 +39,7 @@ pub struct LocalSet {
     epoch: Instant,
     set: HashSet<Key>,
     ring: VecDeque<(Key, u32)>,
+    rebuilds: u64,
 }
 
 impl LocalSet {
@@ -46,7 +49,11 @@ impl LocalSet {
             window,
             max_entries,
             epoch: Instant::now(),
-            set: HashSet::with_capacity(max_entries + 1),
+            // Room for the one id held over the bound, and a sixteenth
+            // more for the tombstones that build up between rebuilds, so
+            // that a rebuild frees at least that much whatever the bound.
+            set: HashSet::with_capacity(max_entries + max_entries / 16 + 2),
+            rebuilds: 0,
             ring: VecDeque::with_capacity(max_entries),
         }
     }
@@ -59,6 +66,34 @@ impl LocalSet {
         self.set.is_empty()
     }
 
+    /// Whether `inserts` more ids could make the table grow: see
+    /// [`LocalSet::rebuild`]. (`capacity` is live ids plus the room left,
+    /// and tombstones take room.)
+    pub fn needs_rebuild(&self, inserts: usize) -> bool {
+        let room = self.set.capacity().saturating_sub(self.set.len());
+        room <= inserts.min(self.max_entries) + 1
+    }
+
+    /// hashbrown leaves a tombstone for some removals and, once they have
+    /// used up its spare room, grows the table to twice its size rather
+    /// than reuse them (it rehashes in place only when at most half full,
+    /// and a full set is more). At the default bound that happened after
+    /// about 12 million ids: 35 MB more, and both tables at once while it
+    /// copied. Rebuilding from the ring, which holds exactly the set's ids,
+    /// clears the tombstones in the allocation the set already has: one
+    /// pass over the ids (about 25 ms at the default bound), once per
+    /// about 11 million insertions there.
+    pub fn rebuild(&mut self) {
+        self.set.clear();
+        self.set.extend(self.ring.iter().map(|&(k, _)| k));
+        self.rebuilds += 1;
+    }
+
+    /// How many times [`LocalSet::rebuild`] has run.
+    pub fn rebuilds(&self) -> u64 {
+        self.rebuilds
+    }
+
     /// Record `key` seen at `now`; whether it was already in the window.
     pub fn check_and_insert(&mut self, key: Key, now: Instant) -> Seen {
         let now_s = now.saturating_duration_since(self.epoch).as_secs() as u32;
@@ -69,18 +104,8 @@ impl LocalSet {
             self.ring.pop_front();
             self.set.remove(&k);
         }
-        // hashbrown leaves a tombstone for some removals and, once they
-        // have used up its spare room, grows the table to twice its size
-        // rather than reuse them (it rehashes in place only when at most
-        // half full, and a full set is more). At the default bound that
-        // happened after about 12 million ids: 35 MB more, and both tables
-        // at once while it copied. Rebuilding from the ring, which holds
-        // exactly the set's ids, clears the tombstones in the allocation
-        // the set already has. It costs one pass over the ids, once per
-        // several times `max_entries` insertions.
-        if self.set.capacity() <= self.set.len() + 1 {
-            self.set.clear();
-            self.set.extend(self.ring.iter().map(|&(k, _)| k));
+        if self.needs_rebuild(0) {
+            self.rebuild();
         }
         // One probe for "seen?" and "insert": the set is tens of megabytes,
         // and each probe is a cache miss. It holds one id over the bound
@@ -158,6 +183,18 @@ impl Dedupe {
     /// Check a batch of event ids in order; ids repeated inside the batch
     /// are duplicates of their first occurrence.
     pub async fn check(&mut self, event_ids: &[&str]) -> BatchOutcome {
+        if self.local.needs_rebuild(event_ids.len()) {
+            // Rebuilt here, before the batch, rather than inside it: on the
+            // multi-threaded runtime the worker hands its other tasks (the
+            // connections queued on it) to another thread for the pass.
+            let local = &mut self.local;
+            match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+                Ok(tokio::runtime::RuntimeFlavor::MultiThread) => {
+                    tokio::task::block_in_place(|| local.rebuild())
+                }
+                _ => local.rebuild(),
+            }
+        }
         let now = Instant::now();
         let mut out = BatchOutcome {
             seen: event_ids
@@ -241,9 +278,10 @@ mod tests {
     /// above the first one (tombstones only ever lower it).
     #[test]
     fn a_full_set_never_reallocates() {
-        for n in [1, 3, 7, 14, 28, 100, 917, 1792] {
+        for n in [1, 3, 7, 14, 28, 100, 917, 1791, 1792, 1800, 3583] {
             let mut s = LocalSet::new(Duration::from_secs(3600), n);
             let cap = s.set.capacity();
+            assert!(cap > n + n / 16, "bound {n}: room for tombstones");
             let t0 = s.epoch;
             let key = |i: u64| {
                 let mut k = [0u8; 16];
@@ -255,6 +293,14 @@ mod tests {
                 assert!(s.len() <= n);
                 assert!(s.set.capacity() <= cap, "bound {n} grew at id {i}");
             }
+            // A rebuild frees at least a sixteenth of the bound, so they
+            // stay rare whatever the bound.
+            let inserts = 200 * n as u64 + 1000;
+            assert!(
+                s.rebuilds() * (n as u64 / 16 + 1) <= inserts,
+                "bound {n}: {} rebuilds",
+                s.rebuilds()
+            );
             // Still exact after the rebuilds: the last n ids are in, the
             // one before them is not.
             let last = 200 * n as u64 + 999;
@@ -267,6 +313,27 @@ mod tests {
     fn keys_from_hex_and_other_ids() {
         assert_eq!(key_of("000102030405060708090a0b0c0d0e0f")[15], 15);
         assert_ne!(key_of("abc"), key_of("abd"));
+    }
+
+    /// The pipeline's batches rebuild the set before it would grow, on
+    /// the multi-threaded runtime too (where the pass is handed off with
+    /// `block_in_place`), and the answers stay exact.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn batches_rebuild_before_the_set_would_grow() {
+        let n = 100;
+        let mut d = Dedupe::local(Duration::from_secs(3600), n);
+        let cap = d.local.set.capacity();
+        let ids: Vec<String> = (0..20_000u64).map(|i| format!("id-{i}")).collect();
+        for batch in ids.chunks(37) {
+            let refs: Vec<&str> = batch.iter().map(String::as_str).collect();
+            let out = d.check(&refs).await;
+            assert!(out.seen.iter().all(|s| *s == Seen::New));
+            assert!(d.local.set.capacity() <= cap);
+        }
+        let out = d
+            .check(&[ids[19_999].as_str(), ids[19_999 - n].as_str()])
+            .await;
+        assert_eq!(out.seen, vec![Seen::Duplicate, Seen::New]);
     }
 
     #[tokio::test]
