@@ -81,7 +81,7 @@ pub async fn start(
     let mut built = Vec::new();
     for (i, sc) in cfg.sink.iter().enumerate() {
         let name = sink::unique_name(&cfg.sink, i);
-        let s = sink::build(sc, &name, env).map_err(|message| StartError::Sink {
+        let s = sink::build(sc, &name, env, &keys).map_err(|message| StartError::Sink {
             name: name.clone(),
             message,
         })?;

@@ -12,7 +12,7 @@ use ad_platform::{Answer, FakePlatform, Recorded};
 use serde_json::Value;
 use time::OffsetDateTime;
 use touchgate::event::{Envelope, Event, Origin, Page, Touch};
-use touchgate::sink::ga4_mp::{Ga4MpSink, Ga4MpSinkConfig};
+use touchgate::sink::ga4_mp::{self, Ga4MpSink, Ga4MpSinkConfig};
 use touchgate::sink::{Sink, SinkError};
 
 const RESERVED: [&str; 6] = [
@@ -123,6 +123,10 @@ fn ga4_format(r: &Recorded) -> Vec<String> {
     p
 }
 
+fn keys() -> touchgate::identity::Keys {
+    touchgate::identity::Keys::derive(b"ga4 test secret")
+}
+
 fn sink(url: &str, extra: &str) -> Ga4MpSink {
     let cfg: Ga4MpSinkConfig = toml::from_str(&format!(
         "measurement_id = \"G-TEST123\"\napi_secret_env = \"GA4_SECRET\"\nendpoint = \"{url}\"\ntimeout = \"5s\"\n\
@@ -130,7 +134,12 @@ fn sink(url: &str, extra: &str) -> Ga4MpSink {
     ))
     .unwrap();
     // The secret has a `+`, which must arrive escaped in the query.
-    Ga4MpSink::new(&cfg, &|k| (k == "GA4_SECRET").then(|| "s3cr+t".to_string())).unwrap()
+    Ga4MpSink::new(
+        &cfg,
+        &|k| (k == "GA4_SECRET").then(|| "s3cr+t".to_string()),
+        &keys(),
+    )
+    .unwrap()
 }
 
 fn event(i: usize, device: usize, name: &str) -> Envelope {
@@ -211,7 +220,7 @@ async fn requests_hold_one_client_and_at_most_25_events() {
     assert_eq!(clients.len(), 4);
     // Device 0: 60 events, 25 + 25 + 10.
     assert_eq!(requests.len(), 3 + 3);
-    let device0 = format!("{}.{}", 1000, 0);
+    let device0 = ga4_mp::client_id_for(&keys(), &format!("{:08x}{:024x}", 1000, 0)).unwrap();
     assert_eq!(clients[&device0], 60);
     let names: std::collections::HashSet<String> = requests
         .iter()

@@ -208,7 +208,7 @@ pub fn inventory(cfg: &Config) -> Inventory {
                         &dest,
                         "client_id, session_id",
                         Form::KeyedHash,
-                        "derived from device_id / session_id hashes; ads consent only",
+                        "keyed hashes of device_id / session_id under their own purpose key: not joinable to the warehouse's ids without the secret; ads consent only",
                     ),
                     flow(
                         &dest,

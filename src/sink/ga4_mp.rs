@@ -20,14 +20,15 @@
 //!   since a cut campaign name is more useful than a lost conversion;
 //! - events older than 72 hours are refused by `check` (GA4 drops them).
 //!
-//! Identity: `client_id` is derived from the keyed device hash
-//! (`event.device_id`, 32 hex): its first 8 hex digits and the next 8, each
-//! read as a 32-bit number, joined by a dot, like GA's own
-//! `123456789.1700000000`. Stable for a device, it never reveals the device
-//! cookie. Without a device, the keyed `user_id` is used the same way; an
-//! event with neither is refused. `session_id` is the first 8 hex digits of
-//! the keyed session hash as a number. `user_id` is sent only with
-//! `send_user_id = true`.
+//! Identity: `client_id` is a keyed hash of the event's `device_id` under
+//! its own purpose key (`Purpose::PlatformClient`): its first 8 hex digits
+//! and the next 8, each read as a 32-bit number, joined by a dot, like GA's
+//! own `123456789.1700000000`. Stable for a device, it reveals neither the
+//! device cookie nor the warehouse's `device_id` (without the secret, the
+//! two cannot be joined). Without a device, `user_id` is used the same way;
+//! an event with neither is refused. `session_id` is the first 8 hex digits
+//! of the same kind of hash of the session, as a number. `user_id` is sent
+//! only with `send_user_id = true`.
 //!
 //! GA4 does not dedupe: a batch retried after a partly failed delivery would
 //! count twice, so the sink remembers the `event_id`s it delivered recently
@@ -45,6 +46,7 @@ use time::OffsetDateTime;
 use super::ad_http::{self, HttpClient};
 use super::{DeliveryConfig, Sink, SinkBuildError, SinkError};
 use crate::event::{Envelope, Event};
+use crate::identity::{Keys, Purpose};
 
 pub const MAX_EVENTS_PER_REQUEST: usize = 25;
 pub const MAX_PARAMS_PER_EVENT: usize = 25;
@@ -287,12 +289,26 @@ pub struct Shape {
     pub engagement_time_msec: u64,
 }
 
+/// The keyed hash GA4's `client_id` and `session_id` are read from: a
+/// touchgate id (`what`: device or user, or session) under the platform
+/// purpose key, so that what Google holds cannot be joined to the
+/// warehouse's ids without the secret.
+fn platform_hash(keys: &Keys, what: &[u8], id: &str) -> String {
+    keys.hex(Purpose::PlatformClient, &[b"ga4", what, id.as_bytes()])
+}
+
+/// The GA4 `client_id` touchgate sends for a device (or user) id.
+pub fn client_id_for(keys: &Keys, id: &str) -> Option<String> {
+    client_id(&platform_hash(keys, b"client", id))
+}
+
 /// Build the GA4 event for `event` under `name`, or say why GA4 would drop
-/// it. Pure: `now` is given.
+/// it. Pure: `keys` and `now` are given.
 pub fn ga4_event(
     event: &Event,
     name: &str,
     shape: &Shape,
+    keys: &Keys,
     now: OffsetDateTime,
 ) -> Result<(Ga4User, Ga4Event), String> {
     check_event_name(name)?;
@@ -306,7 +322,7 @@ pub fn ga4_event(
         .device_id
         .as_deref()
         .or(event.user_id.as_deref())
-        .and_then(client_id)
+        .and_then(|id| client_id_for(keys, id))
         .ok_or("no device_id or user_id to derive a GA4 client_id from")?;
     let user = Ga4User {
         client_id: client,
@@ -314,7 +330,11 @@ pub fn ga4_event(
     };
 
     let mut params = Map::new();
-    if let Some(s) = event.session_id.as_deref().and_then(session_number) {
+    if let Some(s) = event
+        .session_id
+        .as_deref()
+        .and_then(|id| session_number(&platform_hash(keys, b"session", id)))
+    {
         params.insert("session_id".into(), Value::from(s));
     }
     params.insert(
@@ -475,6 +495,7 @@ pub struct Ga4MpSink {
     events: BTreeMap<String, String>,
     all_events: bool,
     shape: Shape,
+    keys: Keys,
     timeout: Duration,
     client: HttpClient,
     delivered: Mutex<RecentIds>,
@@ -493,6 +514,7 @@ impl Ga4MpSink {
     pub fn new(
         cfg: &Ga4MpSinkConfig,
         env: &dyn Fn(&str) -> Option<String>,
+        keys: &Keys,
     ) -> Result<Ga4MpSink, SinkBuildError> {
         let (secret, base) = ad_http::build_parts(
             cfg.validate(env),
@@ -515,6 +537,7 @@ impl Ga4MpSink {
                 forward_properties: cfg.forward_properties,
                 engagement_time_msec: cfg.engagement_time_msec,
             },
+            keys: keys.clone(),
             timeout: cfg.timeout,
             client: ad_http::client()?,
             delivered: Mutex::new(RecentIds {
@@ -573,6 +596,7 @@ impl Sink for Ga4MpSink {
             &envelope.event,
             name,
             &self.shape,
+            &self.keys,
             OffsetDateTime::now_utc(),
         )
         .map(|_| ())
@@ -593,7 +617,7 @@ impl Sink for Ga4MpSink {
             if !seen.insert(&event.event_id) || self.already_delivered(&event.event_id) {
                 continue;
             }
-            match ga4_event(event, name, &self.shape, now) {
+            match ga4_event(event, name, &self.shape, &self.keys, now) {
                 Ok((user, e)) => {
                     let i = *index.entry(user.clone()).or_insert_with(|| {
                         groups.push((user, Vec::new(), Vec::new()));
@@ -640,6 +664,10 @@ mod tests {
     use time::macros::datetime;
 
     const NOW: OffsetDateTime = datetime!(2026-11-29 10:00:00 UTC);
+
+    fn keys() -> Keys {
+        Keys::derive(b"ga4 test secret")
+    }
 
     fn shape() -> Shape {
         Shape {
@@ -710,11 +738,27 @@ mod tests {
         e.properties.insert("trial".into(), Value::from(true));
         e.properties
             .insert("nested".into(), serde_json::json!({"a": 1}));
-        let (user, g) = ga4_event(&e, "sign_up", &shape(), NOW).unwrap();
-        assert_eq!(user.client_id, "123.1700000000");
+        let (user, g) = ga4_event(&e, "sign_up", &shape(), &keys(), NOW).unwrap();
+        let device = e.device_id.as_deref().unwrap();
+        let session = e.session_id.as_deref().unwrap();
+        let expected = client_id(&platform_hash(&keys(), b"client", device)).unwrap();
+        assert_eq!(user.client_id, expected);
+        // Not readable from the warehouse's device_id, as it once was.
+        assert_ne!(Some(user.client_id.clone()), client_id(device));
         assert_eq!(user.user_id, None);
         assert_eq!(g.name, "sign_up");
-        assert_eq!(g.params["session_id"], 456);
+        assert_eq!(
+            g.params["session_id"],
+            session_number(&platform_hash(&keys(), b"session", session)).unwrap()
+        );
+        assert_ne!(
+            Some(g.params["session_id"].as_u64().unwrap() as u32),
+            session_number(session)
+        );
+        // Another secret, another client: only this deployment can link them.
+        let (other, _) =
+            ga4_event(&e, "sign_up", &shape(), &Keys::derive(b"another"), NOW).unwrap();
+        assert_ne!(other.client_id, user.client_id);
         assert_eq!(g.params["engagement_time_msec"], 100);
         assert_eq!(g.params["campaign"].as_str().unwrap().len(), 100);
         assert_eq!(g.params["source"], "google");
@@ -729,7 +773,7 @@ mod tests {
         let mut e = event();
         e.properties.insert("session_id".into(), Value::from("x"));
         assert!(
-            ga4_event(&e, "sign_up", &shape(), NOW)
+            ga4_event(&e, "sign_up", &shape(), &keys(), NOW)
                 .unwrap_err()
                 .contains("reserved")
         );
@@ -739,7 +783,7 @@ mod tests {
             e.properties.insert(format!("p{i}"), Value::from(i));
         }
         assert!(
-            ga4_event(&e, "sign_up", &shape(), NOW)
+            ga4_event(&e, "sign_up", &shape(), &keys(), NOW)
                 .unwrap_err()
                 .contains("25")
         );
@@ -747,7 +791,7 @@ mod tests {
         let mut e = event();
         e.occurred_at = NOW - time::Duration::hours(73);
         assert!(
-            ga4_event(&e, "sign_up", &shape(), NOW)
+            ga4_event(&e, "sign_up", &shape(), &keys(), NOW)
                 .unwrap_err()
                 .contains("72")
         );
@@ -756,17 +800,17 @@ mod tests {
         e.device_id = None;
         e.user_id = None;
         assert!(
-            ga4_event(&e, "sign_up", &shape(), NOW)
+            ga4_event(&e, "sign_up", &shape(), &keys(), NOW)
                 .unwrap_err()
                 .contains("client_id")
         );
 
-        assert!(ga4_event(&event(), "user_engagement", &shape(), NOW).is_err());
+        assert!(ga4_event(&event(), "user_engagement", &shape(), &keys(), NOW).is_err());
     }
 
     #[test]
     fn bodies_respect_count_and_size() {
-        let (user, g) = ga4_event(&event(), "sign_up", &shape(), NOW).unwrap();
+        let (user, g) = ga4_event(&event(), "sign_up", &shape(), &keys(), NOW).unwrap();
         let events = vec![g; 60];
         let bodies = request_bodies(&user, &events).unwrap();
         assert_eq!(bodies.len(), 3);
@@ -784,7 +828,7 @@ mod tests {
         assert_eq!(total, 60);
 
         // Big events: 25 of them exceed 130 kB and are split.
-        let (user, mut g) = ga4_event(&event(), "sign_up", &shape(), NOW).unwrap();
+        let (user, mut g) = ga4_event(&event(), "sign_up", &shape(), &keys(), NOW).unwrap();
         for i in 0..20 {
             g.params
                 .insert(format!("p{i}"), Value::from("y".repeat(1000)));

@@ -110,6 +110,7 @@ pub fn build(
     cfg: &SinkConfig,
     name: &str,
     env: &dyn Fn(&str) -> Option<String>,
+    keys: &crate::identity::Keys,
 ) -> Result<std::sync::Arc<dyn Sink>, String> {
     use std::sync::Arc;
     let text = |e: &dyn std::fmt::Display| e.to_string();
@@ -132,7 +133,7 @@ pub fn build(
                 .named(name),
         ),
         SinkConfig::Ga4Mp(c) => Arc::new(
-            ga4_mp::Ga4MpSink::new(c, env)
+            ga4_mp::Ga4MpSink::new(c, env, keys)
                 .map_err(|e| text(&e))?
                 .named(name),
         ),
