@@ -327,6 +327,24 @@ fn context_rejects_wrong_types_and_values() {
     assert_eq!(context::decode(&enc(&ok20)).unwrap(), ok20);
 }
 
+/// Found by the `context` fuzz target: a metric written with many digits
+/// decoded to 1e-32, whose text then decoded to 9.999999999999999e-33, so
+/// the stored context did not decode to itself (a re-ingested or replayed
+/// event would change). Fixed by serde_json's correctly rounded float
+/// parsing (`float_roundtrip`).
+#[test]
+fn context_metrics_decode_to_themselves() {
+    let raw = format!(r#"{{"ux":{{"fid":0.{}1{}5}}}}"#, "0".repeat(31), "0".repeat(60));
+    let encoded = base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, raw);
+    let once = context::decode(&encoded).unwrap();
+    let twice = context::decode(&context::encode(&once)).unwrap();
+    assert_eq!(once, twice);
+    for x in [1e-32, 0.1, 1204.5, 0.3, 2.2250738585072014e-308, 3_599_999.999_999_999_5] {
+        let v = json!({ "ux": { "cls": x } });
+        assert_eq!(context::decode(&enc(&v)).unwrap(), v, "{x:e}");
+    }
+}
+
 #[test]
 fn context_rejects_bad_encodings() {
     assert_eq!(context::decode("!!!not base64"), Err(ContextError::Base64));
