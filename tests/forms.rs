@@ -334,12 +334,23 @@ fn context_rejects_wrong_types_and_values() {
 /// parsing (`float_roundtrip`).
 #[test]
 fn context_metrics_decode_to_themselves() {
-    let raw = format!(r#"{{"ux":{{"fid":0.{}1{}5}}}}"#, "0".repeat(31), "0".repeat(60));
+    let raw = format!(
+        r#"{{"ux":{{"fid":0.{}1{}5}}}}"#,
+        "0".repeat(31),
+        "0".repeat(60)
+    );
     let encoded = base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, raw);
     let once = context::decode(&encoded).unwrap();
     let twice = context::decode(&context::encode(&once)).unwrap();
     assert_eq!(once, twice);
-    for x in [1e-32, 0.1, 1204.5, 0.3, 2.2250738585072014e-308, 3_599_999.999_999_999_5] {
+    for x in [
+        1e-32,
+        0.1,
+        1204.5,
+        0.3,
+        2.2250738585072014e-308,
+        3_599_999.999_999_999_5,
+    ] {
         let v = json!({ "ux": { "cls": x } });
         assert_eq!(context::decode(&enc(&v)).unwrap(), v, "{x:e}");
     }
