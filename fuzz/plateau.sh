@@ -40,9 +40,15 @@ snapshot() { mkdir -p "$2" && cp -r "$1/." "$2/" 2>/dev/null || true; }
 snapper=$!
 trap 'kill $snapper 2>/dev/null || true' EXIT
 
+# A crash ends the run early with a non-zero status (pipefail): the
+# summary is still printed, the crashing input goes to the run's folder,
+# and the snapshots not yet taken are skipped.
 start=$SECONDS
-"$bin" "${flags[@]}" "$@" "$corpus" 2>&1 |
-  while IFS= read -r line; do printf '%d %s\n' $((SECONDS - start)) "$line"; done >"$run/log"
+status=0
+"$bin" "${flags[@]}" -artifact_prefix="$run/" "$@" "$corpus" 2>&1 |
+  while IFS= read -r line; do printf '%d %s\n' $((SECONDS - start)) "$line"; done >"$run/log" ||
+  status=$?
+kill $snapper 2>/dev/null || true
 wait $snapper 2>/dev/null || true
 snapshot "$corpus" "$run/corpus-end"
 
@@ -54,7 +60,8 @@ cov_at() {
 # the target, into which some of it is inlined), not in dependencies or std.
 # -runs=1: the whole corpus is replayed before the first mutation.
 own_cov() {
-  "$bin" -runs=1 -print_coverage=1 "$1" 2>&1 |
+  [ -d "$1" ] || { echo "-"; return; }
+  "$bin" -runs=1 -print_coverage=1 -artifact_prefix="$run/replay-" "$1" 2>&1 |
     awk -v root="$(cd .. && pwd)/" 'index($0, "COVERED_FUNC:") == 1 && index($0, " " root) {
            if (match($0, /edges: [0-9]+\//)) n += substr($0, RSTART + 7, RLENGTH - 8)
          } END { print n + 0 }'
@@ -65,7 +72,7 @@ printf '  cov (all crates) at 50%% / 75%% / end: %s / %s / %s\n' \
   "$(cov_at $((secs / 2)))" "$(cov_at $((secs * 3 / 4)))" "$(cov_at "$secs")"
 printf '  own edges        at 50%% / 75%% / end: %s / %s / %s\n' \
   "$(own_cov "$run/corpus-50")" "$(own_cov "$run/corpus-75")" "$(own_cov "$run/corpus-end")"
-if grep -qE 'ERROR: libFuzzer|panicked|SUMMARY: .*Sanitizer' "$run/log"; then
-  echo "  CRASH: see $run/log and fuzz/artifacts/$target" >&2
+if [ "$status" -ne 0 ] || grep -qE 'ERROR: libFuzzer|panicked|SUMMARY: .*Sanitizer' "$run/log"; then
+  echo "  CRASH after $(awk 'END { print $1 }' "$run/log") s (exit $status): input and log in fuzz/$run/" >&2
   exit 1
 fi
