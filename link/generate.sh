@@ -64,20 +64,16 @@ listen = "127.0.0.1:$ADMIN_PORT"
 [spool]
 dir = "$WORK/data/spool"
 EOF
-cat "$WORK/minimal.toml" - >"$WORK/bench.toml" <<EOF
-[dedupe]
-max_entries = 1000000
-[[form]]
-path = "/signup"
-method = "POST"
-event = "signup_submitted"
-lead_id = "email"
-natural_key = ["lead_id", "day"]
-fields = [{ name = "plan", mode = "raw" }]
-[[sink]]
-type = "file"
-path = "$WORK/data/events.jsonl"
-EOF
+(
+    # Its own function writes it; common.sh resets WORK when sourced.
+    into=$WORK/bench
+    # shellcheck source=../benches/common.sh
+    source benches/common.sh
+    WORK=$into TG_ADMIN_PORT=$ADMIN_PORT
+    mkdir -p "$WORK"
+    write_touchgate_config
+)
+mv "$WORK/bench/touchgate.toml" "$WORK/bench.toml"
 
 wait_admin() {
     for _ in $(seq 120); do
@@ -112,7 +108,7 @@ requests() {
 # profile NAME CONFIG [requests]: run touchgate under callgrind, write the
 # functions it ran (mangled names, one per line) to $WORK/NAME.fns.
 profile() {
-    [[ $1 == restart ]] || rm -rf "$WORK/data"
+    [[ $1 == restart ]] || rm -rf "$WORK/data" "$WORK/bench/spool"
     TOUCHGATE_SECRET=generate-secret-0123456789abcdef0123 TOUCHGATE_INGEST_TOKEN=generate-token-0123456789 \
         valgrind --tool=callgrind --demangle=no --callgrind-out-file="$WORK/$1.out" \
         "$BIN" run --config "$WORK/$2.toml" >"$WORK/$1.log" 2>&1 &
