@@ -85,6 +85,20 @@ impl KeyTable {
         self.hasher.hash_one(key) as usize & self.mask
     }
 
+    /// Where `key` is (`Ok`), or the empty slot where it would go (`Err`);
+    /// `Err(None)` only for a full table, which the callers' bound prevents.
+    fn probe(&self, key: u128) -> Result<usize, Option<usize>> {
+        let mut i = self.home(key);
+        for _ in 0..self.slots.len() {
+            match self.slots[i] {
+                0 => return Err(Some(i)),
+                k if k == key => return Ok(i),
+                _ => i = (i + 1) & self.mask,
+            }
+        }
+        Err(None)
+    }
+
     /// Insert `key`; false if it was already there. The caller keeps the
     /// length within `max_len`: on a full table (never reached that way)
     /// the key is reported new and not stored.
@@ -95,19 +109,15 @@ impl KeyTable {
             self.len += usize::from(new);
             return new;
         }
-        let mut i = self.home(key);
-        for _ in 0..self.slots.len() {
-            match self.slots[i] {
-                0 => {
-                    self.slots[i] = key;
-                    self.len += 1;
-                    return true;
-                }
-                k if k == key => return false,
-                _ => i = (i + 1) & self.mask,
+        match self.probe(key) {
+            Ok(_) => false,
+            Err(Some(empty)) => {
+                self.slots[empty] = key;
+                self.len += 1;
+                true
             }
+            Err(None) => true,
         }
-        true
     }
 
     /// Remove `key`; false if it was not there.
@@ -118,17 +128,9 @@ impl KeyTable {
             self.len -= usize::from(had);
             return had;
         }
-        let mut hole = self.home(key);
-        let mut probes = 0;
-        loop {
-            match self.slots[hole] {
-                0 => return false,
-                k if k == key => break,
-                _ if probes == self.mask => return false,
-                _ => hole = (hole + 1) & self.mask,
-            }
-            probes += 1;
-        }
+        let Ok(mut hole) = self.probe(key) else {
+            return false;
+        };
         // Close the gap: each key after the hole in the same run moves
         // back into it when the hole lies between the key's home slot and
         // where it sits, so every key stays reachable from its home.
@@ -155,15 +157,7 @@ impl KeyTable {
         if key == 0 {
             return self.has_zero;
         }
-        let mut i = self.home(key);
-        for _ in 0..self.slots.len() {
-            match self.slots[i] {
-                0 => return false,
-                k if k == key => return true,
-                _ => i = (i + 1) & self.mask,
-            }
-        }
-        false
+        self.probe(key).is_ok()
     }
 }
 
