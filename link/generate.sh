@@ -1,88 +1,61 @@
 #!/usr/bin/env bash
-# Regenerates link/hot-functions.txt: the functions touchgate runs at start-up and on
-# its request paths, which build.rs has the linker place together at the
-# front of the executable code. Clustered, they fill fewer pages, so the
-# kernel maps (and counts in RSS) less of the binary; see
+# Regenerates link/hot-functions.txt: the functions touchgate runs at
+# start-up and on its request paths, which build.rs has the linker place
+# together at the front of the executable code. Clustered, they fill fewer
+# pages, so the kernel maps (and counts in RSS) less of the binary; see
 # docs/performance.md, "RSS idle".
 #
-#   bash link/generate.sh          # needs valgrind, curl, python3
+#   bash link/generate.sh          # needs valgrind, nginx, curl, python3
 #
-# It runs the release binary twice under callgrind against a local
-# upstream, on 127.0.0.1 only: once from start to idle, once through a
-# request mix (plain GET, landing, return visit, form post, HTTP/2, admin
-# endpoints, an ingest batch). Start-up functions come first, then the
-# request paths. A stale list is harmless: names that no longer exist match
-# nothing, and new functions are placed in the ordinary .text.
+# It runs the release binary under callgrind, on 127.0.0.1 only, in front
+# of the benches' nginx upstream (benches/common.sh: ports, work dir and
+# cleanup too): from start to idle with three configurations, once more on
+# the spool the last one left, then through a request mix (plain GET,
+# landing, return visit, form post, HTTP/2, c.js, ingest, admin).
+# Start-up functions come first, then the request paths. A stale list is
+# harmless: names that no longer exist match nothing, and new functions
+# are placed in the ordinary .text.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-for tool in valgrind curl python3; do
-    command -v "$tool" >/dev/null || { echo "generate.sh: $tool is needed" >&2; exit 1; }
-done
+# shellcheck source=../benches/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../benches/common.sh"
+cd "$ROOT"
+need valgrind "apt-get install valgrind"
+need "$NGINX" "apt-get install nginx-light"
+need curl "apt-get install curl"
+need python3 "apt-get install python3"
+check_ports "$UP_PORT" "$TG_PORT" "$TG_ADMIN_PORT"
+setup_work
 cargo build --release --bin touchgate
-BIN=$PWD/target/release/touchgate
-WORK=$(mktemp -d)
-UP_PORT=${UP_PORT:-18581} TG_PORT=${TG_PORT:-18580} ADMIN_PORT=${ADMIN_PORT:-18590}
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
-trap cleanup EXIT
-
-python3 - "$UP_PORT" <<'PY' &
-import http.server, socketserver, sys
-class H(http.server.BaseHTTPRequestHandler):
-    protocol_version = 'HTTP/1.1'
-    def do_GET(self):
-        body = b'<!doctype html><title>ok</title>'
-        self.send_response(200)
-        self.send_header('content-type', 'text/html')
-        self.send_header('content-length', str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def do_POST(self):
-        self.rfile.read(int(self.headers.get('content-length', 0)))
-        self.do_GET()
-    def log_message(self, *args):
-        pass
-socketserver.ThreadingTCPServer.allow_reuse_address = True
-socketserver.ThreadingTCPServer(('127.0.0.1', int(sys.argv[1])), H).serve_forever()
-PY
-pids+=($!)
+BIN=$ROOT/target/release/touchgate
+start_upstream
 
 # The shipped default configuration (every section, a form and an ingest
-# rule), moved to loopback ports and a temp dir; and a minimal one, since
+# rule), moved to loopback ports and the work dir; a minimal one, since
 # sections left out run their defaults' code instead; and the one
-# benches/load.sh runs.
+# benches/load.sh runs (spool and events straight in the work dir).
 sed -e "s#127.0.0.1:8080#127.0.0.1:$TG_PORT#" -e "s#http://127.0.0.1:3000#http://127.0.0.1:$UP_PORT#" \
-    -e "s#127.0.0.1:9901#127.0.0.1:$ADMIN_PORT#" -e "s#data/#$WORK/data/#" \
+    -e "s#127.0.0.1:9901#127.0.0.1:$TG_ADMIN_PORT#" -e "s#data/#$WORK/data/#" \
     config/touchgate.toml >"$WORK/default.toml"
-grep -q "$WORK/data/spool" "$WORK/default.toml" || { echo "generate.sh: config/touchgate.toml changed shape" >&2; exit 1; }
+grep -q "$WORK/data/spool" "$WORK/default.toml" || die "config/touchgate.toml changed shape"
 cat >"$WORK/minimal.toml" <<EOF
 [proxy]
 listen = "127.0.0.1:$TG_PORT"
 upstream = "http://127.0.0.1:$UP_PORT"
 [admin]
-listen = "127.0.0.1:$ADMIN_PORT"
+listen = "127.0.0.1:$TG_ADMIN_PORT"
 [spool]
 dir = "$WORK/data/spool"
 EOF
-(
-    # Its own function writes it; common.sh resets WORK when sourced.
-    into=$WORK/bench
-    # shellcheck source=../benches/common.sh
-    source benches/common.sh
-    WORK=$into TG_ADMIN_PORT=$ADMIN_PORT
-    mkdir -p "$WORK"
-    write_touchgate_config
-)
-mv "$WORK/bench/touchgate.toml" "$WORK/bench.toml"
+write_touchgate_config
+mv "$WORK/touchgate.toml" "$WORK/bench.toml"
 
 wait_admin() {
     for _ in $(seq 120); do
-        curl -fs -o /dev/null "http://127.0.0.1:$ADMIN_PORT/healthz" && return 0
+        curl -fs -o /dev/null "http://127.0.0.1:$TG_ADMIN_PORT/healthz" && return 0
         sleep 0.5
     done
-    echo "generate.sh: touchgate did not start under valgrind:" >&2
-    cat "$WORK"/*.log >&2
-    exit 1
+    cat "$WORK"/*.fns.log >&2
+    die "touchgate did not start under valgrind"
 }
 
 requests() {
@@ -98,21 +71,22 @@ requests() {
         curl -fs -o /dev/null -H 'authorization: Bearer generate-token-0123456789' \
             -H 'content-type: application/x-ndjson' \
             --data-binary '{"event_name":"account_created","user_id":"u-1","properties":{"plan":"pro"}}' \
-            "http://127.0.0.1:$ADMIN_PORT/v1/events"
+            "http://127.0.0.1:$TG_ADMIN_PORT/v1/events"
         curl -fs -o /dev/null "$t/_tg/c.js"
-        curl -fs -o /dev/null "http://127.0.0.1:$ADMIN_PORT/metrics"
-        curl -fs -o /dev/null "http://127.0.0.1:$ADMIN_PORT/readyz" || true
+        curl -fs -o /dev/null "http://127.0.0.1:$TG_ADMIN_PORT/metrics"
+        curl -fs -o /dev/null "http://127.0.0.1:$TG_ADMIN_PORT/readyz" || true
     done
 }
 
 # profile NAME CONFIG [requests]: run touchgate under callgrind, write the
 # functions it ran (mangled names, one per line) to $WORK/NAME.fns.
 profile() {
-    [[ $1 == restart ]] || rm -rf "$WORK/data" "$WORK/bench/spool"
+    [[ $1 == restart ]] || rm -rf "$WORK/data" "$WORK/spool"
     TOUCHGATE_SECRET=generate-secret-0123456789abcdef0123 TOUCHGATE_INGEST_TOKEN=generate-token-0123456789 \
         valgrind --tool=callgrind --demangle=no --callgrind-out-file="$WORK/$1.out" \
-        "$BIN" run --config "$WORK/$2.toml" >"$WORK/$1.log" 2>&1 &
+        "$BIN" run --config "$WORK/$2.toml" >"$WORK/$1.fns.log" 2>&1 &
     local vg=$!
+    STARTED_PIDS+=("$vg")
     wait_admin
     sleep 2
     [[ ${3:-} == requests ]] && requests && sleep 2

@@ -6,8 +6,9 @@
 //! only as a larger RSS in the load bench.
 //!
 //! Reads the ELF with binutils' `readelf` and `nm`, which the link step
-//! already needs. Skipped with `TOUCHGATE_LINK_LAYOUT=0`, which turns the
-//! layout off. A `RUSTFLAGS` in the environment replaces the v0 mangling
+//! already needs. build.rs says what it applied (`TOUCHGATE_LINK_APPLIED`):
+//! nothing is checked when it was turned off (`TOUCHGATE_LINK_LAYOUT=0`),
+//! and DT_RELR only when the build's glibc allowed it. A `RUSTFLAGS` in the environment replaces the v0 mangling
 //! that `.cargo/config.toml` selects; the list then no longer matches
 //! touchgate's own functions, and this test says so.
 #![cfg(all(target_os = "linux", target_arch = "x86_64", target_env = "gnu"))]
@@ -26,9 +27,9 @@ fn tool(name: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn layout_off() -> bool {
-    std::env::var("TOUCHGATE_LINK_LAYOUT").is_ok_and(|v| v == "0")
-}
+/// What build.rs applied: `off`, `missing` (the list could not be used),
+/// `hot` or `hot relr`.
+const APPLIED: &str = env!("TOUCHGATE_LINK_APPLIED");
 
 /// (address, size) of a section, from `readelf -SW`.
 fn section(name: &str) -> Option<(u64, u64)> {
@@ -48,7 +49,7 @@ fn section(name: &str) -> Option<(u64, u64)> {
 
 #[test]
 fn hot_functions_come_first() {
-    if layout_off() {
+    if APPLIED == "off" {
         return;
     }
     let (hot, hot_size) = section(".text.hot").expect("no .text.hot section");
@@ -100,20 +101,8 @@ fn hot_functions_come_first() {
 
 #[test]
 fn relative_relocations_are_packed() {
-    if layout_off() {
-        return;
-    }
-    let glibc = Command::new("getconf")
-        .arg("GNU_LIBC_VERSION")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default();
-    let minor = glibc
-        .trim()
-        .strip_prefix("glibc 2.")
-        .and_then(|m| m.parse::<u32>().ok());
-    if minor.is_none_or(|m| m < 36) {
-        // build.rs does not ask for DT_RELR below glibc 2.36.
+    // build.rs asks for DT_RELR only against glibc 2.36 or later.
+    if !APPLIED.contains("relr") {
         return;
     }
     let dynamic = tool("readelf", &["-dW"]);

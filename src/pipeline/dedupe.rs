@@ -44,7 +44,7 @@ pub fn key_of(event_id: &str) -> Key {
 /// start.) Slots are hashed with a per-process random SipHash key, so ids a
 /// client chooses (ingest accepts any 32-hex id) cannot be made to pile up
 /// in one run of slots.
-pub struct KeyTable {
+struct KeyTable {
     /// 0 is an empty slot; the all-zero key itself is `has_zero`.
     slots: Box<[u128]>,
     mask: usize,
@@ -56,7 +56,7 @@ pub struct KeyTable {
 impl KeyTable {
     /// Room for `max_len` keys at most three quarters full, where linear
     /// probing still finds a key in a probe or two (4 slots a cache line).
-    pub fn with_max_len(max_len: usize) -> KeyTable {
+    fn with_max_len(max_len: usize) -> KeyTable {
         let slots = (max_len.saturating_mul(4) / 3 + 2).next_power_of_two();
         KeyTable {
             // `vec![0; n]` allocates zeroed memory without writing it.
@@ -68,16 +68,17 @@ impl KeyTable {
         }
     }
 
-    pub fn len(&self) -> usize {
+    fn len(&self) -> usize {
         self.len
     }
 
-    pub fn is_empty(&self) -> bool {
+    fn is_empty(&self) -> bool {
         self.len == 0
     }
 
     /// Number of slots (fixed at creation).
-    pub fn slots(&self) -> usize {
+    #[cfg(test)]
+    fn slots(&self) -> usize {
         self.slots.len()
     }
 
@@ -102,7 +103,7 @@ impl KeyTable {
     /// Insert `key`; false if it was already there. The caller keeps the
     /// length within `max_len`: on a full table (never reached that way)
     /// the key is reported new and not stored.
-    pub fn insert(&mut self, key: u128) -> bool {
+    fn insert(&mut self, key: u128) -> bool {
         if key == 0 {
             let new = !self.has_zero;
             self.has_zero = true;
@@ -121,7 +122,7 @@ impl KeyTable {
     }
 
     /// Remove `key`; false if it was not there.
-    pub fn remove(&mut self, key: u128) -> bool {
+    fn remove(&mut self, key: u128) -> bool {
         if key == 0 {
             let had = self.has_zero;
             self.has_zero = false;
@@ -153,7 +154,8 @@ impl KeyTable {
         true
     }
 
-    pub fn contains(&self, key: u128) -> bool {
+    #[cfg(test)]
+    fn contains(&self, key: u128) -> bool {
         if key == 0 {
             return self.has_zero;
         }
