@@ -52,7 +52,7 @@ pub struct Running {
     stop_accepting: CancellationToken,
     stop_admin: CancellationToken,
     stop_sinks: CancellationToken,
-    server: JoinHandle<hyper_util::server::graceful::GracefulShutdown>,
+    server: JoinHandle<Arc<proxy::Drain>>,
     shared: Arc<Shared>,
     admin: Arc<Admin>,
     pipeline: JoinHandle<()>,
@@ -236,8 +236,8 @@ impl Running {
         self.stop_accepting.cancel();
         let timeout = self.cfg.proxy.drain_timeout;
         match self.server.await {
-            Ok(graceful) => {
-                if tokio::time::timeout(timeout, graceful.shutdown())
+            Ok(drain) => {
+                if tokio::time::timeout(timeout, drain.shutdown())
                     .await
                     .is_err()
                 {

@@ -23,6 +23,14 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::UPGRADE,
 ];
 
+/// Whether a field name is one of the hop-by-hop names above (for code
+/// that works on raw field lines rather than a `HeaderMap`).
+pub fn is_hop_by_hop(name: &[u8]) -> bool {
+    HOP_BY_HOP
+        .iter()
+        .any(|h| h.as_str().as_bytes().eq_ignore_ascii_case(name))
+}
+
 /// Remove hop-by-hop fields and the fields `Connection` names. `TE:
 /// trailers` survives (it is how a client says it accepts trailers), and an
 /// upgrade request keeps `Upgrade` with `Connection: upgrade` so the

@@ -3,7 +3,9 @@
 
 pub mod body;
 pub mod conn;
+pub mod drain;
 pub mod framing;
+pub mod h1;
 pub mod headers;
 pub mod service;
 pub mod tls;
@@ -12,7 +14,6 @@ pub mod upstream;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,6 +23,8 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
+
+pub use drain::Drain;
 
 use crate::capture::Capture;
 use crate::config::Config;
@@ -70,15 +73,15 @@ fn http_builder(cfg: &Config) -> auto::Builder<TokioExecutor> {
     b
 }
 
-/// Accept until `stop_accepting` fires; returns the handle that waits for
+/// Accept until `stop_accepting` fires; returns the handle that drains
 /// the connections still open.
 pub async fn serve(
     listener: TcpListener,
     shared: Arc<Shared>,
     tls: Option<TlsAcceptor>,
     stop_accepting: CancellationToken,
-) -> GracefulShutdown {
-    let graceful = GracefulShutdown::new();
+) -> Arc<Drain> {
+    let drain = Drain::new();
     let builder = Arc::new(http_builder(&shared.cfg));
     let permits = Arc::new(Semaphore::new(shared.cfg.proxy.max_connections));
     let mut last_limit_log: Option<Instant> = None;
@@ -113,46 +116,50 @@ pub async fn serve(
         let shared = shared.clone();
         let builder = builder.clone();
         let tls = tls.clone();
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
+        let waiter = drain.waiter();
+        drain.spawn(async move {
             shared.metrics.connections_open.inc();
+            let direct = shared.cfg.proxy.http1_direct;
             match tls {
                 Some(acceptor) => {
                     let timeout = shared.cfg.proxy.header_read_timeout;
                     match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
                         Ok(Ok(tls_stream)) => {
-                            serve_connection(
-                                tls_stream,
-                                peer,
-                                true,
-                                shared.clone(),
-                                builder,
-                                watcher,
-                            )
-                            .await
+                            let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                            let s = shared.clone();
+                            if direct && !h2 {
+                                h1::serve(tls_stream, peer, true, s, builder, waiter).await
+                            } else {
+                                serve_connection(tls_stream, peer, true, s, builder, waiter).await
+                            }
                         }
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                     }
                 }
+                None if direct => {
+                    h1::serve(stream, peer, false, shared.clone(), builder, waiter).await
+                }
                 None => {
-                    serve_connection(stream, peer, false, shared.clone(), builder, watcher).await
+                    serve_connection(stream, peer, false, shared.clone(), builder, waiter).await
                 }
             }
             shared.metrics.connections_open.dec();
             drop(permit);
         });
     }
-    graceful
+    drain
 }
 
+/// A connection served by hyper (HTTP/2, or anything the direct path
+/// hands over).
 async fn serve_connection<IO>(
     io: IO,
     peer: SocketAddr,
     tls: bool,
     shared: Arc<Shared>,
     builder: Arc<auto::Builder<TokioExecutor>>,
-    watcher: Watcher,
+    mut waiter: drain::Waiter,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -178,7 +185,16 @@ async fn serve_connection<IO>(
         service::handle(svc_shared.clone(), info.clone(), index, req)
     });
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
-    if let Err(e) = watcher.watch(conn.into_owned()).await {
+    tokio::pin!(conn);
+    let ended = tokio::select! {
+        r = conn.as_mut() => r,
+        () = waiter.draining() => {
+            // In-flight requests finish; keep-alive ends.
+            conn.as_mut().graceful_shutdown();
+            conn.as_mut().await
+        }
+    };
+    if let Err(e) = ended {
         tracing::debug!(%peer, error = %e, "connection ended with an error");
     }
 }

@@ -12,6 +12,7 @@ use tracing::Instrument;
 
 use super::body::{self, ProxyBody};
 use super::headers::{self, Forwarded};
+use super::upstream::UpstreamError;
 use super::{ConnInfo, Shared};
 use crate::capture::visit::Visit;
 use crate::capture::{Capture, Class};
@@ -115,22 +116,8 @@ async fn route(
     let upstream_resp = match shared.upstream.send(Request::from_parts(parts, body)).await {
         Ok(r) => r,
         Err(e) => {
-            shared
-                .metrics
-                .upstream_errors_total
-                .get_or_create(&crate::metrics::KindLabel {
-                    kind: e.kind().into(),
-                })
-                .inc();
-            tracing::warn!(error = %e, upstream = %shared.upstream.authority(), "upstream request failed");
-            return match e {
-                super::upstream::UpstreamError::Timeout(_) => plain(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "upstream did not answer in time\n",
-                    false,
-                ),
-                _ => plain(StatusCode::BAD_GATEWAY, "upstream unavailable\n", false),
-            };
+            let (status, text) = upstream_failed(shared, &e);
+            return plain(status, text, false);
         }
     };
 
@@ -242,6 +229,26 @@ async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnU
     let mut upstream = TokioIo::new(upstream);
     if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
         tracing::debug!(error = %e, "tunnel closed with an error");
+    }
+}
+
+/// An exchange with the app failed: counted, logged, and answered 504 when
+/// the app was too slow, 502 otherwise.
+pub fn upstream_failed(shared: &Shared, e: &UpstreamError) -> (StatusCode, &'static str) {
+    shared
+        .metrics
+        .upstream_errors_total
+        .get_or_create(&crate::metrics::KindLabel {
+            kind: e.kind().into(),
+        })
+        .inc();
+    tracing::warn!(error = %e, upstream = %shared.upstream.authority(), "upstream request failed");
+    match e {
+        UpstreamError::Timeout(_) => (
+            StatusCode::GATEWAY_TIMEOUT,
+            "upstream did not answer in time\n",
+        ),
+        _ => (StatusCode::BAD_GATEWAY, "upstream unavailable\n"),
     }
 }
 

@@ -9,7 +9,9 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use std::time::Duration;
 
 use super::body::ProxyBody;
+use super::h1::pool::Pool;
 use crate::config::ProxyConfig;
+use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
@@ -34,6 +36,8 @@ impl UpstreamError {
 #[derive(Clone)]
 pub struct Upstream {
     client: Client<HttpConnector, ProxyBody>,
+    /// Idle connections for the direct HTTP/1.1 path (`proxy::h1`).
+    direct: Arc<Pool>,
     authority: Authority,
     response_timeout: Duration,
 }
@@ -58,11 +62,26 @@ impl Upstream {
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
             .build(connector);
+        let direct = Pool::new(
+            format!(
+                "{}:{}",
+                authority.host(),
+                authority.port_u16().unwrap_or(80)
+            ),
+            cfg.upstream_connect_timeout,
+            cfg.upstream_pool_idle_timeout,
+            cfg.upstream_pool_max_idle,
+        );
         Ok(Upstream {
             client,
+            direct,
             authority,
             response_timeout: cfg.upstream_response_timeout,
         })
+    }
+
+    pub fn direct_pool(&self) -> &Pool {
+        &self.direct
     }
 
     pub fn authority(&self) -> &Authority {

@@ -1,0 +1,597 @@
+//! The direct HTTP/1.1 path (`proxy.http1_direct`, on by default) against
+//! a scripted upstream on 127.0.0.1 that answers with exact bytes: the
+//! framings, interim responses, closed and misbehaving connections that a
+//! real app produces and a well-behaved test server never would.
+
+#[path = "support/upstream.rs"]
+mod support;
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// What the scripted upstream does after reading one request head.
+#[derive(Clone)]
+enum Then {
+    /// Answer these bytes and keep the connection.
+    Answer(&'static [u8]),
+    /// Answer, then close.
+    AnswerClose(&'static [u8]),
+    /// Close without answering.
+    Close,
+    /// Answer after a pause.
+    Late(&'static [u8], Duration),
+}
+
+#[derive(Clone, Default)]
+struct Script {
+    steps: Arc<Mutex<VecDeque<Then>>>,
+    heads: Arc<Mutex<Vec<String>>>,
+    connections: Arc<AtomicUsize>,
+}
+
+impl Script {
+    fn push(&self, t: Then) {
+        self.steps.lock().unwrap().push_back(t);
+    }
+    fn heads(&self) -> Vec<String> {
+        self.heads.lock().unwrap().clone()
+    }
+    fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+}
+
+async fn scripted() -> (SocketAddr, Script) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let script = Script::default();
+    let s = script.clone();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = l.accept().await {
+            s.connections.fetch_add(1, Ordering::SeqCst);
+            let s = s.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                loop {
+                    // One request head (the direct path sends no bodies).
+                    let end = loop {
+                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                        let mut chunk = [0u8; 4096];
+                        match conn.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    let head: Vec<u8> = buf.drain(..end).collect();
+                    s.heads
+                        .lock()
+                        .unwrap()
+                        .push(String::from_utf8_lossy(&head).into_owned());
+                    let step = s.steps.lock().unwrap().pop_front();
+                    match step {
+                        Some(Then::Answer(b)) => {
+                            if conn.write_all(b).await.is_err() {
+                                return;
+                            }
+                        }
+                        Some(Then::AnswerClose(b)) => {
+                            let _ = conn.write_all(b).await;
+                            return;
+                        }
+                        Some(Then::Late(b, d)) => {
+                            tokio::time::sleep(d).await;
+                            if conn.write_all(b).await.is_err() {
+                                return;
+                            }
+                        }
+                        Some(Then::Close) | None => return,
+                    }
+                }
+            });
+        }
+    });
+    (addr, script)
+}
+
+async fn proxy(up: SocketAddr, extra: &str) -> (touchgate::app::Running, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = config_toml(up, dir.path(), extra);
+    (touchgate(&toml).await, dir)
+}
+
+/// A client connection that reads whole responses (Content-Length or
+/// chunked bodies) one at a time.
+struct Client {
+    s: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Client {
+    async fn connect(addr: SocketAddr) -> Client {
+        Client {
+            s: TcpStream::connect(addr).await.unwrap(),
+            buf: Vec::new(),
+        }
+    }
+
+    async fn send(&mut self, bytes: &[u8]) {
+        self.s.write_all(bytes).await.unwrap();
+    }
+
+    async fn fill(&mut self) -> bool {
+        let mut chunk = [0u8; 8192];
+        match tokio::time::timeout(Duration::from_secs(5), self.s.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => false,
+            Ok(Ok(n)) => {
+                self.buf.extend_from_slice(&chunk[..n]);
+                true
+            }
+            Err(_) => panic!(
+                "no response within 5 s; have {:?}",
+                String::from_utf8_lossy(&self.buf)
+            ),
+        }
+    }
+
+    /// One response: (head, body). Panics if the connection ends first.
+    async fn response(&mut self, head_request: bool) -> (String, Vec<u8>) {
+        let end = loop {
+            if let Some(i) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            assert!(
+                self.fill().await,
+                "closed before a response head: {:?}",
+                String::from_utf8_lossy(&self.buf)
+            );
+        };
+        let head = String::from_utf8_lossy(&self.buf[..end]).into_owned();
+        self.buf.drain(..end);
+        let lower = head.to_ascii_lowercase();
+        if head_request || head.starts_with("HTTP/1.1 204") || head.starts_with("HTTP/1.1 304") {
+            return (head, Vec::new());
+        }
+        if let Some(cl) = lower
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+        {
+            let n: usize = cl.trim().parse().unwrap();
+            while self.buf.len() < n {
+                assert!(self.fill().await, "closed inside the body");
+            }
+            return (head, self.buf.drain(..n).collect());
+        }
+        if lower.contains("transfer-encoding: chunked") {
+            let mut f = touchgate::proxy::h1::chunked::Follower::default();
+            let mut body = Vec::new();
+            loop {
+                let n = f.feed(&self.buf).expect("well-formed chunks");
+                body.extend(self.buf.drain(..n));
+                if f.is_done() {
+                    return (head, body);
+                }
+                assert!(self.fill().await, "closed inside a chunked body");
+            }
+        }
+        // Until close.
+        while self.fill().await {}
+        (head, std::mem::take(&mut self.buf))
+    }
+
+    async fn closed(&mut self) -> bool {
+        !self.fill().await && self.buf.is_empty()
+    }
+}
+
+/// The data of a chunked body (the client above returns it as sent).
+fn dechunk(mut raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let line = raw.windows(2).position(|w| w == b"\r\n").unwrap();
+        let size_text = String::from_utf8_lossy(&raw[..line]);
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16).unwrap();
+        raw = &raw[line + 2..];
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&raw[..size]);
+        raw = &raw[size + 2..];
+    }
+}
+
+const OK_HELLO: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-App: 1\r\n\r\nhello";
+
+#[tokio::test]
+async fn pipelined_requests_are_answered_in_order_on_one_upstream_connection() {
+    let (up, script) = scripted().await;
+    script.push(Then::Answer(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na",
+    ));
+    script.push(Then::Answer(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nb",
+    ));
+    script.push(Then::Answer(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nc",
+    ));
+    let (tg, _d) = proxy(up, "").await;
+    let mut c = Client::connect(tg.proxy_addr).await;
+    c.send(b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\nGET /2 HTTP/1.1\r\nHost: x\r\n\r\nGET /3 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
+    for want in [b"a", b"b", b"c"] {
+        let (head, body) = c.response(false).await;
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+        assert_eq!(&body, want);
+    }
+    let heads = script.heads();
+    let targets: Vec<&str> = heads.iter().map(|h| h.split(' ').nth(1).unwrap()).collect();
+    assert_eq!(targets, ["/1", "/2", "/3"]);
+    assert_eq!(
+        script.connections(),
+        1,
+        "the pooled connection was not reused"
+    );
+    // What the app received: header hygiene as on hyper's path.
+    let h = heads[0].to_ascii_lowercase();
+    assert!(h.starts_with("get /1 http/1.1\r\n"), "{h}");
+    assert!(
+        h.contains("\r\nhost: x\r\n") && h.contains("\r\nvia: 1.1 touchgate\r\n"),
+        "{h}"
+    );
+    assert!(h.contains("\r\nx-forwarded-for: 127.0.0.0\r\n"), "{h}");
+}
+
+#[tokio::test]
+async fn every_response_framing_is_relayed_byte_for_byte() {
+    let (up, script) = scripted().await;
+    let chunked: &[u8] = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: x-sum\r\n\r\n5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nx-sum: 9\r\n\r\n";
+    script.push(Then::Answer(chunked));
+    script.push(Then::Answer(b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\nHTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\nX-After: interim\r\n\r\n"));
+    script.push(Then::Answer(
+        b"HTTP/1.1 304 Not Modified\r\nETag: \"1\"\r\n\r\n",
+    ));
+    script.push(Then::Answer(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n",
+    ));
+    script.push(Then::AnswerClose(
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the end",
+    ));
+    let (tg, _d) = proxy(up, "").await;
+    let mut c = Client::connect(tg.proxy_addr).await;
+
+    c.send(b"GET /chunked HTTP/1.1\r\nHost: x\r\nTE: trailers\r\n\r\n")
+        .await;
+    let (head, body) = c.response(false).await;
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("transfer-encoding: chunked"),
+        "{head}"
+    );
+    let body_start = chunked.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    assert_eq!(
+        &body[..],
+        &chunked[body_start..],
+        "chunks and trailers verbatim"
+    );
+
+    c.send(b"GET /interim HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let (head, _) = c.response(false).await;
+    assert!(
+        head.starts_with("HTTP/1.1 204 No Content\r\n") && head.contains("X-After: interim"),
+        "{head}"
+    );
+
+    c.send(b"GET /cached HTTP/1.1\r\nHost: x\r\nIf-None-Match: \"1\"\r\n\r\n")
+        .await;
+    let (head, _) = c.response(false).await;
+    assert!(head.starts_with("HTTP/1.1 304"), "{head}");
+
+    c.send(b"HEAD /big HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let (head, body) = c.response(true).await;
+    assert!(
+        head.contains("Content-Length: 1234") && body.is_empty(),
+        "{head}"
+    );
+
+    // No length, no chunks: relayed until the app closes, and the client
+    // is told the connection ends there.
+    c.send(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let (head, body) = c.response(false).await;
+    assert!(head.contains("connection: close"), "{head}");
+    assert_eq!(body, b"until the end");
+    assert!(c.closed().await);
+    assert_eq!(
+        script.connections(),
+        1,
+        "one upstream connection served all five"
+    );
+}
+
+#[tokio::test]
+async fn a_pooled_connection_closed_by_the_app_is_retried_only_when_safe() {
+    let (up, script) = scripted().await;
+    let (tg, _d) = proxy(up, "").await;
+    // The app closes the connection right after answering, without saying so.
+    script.push(Then::Answer(OK_HELLO));
+    script.push(Then::Close);
+    script.push(Then::Answer(OK_HELLO));
+    let mut c = Client::connect(tg.proxy_addr).await;
+    c.send(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert_eq!(c.response(false).await.1, b"hello");
+    // The reused connection is closed unanswered: a GET is sent again on a
+    // new connection and the client sees nothing of it.
+    c.send(b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let (head, body) = c.response(false).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(body, b"hello");
+    assert_eq!(script.connections(), 2);
+    assert_eq!(script.heads().len(), 3);
+
+    // A POST is not repeated: the client gets the 502.
+    script.push(Then::Close);
+    c.send(b"POST /c HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+        .await;
+    let (head, body) = c.response(false).await;
+    assert!(head.starts_with("HTTP/1.1 502"), "{head}");
+    assert_eq!(body, b"upstream unavailable\n");
+    assert_eq!(script.heads().len(), 4, "the POST was sent twice");
+    // And the client connection is still good.
+    script.push(Then::Answer(OK_HELLO));
+    c.send(b"GET /d HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert_eq!(c.response(false).await.1, b"hello");
+    let metrics = reqwest_free_metrics(tg.admin_addr).await;
+    assert!(
+        metrics.contains("touchgate_upstream_errors_total{kind=\"failed\"} 1"),
+        "{metrics}"
+    );
+}
+
+async fn reqwest_free_metrics(admin: SocketAddr) -> String {
+    let (_, body) = get(&format!("http://{admin}/metrics"), &[]).await;
+    String::from_utf8_lossy(&body).into_owned()
+}
+
+#[tokio::test]
+async fn misbehaving_upstreams_get_502_or_504_and_are_not_reused() {
+    let (up, script) = scripted().await;
+    let (tg, _d) = proxy(up, "").await;
+    let mut c = Client::connect(tg.proxy_addr).await;
+    for (answer, status) in [
+        (
+            Then::Answer(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello"),
+            "502",
+        ),
+        (
+            Then::Answer(b"HTTP/1.1 200 OK\r\nContent-Length: abc\r\n\r\n"),
+            "502",
+        ),
+        (
+            Then::Answer(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\n"),
+            "502",
+        ),
+        (Then::Answer(b"NOT HTTP AT ALL\r\n\r\n"), "502"),
+        (Then::Late(OK_HELLO, Duration::from_secs(4)), "504"),
+    ] {
+        script.push(answer);
+        c.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        let (head, _) = c.response(false).await;
+        assert!(head.starts_with(&format!("HTTP/1.1 {status}")), "{head}");
+    }
+    // Each failure closed its upstream connection: five connections.
+    assert_eq!(script.connections(), 5);
+
+    // Bytes after a complete response: the client gets the response, the
+    // connection is not reused.
+    script.push(Then::Answer(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokGARBAGE",
+    ));
+    script.push(Then::Answer(OK_HELLO));
+    c.send(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert_eq!(c.response(false).await.1, b"ok");
+    c.send(b"GET /y HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert_eq!(c.response(false).await.1, b"hello");
+    assert_eq!(script.connections(), 7);
+
+    // A chunked body that breaks its framing in the first bytes: nothing
+    // has been relayed yet, so the client gets a 502.
+    script.push(Then::Answer(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX\r\n",
+    ));
+    c.send(b"GET /z HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let (head, _) = c.response(false).await;
+    assert!(head.starts_with("HTTP/1.1 502"), "{head}");
+    // The client connection is still good.
+    script.push(Then::Answer(OK_HELLO));
+    c.send(b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert_eq!(c.response(false).await.1, b"hello");
+}
+
+/// Later in the body the client has the head already: the response is
+/// cut off where the framing broke, and the connection closed.
+#[tokio::test]
+async fn a_body_broken_after_its_head_is_cut_off() {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut conn, _) = l.accept().await.unwrap();
+        let mut buf = [0u8; 4096];
+        let _ = conn.read(&mut buf).await;
+        conn.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        conn.write_all(b"3\r\nabcXX\r\n").await.unwrap();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    });
+    let (tg, _d) = proxy(up, "").await;
+    let mut c = Client::connect(tg.proxy_addr).await;
+    c.send(b"GET /z HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), c.s.read_to_end(&mut rest)).await;
+    let rest = String::from_utf8_lossy(&rest);
+    assert!(
+        rest.starts_with("HTTP/1.1 200") && rest.ends_with("5\r\nhello\r\n"),
+        "{rest}"
+    );
+}
+
+#[tokio::test]
+async fn requests_the_direct_path_does_not_serve_go_to_hyper_mid_connection() {
+    // A real (hyper) upstream, so bodies and upgrades are answered.
+    let site = Site::new("").await;
+    let mut c = Client::connect(site.tg.proxy_addr).await;
+    c.send(b"GET /headers HTTP/1.1\r\nHost: shop.example\r\n\r\n")
+        .await;
+    let (head, _) = c.response(false).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    // A body: hyper serves it, on the same client connection.
+    c.send(b"POST /echo HTTP/1.1\r\nHost: shop.example\r\nContent-Length: 5\r\n\r\nhello")
+        .await;
+    let (head, body) = c.response(false).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(dechunk(&body), b"hello");
+    // And hyper keeps serving the rest of the connection.
+    c.send(b"GET /status/404 HTTP/1.1\r\nHost: shop.example\r\n\r\n")
+        .await;
+    let (head, _) = c.response(false).await;
+    assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+    let seen = site.up.requests();
+    assert_eq!(seen.len(), 3);
+    assert_eq!(&seen[1].body[..], b"hello");
+    // Smuggling is still refused on a connection that started direct.
+    let resp = raw(
+        site.tg.proxy_addr,
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\nPOST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(resp.contains("HTTP/1.1 400"), "{resp}");
+    assert_eq!(
+        site.up.requests().len(),
+        4,
+        "the ambiguous request was forwarded"
+    );
+}
+
+#[tokio::test]
+async fn slow_heads_are_cut_and_connection_close_is_honoured() {
+    let (up, script) = scripted().await;
+    let (tg, _d) = proxy(up, "").await;
+    // header_read_timeout is 2 s in the test config.
+    let started = std::time::Instant::now();
+    let mut c = Client::connect(tg.proxy_addr).await;
+    c.send(b"GET / HTTP/1.1\r\nHost:").await;
+    assert!(c.closed().await);
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1900) && waited < Duration::from_secs(5),
+        "{waited:?}"
+    );
+
+    script.push(Then::Answer(OK_HELLO));
+    let mut c = Client::connect(tg.proxy_addr).await;
+    c.send(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await;
+    let (head, body) = c.response(false).await;
+    assert!(head.contains("connection: close"), "{head}");
+    assert_eq!(body, b"hello");
+    assert!(c.closed().await);
+    assert!(
+        !script.heads()[0]
+            .to_ascii_lowercase()
+            .contains("connection:"),
+        "Connection is hop-by-hop"
+    );
+}
+
+#[tokio::test]
+async fn landings_on_the_direct_path_get_cookies_headers_and_an_event() {
+    let (up, script) = scripted().await;
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events.jsonl");
+    let extra = format!(
+        "[[sink]]\ntype = \"file\"\npath = \"{}\"\n[sink.delivery]\nlinger = \"10ms\"\n",
+        events.display()
+    );
+    let tg = touchgate(&config_toml(up, dir.path(), &extra)).await;
+    script.push(Then::Answer(OK_HELLO));
+    let mut c = Client::connect(tg.proxy_addr).await;
+    c.send(b"GET /landing?utm_source=google&utm_medium=cpc&gclid=abc HTTP/1.1\r\nHost: shop.example\r\nSec-Fetch-Dest: document\r\nSec-Fetch-Mode: navigate\r\nReferer: https://www.google.com/\r\nX-Touch-Device: forged\r\n\r\n").await;
+    let (head, body) = c.response(false).await;
+    assert_eq!(body, b"hello");
+    let cookies: Vec<&str> = head
+        .lines()
+        .filter_map(|l| l.strip_prefix("set-cookie: "))
+        .collect();
+    for name in ["tg_did=", "tg_sid=", "tg_ft=", "tg_lt="] {
+        assert!(
+            cookies
+                .iter()
+                .any(|c| c.starts_with(name) && c.contains("HttpOnly")),
+            "{name} missing: {head}"
+        );
+    }
+    let app = script.heads()[0].to_ascii_lowercase();
+    assert!(!app.contains("forged"), "{app}");
+    for h in [
+        "x-touch-device: ",
+        "x-touch-session: ",
+        "x-touch-first: ",
+        "x-touch-last: ",
+        "x-touch-id: ",
+    ] {
+        assert!(app.contains(h), "{h} missing: {app}");
+    }
+    eventually("the landing event", || {
+        support::events(&events)
+            .iter()
+            .any(|e| e["event_name"] == "landing" && e["touch"]["source"] == "google")
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn sigterm_closes_idle_direct_connections_and_finishes_busy_ones() {
+    let (up, script) = scripted().await;
+    let (tg, _d) = proxy(up, "").await;
+    script.push(Then::Answer(OK_HELLO));
+    script.push(Then::Late(OK_HELLO, Duration::from_millis(800)));
+    let mut idle = Client::connect(tg.proxy_addr).await;
+    idle.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert_eq!(idle.response(false).await.1, b"hello");
+    let mut busy = Client::connect(tg.proxy_addr).await;
+    busy.send(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let drained = tokio::spawn(tg.drain(Duration::ZERO));
+    // The idle keep-alive connection is closed at once.
+    assert!(idle.closed().await);
+    // The request in flight completes, told that the connection closes.
+    let (head, body) = busy.response(false).await;
+    assert!(
+        head.starts_with("HTTP/1.1 200") && head.contains("connection: close"),
+        "{head}"
+    );
+    assert_eq!(body, b"hello");
+    assert!(busy.closed().await);
+    tokio::time::timeout(Duration::from_secs(5), drained)
+        .await
+        .expect("drain finished")
+        .unwrap();
+}
+
+#[tokio::test]
+async fn with_http1_direct_off_hyper_serves_everything() {
+    let site = Site::new("proxy.http1_direct = false").await;
+    let (parts, _) = get(&site.url("/headers"), &[("x-touch-device", "forged")]).await;
+    assert_eq!(parts.status, 200);
+    let h = site.up.last().headers;
+    assert!(h.get("x-touch-device").is_none());
+    assert_eq!(h.get("via").unwrap(), "1.1 touchgate");
+}
