@@ -8,8 +8,8 @@
 # same upstream; then runs wrk (HTTP/1.1) and h2load (h2c, prior knowledge)
 # against both proxies, alternating which goes first each round. Prints
 # requests/s, p99 latency and the touchgate/nginx ratios (medians over the
-# rounds), touchgate's RSS idle and after load, and RSS per idle
-# connection. Everything it started is stopped on exit.
+# rounds, and the median of each round's own ratio), touchgate's RSS idle
+# and after load, and RSS per idle connection. Everything it started is stopped on exit.
 #
 # Environment (defaults):
 #   DURATION=10s ROUNDS=3 CONNS=64 WRK_THREADS=1   wrk runs
@@ -224,6 +224,16 @@ for row in "${ROWS[@]}"; do
         "$(awk -v a="$t_rps" -v b="$n_rps" 'BEGIN { print (b > 0 ? a / b : 0) }')" "$n_p99" "$t_p99" \
         "$(awk -v a="$t_p99" -v b="$n_p99" 'BEGIN { print (b > 0 ? a / b : 0) }')" \
         "$(col "$row" nginx 7)" "$(col "$row" touchgate 7)" "$(errsum "$row")"
+done
+echo
+# Each round runs the two proxies back to back, so a round's ratio shares
+# that minute's machine noise; their median is the steadier figure when
+# the medians above come from different minutes.
+echo "per-round ratios (touchgate / nginx of the same round), and their median:"
+for row in "${ROWS[@]}"; do
+    ratios=$(awk -F'\t' -v r="$row" '$1 == r { v[$2 "," $3] = $4; rounds[$3] = 1 }
+        END { for (k in rounds) if (v["nginx," k] > 0) printf "%.3f\n", v["touchgate," k] / v["nginx," k] }' "$RESULTS" | sort -g)
+    printf '  %-10s %s -> %.2fx\n' "$row" "$(echo "$ratios" | tr '\n' ' ')" "$(echo "$ratios" | median)"
 done
 echo
 echo "touchgate RSS idle:       $(mib "$tg_idle") MiB (anon $(mib "$tg_idle_anon") MiB, file-backed $(mib "$tg_idle_file") MiB)"
