@@ -595,3 +595,35 @@ async fn with_http1_direct_off_hyper_serves_everything() {
     assert!(h.get("x-touch-device").is_none());
     assert_eq!(h.get("via").unwrap(), "1.1 touchgate");
 }
+
+#[tokio::test]
+async fn a_head_split_anywhere_is_read_whole() {
+    let (up, script) = scripted().await;
+    let (tg, _d) = proxy(up, "").await;
+    let head = b"GET /split HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n\r\n";
+    // Byte by byte, so the end of the head arrives across four reads.
+    script.push(Then::Answer(OK_HELLO));
+    let mut c = Client::connect(tg.proxy_addr).await;
+    c.s.set_nodelay(true).unwrap();
+    for b in head {
+        c.send(&[*b]).await;
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    assert_eq!(c.response(false).await.1, b"hello");
+    // Split inside the blank line, and with the next request's start.
+    script.push(Then::Answer(OK_HELLO));
+    script.push(Then::Answer(OK_HELLO));
+    c.send(b"GET /a HTTP/1.1\r\nHost: x\r\n\r").await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    c.send(b"\nGET /b HTTP/1.1\r\n").await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    c.send(b"Host: x\r\n\r\n").await;
+    assert_eq!(c.response(false).await.1, b"hello");
+    assert_eq!(c.response(false).await.1, b"hello");
+    let targets: Vec<String> = script
+        .heads()
+        .iter()
+        .map(|h| h.split(' ').nth(1).unwrap().to_string())
+        .collect();
+    assert_eq!(targets, ["/split", "/a", "/b"]);
+}

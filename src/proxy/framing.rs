@@ -303,7 +303,7 @@ fn trim(mut s: &[u8]) -> &[u8] {
 }
 
 /// Offset just past the blank line that ends a head (`\r\n\r\n` or `\n\n`).
-fn find_head_end(buf: &[u8]) -> Option<usize> {
+pub(crate) fn find_head_end(buf: &[u8]) -> Option<usize> {
     memchr::memchr_iter(b'\n', buf).find_map(|i| match buf.get(i + 1) {
         Some(b'\n') => Some(i + 2),
         Some(b'\r') if buf.get(i + 2) == Some(&b'\n') => Some(i + 3),

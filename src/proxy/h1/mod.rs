@@ -141,8 +141,16 @@ where
             let mut head_started =
                 (!self.rbuf.is_empty() || self.first).then_some(self.last_activity);
             self.first = false;
+            // How much of `rbuf` is known not to hold the end of the head: a
+            // head is parsed once it is complete, not again on every read,
+            // so a client dribbling a large head costs linear time.
+            let mut scanned: usize = 0;
             let len = loop {
-                if !self.rbuf.is_empty() {
+                let end_seen =
+                    super::framing::find_head_end(&self.rbuf[scanned.saturating_sub(3)..])
+                        .is_some();
+                scanned = self.rbuf.len();
+                if end_seen {
                     match head::request_head_end(&self.rbuf, p.max_headers) {
                         HeadEnd::Complete(n) if n <= p.max_header_bytes => break n,
                         HeadEnd::Partial if self.rbuf.len() <= p.max_header_bytes => {}
@@ -151,6 +159,9 @@ where
                             return End::Hyper;
                         }
                     }
+                } else if self.rbuf.len() > p.max_header_bytes {
+                    // hyper answers 431.
+                    return End::Hyper;
                 }
                 let deadline = match head_started {
                     Some(t) => t + p.header_read_timeout,
