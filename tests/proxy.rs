@@ -349,4 +349,35 @@ async fn http2_over_tls_with_alpn() {
     );
     assert_eq!(seen.headers.get("x-forwarded-proto").unwrap(), "https");
     assert_eq!(seen.headers.get("via").unwrap(), "2 touchgate");
+
+    // HTTP/1.1 by ALPN over the same listener (the direct path unless it
+    // is turned off), two requests on one TLS connection.
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.cert.der().clone()).unwrap();
+    let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_only()
+        .enable_http1()
+        .build();
+    let client: hyper_util::client::legacy::Client<_, http_body_util::Empty<Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .pool_max_idle_per_host(1)
+            .build(https);
+    for path in ["/status/204", "/headers"] {
+        let url = format!("https://localhost:{}{path}", tg.proxy_addr.port());
+        let resp = client.get(url.parse().unwrap()).await.unwrap();
+        assert_eq!(resp.version(), http::Version::HTTP_11);
+        assert!(resp.status().is_success(), "{path}: {}", resp.status());
+        resp.into_body().collect().await.unwrap();
+    }
+    let seen = up.last();
+    assert_eq!(seen.headers.get("x-forwarded-proto").unwrap(), "https");
+    assert_eq!(seen.headers.get("via").unwrap(), "1.1 touchgate");
 }
