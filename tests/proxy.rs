@@ -290,6 +290,19 @@ async fn websocket_echo_through_the_proxy() {
     assert_eq!(back.into_data().as_ref(), &[0u8, 255, 7]);
 }
 
+/// A TLS client configuration that trusts only `cert`.
+fn trusting(cert: &rcgen::CertifiedKey<rcgen::KeyPair>) -> rustls::ClientConfig {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.cert.der().clone()).unwrap();
+    rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth()
+}
+
 #[tokio::test]
 async fn http2_over_tls_with_alpn() {
     let (up, _tg0, dir) = setup("").await;
@@ -307,15 +320,7 @@ async fn http2_over_tls_with_alpn() {
     );
     let tg = touchgate(&extra).await;
 
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert.cert.der().clone()).unwrap();
-    let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let tls = trusting(&cert);
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_only()
@@ -352,15 +357,7 @@ async fn http2_over_tls_with_alpn() {
 
     // HTTP/1.1 by ALPN over the same listener (the direct path unless it
     // is turned off), two requests on one TLS connection.
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert.cert.der().clone()).unwrap();
-    let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let tls = trusting(&cert);
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_only()
