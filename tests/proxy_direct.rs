@@ -71,10 +71,28 @@ async fn scripted() -> (SocketAddr, Script) {
                         }
                     };
                     let head: Vec<u8> = buf.drain(..end).collect();
+                    let head = String::from_utf8_lossy(&head).into_owned();
+                    // A Content-Length body is read and kept with its head.
+                    let len: usize = head
+                        .to_ascii_lowercase()
+                        .lines()
+                        .find_map(|l| {
+                            l.strip_prefix("content-length: ")
+                                .map(|v| v.trim().parse().unwrap())
+                        })
+                        .unwrap_or(0);
+                    while buf.len() < len {
+                        let mut chunk = [0u8; 4096];
+                        match conn.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let body: Vec<u8> = buf.drain(..len).collect();
                     s.heads
                         .lock()
                         .unwrap()
-                        .push(String::from_utf8_lossy(&head).into_owned());
+                        .push(head + &String::from_utf8_lossy(&body));
                     let step = s.steps.lock().unwrap().pop_front();
                     match step {
                         Some(Then::Answer(b)) => {
@@ -451,9 +469,8 @@ async fn requests_the_direct_path_does_not_serve_go_to_hyper_mid_connection() {
         .await;
     let (head, _) = c.response(false).await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    // A body: hyper serves it, on the same client connection.
-    c.send(b"POST /echo HTTP/1.1\r\nHost: shop.example\r\nContent-Length: 5\r\n\r\nhello")
-        .await;
+    // A chunked body: hyper serves it, on the same client connection.
+    c.send(b"POST /echo HTTP/1.1\r\nHost: shop.example\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n").await;
     let (head, body) = c.response(false).await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert_eq!(dechunk(&body), b"hello");
@@ -626,4 +643,70 @@ async fn a_head_split_anywhere_is_read_whole() {
         .map(|h| h.split(' ').nth(1).unwrap().to_string())
         .collect();
     assert_eq!(targets, ["/split", "/a", "/b"]);
+}
+
+#[tokio::test]
+async fn content_length_bodies_stream_through_and_keep_the_connection() {
+    let (up, script) = scripted().await;
+    let (tg, _d) = proxy(up, "").await;
+    script.push(Then::Answer(
+        b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok",
+    ));
+    script.push(Then::Answer(OK_HELLO));
+    let mut c = Client::connect(tg.proxy_addr).await;
+    c.s.set_nodelay(true).unwrap();
+    // The body in three pieces, the next request right behind its end.
+    c.send(b"POST /api HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 13\r\n\r\n{\"a\"").await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    c.send(b":1,").await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    c.send(b"\"b\":2}GET /next HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
+    let (head, body) = c.response(false).await;
+    assert!(head.starts_with("HTTP/1.1 201"), "{head}");
+    assert_eq!(body, b"ok");
+    assert_eq!(c.response(false).await.1, b"hello");
+    let heads = script.heads();
+    assert!(
+        heads[0].ends_with("\r\n\r\n{\"a\":1,\"b\":2}"),
+        "{:?}",
+        heads[0]
+    );
+    assert!(heads[1].starts_with("GET /next "), "{:?}", heads[1]);
+    assert_eq!(script.connections(), 1);
+}
+
+#[tokio::test]
+async fn a_failed_exchange_with_a_body_closes_the_client_connection() {
+    // Nothing listens upstream: 502, and the connection closes, because
+    // the unread body is in the way of any next request.
+    let addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let (tg, _d) = proxy(addr, "").await;
+    let mut c = Client::connect(tg.proxy_addr).await;
+    c.send(b"POST /api HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\nstart")
+        .await;
+    let (head, _) = c.response(false).await;
+    assert!(
+        head.starts_with("HTTP/1.1 502") && head.contains("connection: close"),
+        "{head}"
+    );
+    assert!(c.closed().await);
+
+    // A client that leaves inside its body gets nothing; the app's
+    // connection is not reused.
+    let (up, script) = scripted().await;
+    let (tg, _d2) = proxy(up, "").await;
+    let mut c = Client::connect(tg.proxy_addr).await;
+    c.send(b"POST /api HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n12345")
+        .await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    drop(c);
+    script.push(Then::Answer(OK_HELLO));
+    let mut c = Client::connect(tg.proxy_addr).await;
+    c.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert_eq!(c.response(false).await.1, b"hello");
+    assert_eq!(script.connections(), 2);
 }

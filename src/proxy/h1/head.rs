@@ -46,11 +46,14 @@ pub struct DirectRequest {
     pub parts: Parts,
     /// The client asked for the connection to close after this exchange.
     pub close: bool,
+    /// The body's length (`Content-Length`; 0 without one).
+    pub body: u64,
 }
 
 /// The head as `Parts`, if it is a request the direct path serves:
-/// HTTP/1.1, origin-form target, no body (no `Transfer-Encoding`, no
-/// `Content-Length` but `0`), no `Expect`, no upgrade. `None` sends the
+/// HTTP/1.1, origin-form target, a body only by one valid
+/// `Content-Length` (no `Transfer-Encoding`), no `Expect`, no upgrade.
+/// `None` sends the
 /// request (and the rest of the connection) to hyper, which serves
 /// everything, so the rules here only ever need to be conservative.
 pub fn direct_request(head: &Bytes) -> Option<DirectRequest> {
@@ -70,21 +73,25 @@ pub fn direct_request(head: &Bytes) -> Option<DirectRequest> {
     let uri = Uri::from_maybe_shared(head.slice_ref(path.as_bytes())).ok()?;
     let mut map = HeaderMap::with_capacity(req.headers.len() + 8);
     let mut close = false;
+    let mut body: Option<u64> = None;
     for h in req.headers.iter() {
         let name = HeaderName::from_bytes(h.name.as_bytes()).ok()?;
         let value = HeaderValue::from_maybe_shared(head.slice_ref(h.value)).ok()?;
         if name == header::TRANSFER_ENCODING || name == header::EXPECT {
             return None;
         }
-        if name == header::CONTENT_LENGTH && value.as_bytes() != b"0" {
-            return None;
+        if name == header::CONTENT_LENGTH {
+            if body.is_some() {
+                return None;
+            }
+            body = Some(parse_length(value.as_bytes())?);
         }
         if name == header::CONNECTION {
             close |= has_token(value.as_bytes(), b"close");
         }
         map.append(name, value);
     }
-    if map.get_all(header::CONTENT_LENGTH).iter().count() > 1 || headers::is_upgrade_request(&map) {
+    if headers::is_upgrade_request(&map) {
         return None;
     }
     let mut parts = Request::new(()).into_parts().0;
@@ -92,7 +99,11 @@ pub fn direct_request(head: &Bytes) -> Option<DirectRequest> {
     parts.uri = uri;
     parts.version = Version::HTTP_11;
     parts.headers = map;
-    Some(DirectRequest { parts, close })
+    Some(DirectRequest {
+        parts,
+        close,
+        body: body.unwrap_or(0),
+    })
 }
 
 /// The head sent to the app: origin-form target, then the fields as the
@@ -356,13 +367,17 @@ mod tests {
                 .expect("direct")
                 .close
         );
+        let post = direct("POST /api HTTP/1.1\r\nHost: x\r\nContent-Length: 1234\r\n\r\n")
+            .expect("direct");
+        assert_eq!((post.body, r.body), (1234, 0));
     }
 
     #[test]
-    fn anything_with_a_body_an_upgrade_or_an_odd_form_goes_to_hyper() {
+    fn chunked_bodies_upgrades_and_odd_forms_go_to_hyper() {
         for raw in [
-            "POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\n",
             "POST / HTTP/1.1\r\nContent-Length: 0\r\nContent-Length: 0\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: 5, 5\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: +5\r\n\r\n",
             "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
             "POST / HTTP/1.1\r\nContent-Length: 0\r\nTransfer-Encoding: chunked\r\n\r\n",
             "PUT / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n",

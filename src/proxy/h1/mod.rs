@@ -1,5 +1,6 @@
-//! HTTP/1.1 served directly. The common request (no body to capture, no
-//! upgrade, no `Expect`) is read with httparse, goes through the same
+//! HTTP/1.1 served directly. The common request (not a form or beacon,
+//! no upgrade, no `Expect`, no chunked body; a `Content-Length` body is
+//! streamed through) is read with httparse, goes through the same
 //! request path as every other (classify, identify, header hygiene, touch
 //! headers, landing event, cookies) and is exchanged with the app over a
 //! pooled connection, all inside the connection's own task.
@@ -8,7 +9,8 @@
 //! proxied request crosses three tasks and their channels, and that cost
 //! was most of a pass-through (docs/performance.md, "Plain GET"). Here a
 //! request is four syscalls and no hand-off. Everything else (HTTP/2,
-//! upgrades, bodies, `Expect`, beacons, malformed or oversized heads) is
+//! upgrades, forms and beacons, chunked bodies, `Expect`, malformed or
+//! oversized heads) is
 //! handed to hyper together with the bytes read so far, and hyper serves
 //! the rest of the connection: the rules for what stays here only need to
 //! be conservative, never complete.
@@ -292,7 +294,7 @@ where
         drop(parts);
         drop(head);
 
-        self.forward(&method, req.close, &cookies, started)
+        self.forward(&method, req.close, req.body, &cookies, started)
             .instrument(span)
             .await
     }
@@ -302,10 +304,15 @@ where
         &mut self,
         method: &Method,
         close: bool,
+        body_len: u64,
         cookies: &HeaderMap,
         started: std::time::Instant,
     ) -> Next {
         let p = &self.shared.cfg.proxy;
+        // If the exchange fails before the whole request body has been
+        // read, the rest of it is still on the client connection, in the
+        // way of the next request: the connection cannot be kept.
+        let close_on_error = close || body_len > 0;
         let deadline = Instant::from_std(started) + p.upstream_response_timeout;
         let head_request = method == Method::HEAD;
         let mut retried = false;
@@ -319,24 +326,28 @@ where
             let mut up = match got {
                 None => {
                     let e = UpstreamError::Timeout(p.upstream_response_timeout);
-                    return self.upstream_failed(e, close, started).await;
+                    return self.upstream_failed(e, close_on_error, started).await;
                 }
-                Some(Err(e)) => return self.upstream_failed(e, close, started).await,
+                Some(Err(e)) => return self.upstream_failed(e, close_on_error, started).await,
                 Some(Ok(up)) => up,
             };
             match self
-                .exchange(&mut up, head_request, close, cookies, deadline)
+                .exchange(&mut up, head_request, close, body_len, cookies, deadline)
                 .await
             {
                 Ok(resp) => break (up, resp),
                 // A pooled connection the app closed just as it was reused:
-                // once more on a new one, if the request may be repeated.
-                Err(Attempt::Unanswered(e)) if up.reused && method.is_idempotent() && !retried => {
+                // once more on a new one, if the request may be repeated
+                // (and has no body, whose bytes are gone).
+                Err(Attempt::Unanswered(e))
+                    if up.reused && method.is_idempotent() && body_len == 0 && !retried =>
+                {
                     tracing::debug!(error = %e, "pooled upstream connection closed; retrying on a new one");
                     retried = true;
                 }
+                Err(Attempt::ClientGone) => return Next::Close,
                 Err(Attempt::Unanswered(e) | Attempt::Failed(e)) => {
-                    return self.upstream_failed(e, close, started).await;
+                    return self.upstream_failed(e, close_on_error, started).await;
                 }
             }
         };
@@ -426,6 +437,7 @@ where
         up: &mut UpConn,
         head_request: bool,
         close: bool,
+        body_len: u64,
         cookies: &HeaderMap,
         deadline: Instant,
     ) -> Result<FinalHead, Attempt> {
@@ -440,6 +452,9 @@ where
             None => return Err(Attempt::Failed(UpstreamError::Timeout(timeout))),
             Some(Err(e)) => return Err(Attempt::Unanswered(failed(&e))),
             Some(Ok(())) => {}
+        }
+        if body_len > 0 {
+            self.send_body(up, body_len, deadline).await?;
         }
         self.ubuf.clear();
         let mut answered = false;
@@ -498,6 +513,46 @@ where
         }
     }
 
+    /// The request body, `len` bytes from the client (some may already be
+    /// in `rbuf`), streamed to the app as they come. Bytes after it stay
+    /// in `rbuf`: the next request's. Bounded, like the wait for the
+    /// response head, by `upstream_response_timeout`.
+    async fn send_body(
+        &mut self,
+        up: &mut UpConn,
+        len: u64,
+        deadline: Instant,
+    ) -> Result<(), Attempt> {
+        let timeout = self.shared.cfg.proxy.upstream_response_timeout;
+        let mut left = len;
+        while left > 0 {
+            if self.rbuf.is_empty() {
+                if self.rbuf.capacity() < READ_CHUNK {
+                    self.rbuf.reserve(READ_CHUNK * 2);
+                }
+                match timed(&mut self.timer, deadline, self.io.read_buf(&mut self.rbuf)).await {
+                    None => return Err(Attempt::Failed(UpstreamError::Timeout(timeout))),
+                    Some(Ok(0)) | Some(Err(_)) => {
+                        tracing::debug!(peer = %self.peer, "client went away inside its request body");
+                        return Err(Attempt::ClientGone);
+                    }
+                    Some(Ok(_)) => {}
+                }
+            }
+            let take = usize::try_from(left)
+                .unwrap_or(usize::MAX)
+                .min(self.rbuf.len());
+            let chunk = self.rbuf.split_to(take);
+            left -= take as u64;
+            match timed(&mut self.timer, deadline, up.stream.write_all(&chunk)).await {
+                None => return Err(Attempt::Failed(UpstreamError::Timeout(timeout))),
+                Some(Err(e)) => return Err(Attempt::Failed(failed(&e))),
+                Some(Ok(())) => {}
+            }
+        }
+        Ok(())
+    }
+
     /// 502 or 504, counted and logged as on hyper's path.
     async fn upstream_failed(
         &mut self,
@@ -535,6 +590,8 @@ enum Attempt {
     /// connection if it is idempotent.
     Unanswered(UpstreamError),
     Failed(UpstreamError),
+    /// The client closed before its request body was complete.
+    ClientGone,
 }
 
 fn failed(e: &std::io::Error) -> UpstreamError {
