@@ -46,6 +46,9 @@ impl Drop for InFlightGuard {
 
 pin_project_lite::pin_project! {
     pub struct ConnIo<IO> {
+        // Bytes the direct HTTP/1.1 path read before handing the
+        // connection over: served first, and followed like any others.
+        prefix: bytes::Bytes,
         #[pin]
         io: IO,
         tracker: HeadTracker,
@@ -60,6 +63,7 @@ pin_project_lite::pin_project! {
 
 impl<IO> ConnIo<IO> {
     pub fn new(
+        prefix: bytes::Bytes,
         io: IO,
         tracker: HeadTracker,
         in_flight: Arc<InFlight>,
@@ -68,6 +72,7 @@ impl<IO> ConnIo<IO> {
     ) -> ConnIo<IO> {
         let now = Instant::now();
         ConnIo {
+            prefix,
             io,
             tracker,
             in_flight,
@@ -92,7 +97,14 @@ impl<IO: AsyncRead> AsyncRead for ConnIo<IO> {
     ) -> Poll<io::Result<()>> {
         let this = self.project();
         let before = buf.filled().len();
-        match this.io.poll_read(cx, buf) {
+        let polled = if this.prefix.is_empty() {
+            this.io.poll_read(cx, buf)
+        } else {
+            let n = this.prefix.len().min(buf.remaining());
+            buf.put_slice(&this.prefix.split_to(n));
+            Poll::Ready(Ok(()))
+        };
+        match polled {
             Poll::Ready(Ok(())) => {
                 let read = &buf.filled()[before..];
                 if !read.is_empty() {
@@ -180,68 +192,6 @@ impl<IO: AsyncWrite> AsyncWrite for ConnIo<IO> {
             *this.last_activity = Instant::now();
         }
         res
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// Bytes already read from a connection, served again before the rest
-    /// of it: how the direct HTTP/1.1 path hands a connection to hyper.
-    pub struct Rewind<IO> {
-        prefix: bytes::Bytes,
-        #[pin]
-        io: IO,
-    }
-}
-
-impl<IO> Rewind<IO> {
-    pub fn new(prefix: bytes::Bytes, io: IO) -> Rewind<IO> {
-        Rewind { prefix, io }
-    }
-}
-
-impl<IO: AsyncRead> AsyncRead for Rewind<IO> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.project();
-        if !this.prefix.is_empty() {
-            let n = this.prefix.len().min(buf.remaining());
-            buf.put_slice(&this.prefix.split_to(n));
-            return Poll::Ready(Ok(()));
-        }
-        this.io.poll_read(cx, buf)
-    }
-}
-
-impl<IO: AsyncWrite> AsyncWrite for Rewind<IO> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        self.project().io.poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.project().io.poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.project().io.poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        self.project().io.poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {

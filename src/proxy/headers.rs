@@ -41,7 +41,11 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .map(str::trim)
+        // The usual `Connection: keep-alive` names a field removed below
+        // anyway: skipping it keeps this from allocating per request.
+        .filter(|name| !is_hop_by_hop(name.as_bytes()))
+        .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
         .collect();
     let te_trailers = headers
         .get_all(header::TE)
@@ -171,9 +175,15 @@ pub fn is_upgrade_request(headers: &HeaderMap) -> bool {
         && headers
             .get_all(header::CONNECTION)
             .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            .any(|v| has_token(v.as_bytes(), b"upgrade"))
+}
+
+/// Whether a comma-separated field value (`Connection`, say) lists
+/// `token`, compared case-insensitively.
+pub fn has_token(value: &[u8], token: &[u8]) -> bool {
+    value
+        .split(|&b| b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
 }
 
 #[cfg(test)]

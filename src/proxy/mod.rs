@@ -11,6 +11,7 @@ pub mod service;
 pub mod tls;
 pub mod upstream;
 
+use bytes::Bytes;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -130,7 +131,16 @@ pub async fn serve(
                             if direct && !h2 {
                                 h1::serve(tls_stream, peer, true, s, builder, waiter).await
                             } else {
-                                serve_connection(tls_stream, peer, true, s, builder, waiter).await
+                                serve_connection(
+                                    Bytes::new(),
+                                    tls_stream,
+                                    peer,
+                                    true,
+                                    s,
+                                    builder,
+                                    waiter,
+                                )
+                                .await
                             }
                         }
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
@@ -141,7 +151,16 @@ pub async fn serve(
                     h1::serve(stream, peer, false, shared.clone(), builder, waiter).await
                 }
                 None => {
-                    serve_connection(stream, peer, false, shared.clone(), builder, waiter).await
+                    serve_connection(
+                        Bytes::new(),
+                        stream,
+                        peer,
+                        false,
+                        shared.clone(),
+                        builder,
+                        waiter,
+                    )
+                    .await
                 }
             }
             shared.metrics.connections_open.dec();
@@ -152,8 +171,9 @@ pub async fn serve(
 }
 
 /// A connection served by hyper (HTTP/2, or anything the direct path
-/// hands over).
+/// hands over, with the bytes it had read: `prefix`).
 async fn serve_connection<IO>(
+    prefix: bytes::Bytes,
     io: IO,
     peer: SocketAddr,
     tls: bool,
@@ -173,6 +193,7 @@ async fn serve_connection<IO>(
     });
     let tracker = HeadTracker::new(p.max_header_bytes.max(8192), info.heads.clone());
     let io = ConnIo::new(
+        prefix,
         io,
         tracker,
         info.in_flight.clone(),

@@ -87,7 +87,7 @@ pub fn direct_request(head: &Bytes) -> Option<DirectRequest> {
             body = Some(parse_length(value.as_bytes())?);
         }
         if name == header::CONNECTION {
-            close |= has_token(value.as_bytes(), b"close");
+            close |= headers::has_token(value.as_bytes(), b"close");
         }
         map.append(name, value);
     }
@@ -209,7 +209,7 @@ pub fn response(
     let mut chunked_last = false;
     let mut close = false;
     let mut has_date = false;
-    let mut listed: Vec<&[u8]> = Vec::new();
+    let mut connection = false;
     for h in resp.headers.iter() {
         let name = h.name.as_bytes();
         if name.eq_ignore_ascii_case(b"content-length") {
@@ -226,13 +226,8 @@ pub fn response(
                 .next()
                 .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
         } else if name.eq_ignore_ascii_case(b"connection") {
-            close |= has_token(h.value, b"close");
-            listed.extend(
-                h.value
-                    .split(|&b| b == b',')
-                    .map(<[u8]>::trim_ascii)
-                    .filter(|t| !t.is_empty()),
-            );
+            connection = true;
+            close |= headers::has_token(h.value, b"close");
         } else if name.eq_ignore_ascii_case(b"date") {
             has_date = true;
         }
@@ -270,7 +265,12 @@ pub fn response(
     for h in resp.headers.iter() {
         let name = h.name.as_bytes();
         if headers::is_hop_by_hop(name)
-            || listed.iter().any(|l| l.eq_ignore_ascii_case(name))
+            // Names the app listed in `Connection` (read again per field
+            // rather than collected: no allocation per response).
+            || (connection
+                && resp.headers.iter().any(|c| {
+                    c.name.eq_ignore_ascii_case("connection") && headers::has_token(c.value, name)
+                }))
             || (transfer_encoding && name.eq_ignore_ascii_case(b"content-length"))
         {
             continue;
@@ -332,12 +332,6 @@ fn parse_length(v: &[u8]) -> Option<u64> {
         return None;
     }
     std::str::from_utf8(v).ok()?.parse().ok()
-}
-
-fn has_token(value: &[u8], token: &[u8]) -> bool {
-    value
-        .split(|&b| b == b',')
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
 }
 
 #[cfg(test)]

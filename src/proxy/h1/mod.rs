@@ -31,7 +31,6 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{Instant, Sleep};
 use tracing::Instrument;
 
-use super::conn::Rewind;
 use super::drain::Waiter;
 use super::upstream::UpstreamError;
 use super::{Shared, service};
@@ -73,22 +72,12 @@ pub async fn serve<IO>(
             now + p.header_read_timeout.min(p.idle_timeout),
         )),
         last_activity: now,
-        first: true,
     };
     if conn.run().await == End::Hyper {
         let Direct {
             io, rbuf, waiter, ..
         } = conn;
-        let shared = shared.clone();
-        super::serve_connection(
-            Rewind::new(rbuf.freeze(), io),
-            peer,
-            tls,
-            shared,
-            builder,
-            waiter,
-        )
-        .await;
+        super::serve_connection(rbuf.freeze(), io, peer, tls, shared, builder, waiter).await;
     }
 }
 
@@ -121,15 +110,13 @@ struct Direct<'a, IO> {
     /// needs an earlier one or it fires early (see `timed`).
     timer: Pin<Box<Sleep>>,
     last_activity: Instant,
-    first: bool,
 }
 
 /// Why a wait on the client ended without bytes.
 enum Wait {
-    Eof,
-    Failed,
     TimedOut,
-    Draining,
+    /// Closed, failed, or the process is draining.
+    Ended,
 }
 
 impl<IO> Direct<'_, IO>
@@ -138,11 +125,12 @@ where
 {
     async fn run(&mut self) -> End {
         let p = &self.shared.cfg.proxy;
+        // The first head is timed from the connection's start.
+        let mut first = true;
         loop {
             // 1. A whole request head, read within the timeouts.
-            let mut head_started =
-                (!self.rbuf.is_empty() || self.first).then_some(self.last_activity);
-            self.first = false;
+            let mut head_started = (!self.rbuf.is_empty() || first).then_some(self.last_activity);
+            first = false;
             // How much of `rbuf` is known not to hold the end of the head: a
             // head is parsed once it is complete, not again on every read,
             // so a client dribbling a large head costs linear time.
@@ -177,7 +165,7 @@ where
                         tracing::debug!(peer = %self.peer, "request head not received within proxy.header_read_timeout");
                         return End::Closed;
                     }
-                    Err(_) => return End::Closed,
+                    Err(Wait::TimedOut | Wait::Ended) => return End::Closed,
                 }
             };
             let head = self.rbuf.split_to(len).freeze();
@@ -202,7 +190,7 @@ where
     /// More bytes from the client into `rbuf`.
     async fn read_client(&mut self, deadline: Instant, idle: bool) -> Result<(), Wait> {
         if idle && self.waiter.is_draining() {
-            return Err(Wait::Draining);
+            return Err(Wait::Ended);
         }
         if self.rbuf.capacity() - self.rbuf.len() < 1024 {
             self.rbuf.reserve(READ_CHUNK);
@@ -223,12 +211,12 @@ where
         };
         match timed(&mut self.timer, deadline, read).await {
             None => Err(Wait::TimedOut),
-            Some(None) => Err(Wait::Draining),
-            Some(Some(Ok(0))) => Err(Wait::Eof),
+            Some(None) => Err(Wait::Ended),
+            Some(Some(Ok(0))) => Err(Wait::Ended),
             Some(Some(Ok(_))) => Ok(()),
             Some(Some(Err(e))) => {
                 tracing::debug!(peer = %self.peer, error = %e, "client read failed");
-                Err(Wait::Failed)
+                Err(Wait::Ended)
             }
         }
     }
@@ -250,7 +238,6 @@ where
         let mut parts = req.parts;
         let class = capture.classify(&parts.method, parts.uri.path(), &parts.headers);
         if !matches!(class, Class::Pass | Class::Navigation) {
-            drop(parts);
             return self.back_to_hyper(head);
         }
         let started = std::time::Instant::now();
