@@ -24,6 +24,7 @@ use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_mai
 use http::request::Parts;
 use http::{HeaderMap, Method, Request, StatusCode, header};
 use tokio::sync::mpsc;
+use touchgate::capture::conversion::FormBody;
 use touchgate::capture::{Capture, Class};
 use touchgate::config::Config;
 use touchgate::identity::Keys;
@@ -219,7 +220,7 @@ fn bench(c: &mut Criterion) {
                 let v = cap
                     .visit(p, class, false, PEER)
                     .expect("forms are captured");
-                let pending = cap.conversion_from_bytes(rule, &v, p, &body, None, PEER);
+                let pending = cap.conversion(rule, &v, p, FormBody::Complete(&body), None, PEER);
                 // The app answered 200: PII guard, then the queue.
                 cap.confirm(pending, StatusCode::OK);
                 let mut seen = Seen::Duplicate;

@@ -16,8 +16,9 @@ use crate::metrics::Metrics;
 use crate::pipeline::dedupe::Dedupe;
 use crate::pipeline::spool;
 use crate::pipeline::{self, EventQueue};
+use crate::proxy;
 use crate::proxy::upstream::Upstream;
-use crate::proxy::{self, Shared};
+use crate::request_path::Shared;
 use crate::sink;
 
 #[derive(Debug, thiserror::Error)]
@@ -128,6 +129,11 @@ pub async fn start(
     ));
 
     let upstream = Upstream::new(&cfg.proxy)?;
+    if cfg.proxy.http1_direct_ignored.is_some() {
+        tracing::warn!(
+            "proxy.http1_direct is no longer read (hyper serves every request): remove it from the config"
+        );
+    }
     let capture = Capture::new(
         cfg.clone(),
         keys.clone(),

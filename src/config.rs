@@ -74,12 +74,17 @@ pub struct ProxyConfig {
     /// connections the app is closing.
     #[serde(with = "humantime_serde")]
     pub upstream_pool_idle_timeout: Duration,
+    /// Idle connections to the app kept for reuse, at most.
     pub upstream_pool_max_idle: usize,
-    /// Serve plain HTTP/1.1 requests (no body to capture, no upgrade) with
-    /// touchgate's own connection loop and upstream pool instead of
-    /// hyper's: the same request path at a fraction of the per-request
-    /// cost. `false` sends every request through hyper.
-    pub http1_direct: bool,
+    /// Connections to the app open at once, at most (0: no bound). A
+    /// request that finds none free within `upstream_connect_timeout` is
+    /// answered 503.
+    pub upstream_max_connections: usize,
+    /// No longer read: hyper serves every request. Accepted so that a
+    /// config written for an older touchgate still starts; `run` and
+    /// `check-config` say it is ignored.
+    #[serde(rename = "http1_direct")]
+    pub http1_direct_ignored: Option<bool>,
     /// Largest request head (request line + headers), in bytes; 431 above.
     pub max_header_bytes: usize,
     /// Most header lines in one request; 431 above.
@@ -113,7 +118,8 @@ impl Default for ProxyConfig {
             idle_timeout: Duration::from_secs(75),
             upstream_pool_idle_timeout: Duration::from_secs(4),
             upstream_pool_max_idle: 256,
-            http1_direct: true,
+            upstream_max_connections: 1024,
+            http1_direct_ignored: None,
             max_header_bytes: 64 * 1024,
             max_headers: 100,
             max_connections: 10_000,

@@ -1,8 +1,8 @@
 //! touchgate: a reverse-proxy sidecar for server-side marketing touchpoint
 //! capture.
 //!
-//! The request path reads top to bottom in [`proxy::service`]; every
-//! marketing rule is a pure function in [`touch`].
+//! The request path reads top to bottom in [`request_path`], as named
+//! phases; every marketing rule is a pure function in [`touch`].
 
 /// Admin listener: health, readiness, metrics, offline ingest.
 pub mod admin;
@@ -26,6 +26,8 @@ pub mod pipeline;
 pub mod privacy;
 /// The public listener, upstream client, header hygiene, TLS and drain.
 pub mod proxy;
+/// The request path: named phases over one per-request context.
+pub mod request_path;
 /// Sinks behind one trait, with shared delivery machinery.
 pub mod sink;
 /// Pure marketing rules: touch, channel, canonical URL.

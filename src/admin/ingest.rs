@@ -22,8 +22,8 @@ use crate::identity::{Keys, Purpose};
 use crate::metrics::Metrics;
 use crate::pipeline::EventQueue;
 use crate::pipeline::dedupe::Seen;
+use crate::proxy::body::text_response;
 use crate::proxy::body::{self, ProxyBody};
-use crate::proxy::service::plain;
 
 /// Longest accepted line, bytes.
 const MAX_LINE: usize = 16 * 1024;
@@ -87,7 +87,7 @@ impl Ingest {
 
     pub async fn handle(&self, req: Request<Incoming>) -> Response<ProxyBody> {
         if !self.authorized(&req) {
-            let mut r = plain(
+            let mut r = text_response(
                 StatusCode::UNAUTHORIZED,
                 "missing or wrong bearer token\n",
                 false,
@@ -100,7 +100,7 @@ impl Ingest {
         let bytes = match limited.collect().await {
             Ok(c) => c.to_bytes(),
             Err(_) => {
-                return plain(
+                return text_response(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "body over admin.max_ingest_body, or unreadable\n",
                     false,

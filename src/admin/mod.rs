@@ -14,8 +14,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
+use crate::proxy::body::text_response;
 use crate::proxy::body::{self, ProxyBody};
-use crate::proxy::service::plain;
 use crate::proxy::upstream::Upstream;
 
 /// Process state the probes report.
@@ -83,26 +83,26 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>, stop: CancellationT
 
 async fn route(admin: &Admin, req: Request<Incoming>) -> Response<ProxyBody> {
     match (req.method(), req.uri().path()) {
-        (&Method::GET, "/healthz") => plain(StatusCode::OK, "ok\n", false),
+        (&Method::GET, "/healthz") => text_response(StatusCode::OK, "ok\n", false),
         (&Method::GET, "/readyz") => {
             if admin.health.is_draining() {
-                return plain(StatusCode::SERVICE_UNAVAILABLE, "draining\n", false);
+                return text_response(StatusCode::SERVICE_UNAVAILABLE, "draining\n", false);
             }
             if !admin.health.sinks_started() {
-                return plain(
+                return text_response(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "sinks not started\n",
                     false,
                 );
             }
             if !admin.upstream.reachable(Duration::from_millis(500)).await {
-                return plain(
+                return text_response(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "upstream unreachable\n",
                     false,
                 );
             }
-            plain(StatusCode::OK, "ready\n", false)
+            text_response(StatusCode::OK, "ready\n", false)
         }
         (&Method::GET, "/metrics") => {
             let mut r = Response::new(body::full(admin.metrics.encode()));
@@ -116,8 +116,8 @@ async fn route(admin: &Admin, req: Request<Incoming>) -> Response<ProxyBody> {
         }
         (&Method::POST, "/v1/events") => match &admin.ingest {
             Some(ingest) => ingest.handle(req).await,
-            None => plain(StatusCode::NOT_FOUND, "ingest is not enabled\n", false),
+            None => text_response(StatusCode::NOT_FOUND, "ingest is not enabled\n", false),
         },
-        _ => plain(StatusCode::NOT_FOUND, "not found\n", false),
+        _ => text_response(StatusCode::NOT_FOUND, "not found\n", false),
     }
 }

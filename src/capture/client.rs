@@ -2,10 +2,8 @@
 //! (`{prefix}/c.js`) and client beacons (`POST {prefix}/b`).
 
 use bytes::Bytes;
+use http::header;
 use http::request::Parts;
-use http::{HeaderValue, Response, StatusCode, header};
-use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use std::io::Write;
 use std::net::IpAddr;
 
@@ -13,12 +11,10 @@ use super::Capture;
 use crate::event::{Envelope, Event, Origin};
 use crate::identity::Purpose;
 use crate::metrics::EventNameLabel;
-use crate::proxy::body::{self, ProxyBody};
-use crate::proxy::service::plain;
 
 const SNIPPET: &str = include_str!("assets/c.js");
 /// A beacon is `{event_name, cid}`: nothing legitimate comes near this.
-const MAX_BEACON: usize = 1024;
+pub const MAX_BEACON: usize = 1024;
 
 /// The snippet with this deployment's prefix and form rules, plain and
 /// gzipped, built once at start.
@@ -80,9 +76,39 @@ fn minify(src: &str) -> String {
     out
 }
 
+/// The snippet to answer `GET {prefix}/c.js` with.
+pub struct ScriptReply {
+    /// Empty for `HEAD`; `len` is the length either way.
+    pub body: Bytes,
+    pub len: usize,
+    pub gzip: bool,
+}
+
+/// Why a beacon was refused (answered 400 with this text).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BeaconError {
+    Unreadable,
+    Shape,
+    UnknownEvent,
+    InvalidCid,
+}
+
+impl BeaconError {
+    /// The answer's text.
+    pub fn text(self) -> &'static str {
+        match self {
+            BeaconError::Unreadable => "beacon body unreadable or over 1 KiB\n",
+            BeaconError::Shape => "beacon must be {\"event_name\", \"cid\"}\n",
+            BeaconError::UnknownEvent => "unknown event_name\n",
+            BeaconError::InvalidCid => "invalid cid\n",
+        }
+    }
+}
+
 impl Capture {
-    pub fn script(&self, parts: &Parts) -> Response<ProxyBody> {
-        let gzip_ok = parts
+    /// The snippet, gzipped when the client accepts it.
+    pub fn script(&self, parts: &Parts) -> ScriptReply {
+        let gzip = parts
             .headers
             .get_all(header::ACCEPT_ENCODING)
             .iter()
@@ -91,73 +117,51 @@ impl Capture {
                 v.split(',')
                     .any(|e| e.trim().split(';').next() == Some("gzip"))
             });
-        let bytes = if gzip_ok {
+        let bytes = if gzip {
             self.script.gzip.clone()
         } else {
             self.script.plain.clone()
         };
-        let mut r = Response::new(if parts.method == http::Method::HEAD {
-            body::empty()
-        } else {
-            body::full(bytes.clone())
-        });
-        let h = r.headers_mut();
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/javascript; charset=utf-8"),
-        );
-        h.insert(
-            header::CACHE_CONTROL,
-            HeaderValue::from_static("public, max-age=3600"),
-        );
-        h.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
-        h.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
-        if gzip_ok {
-            h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        ScriptReply {
+            len: bytes.len(),
+            body: if parts.method == http::Method::HEAD {
+                Bytes::new()
+            } else {
+                bytes
+            },
+            gzip,
         }
-        r
     }
 
-    /// `POST {prefix}/b` with `{event_name, cid}`: counted for parity and
-    /// emitted as an `origin = "beacon"` event. 204, or 400 with a reason.
-    pub async fn beacon(
+    /// A beacon `{event_name, cid}` (its whole body, at most
+    /// [`MAX_BEACON`] bytes): counted for parity and emitted as an
+    /// `origin = "beacon"` event.
+    pub fn beacon(
         &self,
         parts: &Parts,
-        incoming: Incoming,
+        body: &Bytes,
         tls: bool,
         peer: IpAddr,
         client_ip: IpAddr,
-    ) -> Response<ProxyBody> {
-        let limited = http_body_util::Limited::new(incoming, MAX_BEACON);
-        let Ok(collected) = limited.collect().await else {
-            return plain(
-                StatusCode::BAD_REQUEST,
-                "beacon body unreadable or over 1 KiB\n",
-                false,
-            );
-        };
-        let bytes = collected.to_bytes();
+    ) -> Result<(), BeaconError> {
+        if body.len() > MAX_BEACON {
+            return Err(BeaconError::Unreadable);
+        }
         #[derive(serde::Deserialize)]
         struct Beacon {
             event_name: String,
             cid: String,
         }
-        let Ok(b) = serde_json::from_slice::<Beacon>(&bytes) else {
-            return plain(
-                StatusCode::BAD_REQUEST,
-                "beacon must be {\"event_name\", \"cid\"}\n",
-                false,
-            );
-        };
+        let b: Beacon = serde_json::from_slice(body).map_err(|_| BeaconError::Shape)?;
         // Only names this deployment knows: a client must not be able to
         // grow metric label sets at will.
         if !self.cfg.form.iter().any(|f| f.event == b.event_name)
             && !self.cfg.ingest.iter().any(|i| i.event == b.event_name)
         {
-            return plain(StatusCode::BAD_REQUEST, "unknown event_name\n", false);
+            return Err(BeaconError::UnknownEvent);
         }
         if !super::context::is_id(&b.cid) {
-            return plain(StatusCode::BAD_REQUEST, "invalid cid\n", false);
+            return Err(BeaconError::InvalidCid);
         }
         self.metrics
             .client_beacons_total
@@ -185,8 +189,6 @@ impl Capture {
         };
         e.client.context = Some(serde_json::json!({ "cid": b.cid }));
         self.emit(Envelope::new(e));
-        let mut r = Response::new(body::empty());
-        *r.status_mut() = StatusCode::NO_CONTENT;
-        r
+        Ok(())
     }
 }

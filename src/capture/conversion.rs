@@ -6,7 +6,6 @@
 use bytes::Bytes;
 use http::request::Parts;
 use http::{HeaderValue, StatusCode, header};
-use hyper::body::Incoming;
 use std::net::IpAddr;
 
 use super::identifier::{self, Kind, Normalized};
@@ -16,7 +15,6 @@ use crate::config::{FieldMode, FormRule};
 use crate::event::{AdMatch, Envelope};
 use crate::identity::Purpose;
 use crate::metrics::{ConversionLabels, EventNameLabel, StatusLabels};
-use crate::proxy::body::{self, Buffered, ProxyBody};
 
 /// A conversion waiting for the app's answer.
 #[derive(Debug)]
@@ -24,39 +22,47 @@ pub struct Pending {
     envelope: Envelope,
 }
 
+/// What the request path read of a configured form's body.
+pub enum FormBody<'a> {
+    /// The whole body, within `proxy.max_capture_body`.
+    Complete(&'a Bytes),
+    /// Larger than the limit: streamed through uncaptured.
+    Oversize,
+}
+
 impl Capture {
-    /// Buffer and parse a configured form's body; returns the body to
-    /// forward (the same bytes) and the conversion to confirm.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn buffer_form(
-        &self,
-        rule: &FormRule,
-        v: &Visit,
-        parts: &Parts,
-        incoming: Incoming,
-        context_header: Option<&HeaderValue>,
-        ip: IpAddr,
-    ) -> Result<(ProxyBody, Pending), hyper::Error> {
+    /// How much of a form's body to read before forwarding it: the
+    /// capture limit, or `None` when the declared length is already over
+    /// it (the body then streams through uncaptured).
+    pub fn form_read_limit(&self, parts: &Parts) -> Option<usize> {
         let limit = self.cfg.proxy.max_capture_body;
         let declared = parts
             .headers
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
-        let content_type = parts
-            .headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok());
-        let (forward, fields) = if declared.is_some_and(|n| n > limit as u64) {
-            (body::incoming(incoming), None)
-        } else {
-            match body::buffer(incoming, limit).await? {
-                Buffered::Complete { data, trailers } => {
-                    let fields = parse_fields(rule, content_type, &data);
-                    (body::replay(data, trailers), Some(fields))
-                }
-                Buffered::Oversize(rest) => (http_body_util::BodyExt::boxed(rest), None),
+        declared.is_none_or(|n| n <= limit as u64).then_some(limit)
+    }
+
+    /// The conversion a form post makes, waiting for the app's answer.
+    pub fn conversion(
+        &self,
+        rule: &FormRule,
+        v: &Visit,
+        parts: &Parts,
+        body: FormBody<'_>,
+        context_header: Option<&HeaderValue>,
+        ip: IpAddr,
+    ) -> Pending {
+        let fields = match body {
+            FormBody::Complete(data) if data.len() <= self.cfg.proxy.max_capture_body => {
+                let content_type = parts
+                    .headers
+                    .get(header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok());
+                Some(parse_fields(rule, content_type, data))
             }
+            _ => None,
         };
         let oversize = fields.is_none();
         if oversize {
@@ -67,34 +73,16 @@ impl Capture {
                 })
                 .inc();
         }
-        let fields = fields.flatten();
-        let envelope = self.conversion_event(rule, v, parts, fields, context_header, ip, oversize);
-        Ok((forward, Pending { envelope }))
-    }
-
-    /// The same capture from a body already in memory (`touchgate audit`).
-    #[allow(clippy::too_many_arguments)]
-    pub fn conversion_from_bytes(
-        &self,
-        rule: &FormRule,
-        v: &Visit,
-        parts: &Parts,
-        data: &Bytes,
-        context_header: Option<&HeaderValue>,
-        ip: IpAddr,
-    ) -> Pending {
-        let oversize = data.len() > self.cfg.proxy.max_capture_body;
-        let content_type = parts
-            .headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok());
-        let fields = if oversize {
-            None
-        } else {
-            parse_fields(rule, content_type, data)
-        };
         Pending {
-            envelope: self.conversion_event(rule, v, parts, fields, context_header, ip, oversize),
+            envelope: self.conversion_event(
+                rule,
+                v,
+                parts,
+                fields.flatten(),
+                context_header,
+                ip,
+                oversize,
+            ),
         }
     }
 

@@ -6,17 +6,21 @@
 //! what it prints is what this config does.
 
 use bytes::Bytes;
+use http::StatusCode;
+use http_body_util::BodyExt;
 use serde::Serialize;
-use std::net::IpAddr;
-use std::sync::Arc;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 
 use crate::capture::{Capture, Class};
 use crate::config::{Config, EventIp, FieldMode, ForwardIp};
 use crate::identity::Keys;
 use crate::metrics::Metrics;
 use crate::pipeline::{EventQueue, Item};
-use crate::proxy::service::prepare;
-use crate::proxy::upstream::Upstream;
+use crate::proxy::body::ProxyBody;
+use crate::proxy::framing::{AmbiguousHeads, HeadTracker};
+use crate::proxy::upstream::{Upstream, UpstreamError};
+use crate::request_path::{ConnMeta, Forward, Shared};
 use crate::sink::SinkConfig;
 
 /// How a field leaves the process.
@@ -322,11 +326,14 @@ pub enum AuditError {
 #[derive(Debug, Serialize)]
 pub struct DryRun {
     pub class: String,
-    pub upstream_request: UpstreamRequest,
+    /// What the client gets back.
+    pub response_status: u16,
+    /// What the app receives; `null` when touchgate answers itself.
+    pub upstream_request: Option<UpstreamRequest>,
     pub events: Vec<serde_json::Value>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct UpstreamRequest {
     pub method: String,
     pub uri: String,
@@ -334,9 +341,51 @@ pub struct UpstreamRequest {
     pub body_bytes: usize,
 }
 
-/// Run one raw HTTP/1.1 request through the pipeline with no network:
-/// classification, identity, touch, header rewriting, form capture, the
-/// PII guard — as if the app answered `status`.
+/// The app of a dry run: records the request it would receive and
+/// answers `status` with no body.
+struct DryRunApp {
+    status: StatusCode,
+    seen: Mutex<Option<UpstreamRequest>>,
+}
+
+impl Forward for DryRunApp {
+    async fn forward(
+        &self,
+        req: http::Request<ProxyBody>,
+    ) -> Result<http::Response<ProxyBody>, UpstreamError> {
+        let (parts, body) = req.into_parts();
+        let body_bytes = body
+            .collect()
+            .await
+            .map_err(|e| UpstreamError::Failed(e.to_string()))?
+            .to_bytes()
+            .len();
+        let seen = UpstreamRequest {
+            method: parts.method.to_string(),
+            uri: parts.uri.to_string(),
+            headers: parts
+                .headers
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.to_string(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
+                .collect(),
+            body_bytes,
+        };
+        *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(seen);
+        let mut r = http::Response::new(ProxyBody::Empty);
+        *r.status_mut() = self.status;
+        Ok(r)
+    }
+}
+
+/// Run one raw HTTP/1.1 request through the request path
+/// ([`crate::request_path::serve`], the code that serves real traffic)
+/// with no network: classification, identity, touch, header rewriting,
+/// form capture, the PII guard, in front of an app that answers `status`.
 pub fn dry_run(
     cfg: Config,
     raw: &[u8],
@@ -354,6 +403,15 @@ pub fn dry_run(
         }
         Err(e) => return Err(AuditError::Malformed(e.to_string())),
     };
+    // The smuggling guard reads the same bytes it reads on a connection.
+    let heads = AmbiguousHeads::new();
+    HeadTracker::new(cfg.proxy.max_header_bytes.max(8192), heads.clone()).feed(raw);
+    if let Some(why) = heads.ambiguity(0) {
+        return Err(AuditError::Malformed(format!(
+            "{} (touchgate answers 400)",
+            why.text().trim_end()
+        )));
+    }
     let mut builder = http::Request::builder()
         .method(req.method.unwrap_or("GET"))
         .uri(req.path.unwrap_or("/"));
@@ -361,95 +419,71 @@ pub fn dry_run(
         builder = builder.header(h.name, h.value);
     }
     let body = Bytes::copy_from_slice(&raw[head_len..]);
-    let (mut parts, ()) = builder
-        .body(())
-        .map_err(|e| AuditError::Malformed(e.to_string()))?
-        .into_parts();
-    if parts.headers.contains_key(http::header::CONTENT_LENGTH)
-        && parts.headers.contains_key(http::header::TRANSFER_ENCODING)
-    {
-        return Err(AuditError::Malformed(
-            "both Content-Length and Transfer-Encoding (touchgate answers 400)".into(),
+    let request = builder
+        .body(crate::request_path::body_from(body))
+        .map_err(|e| AuditError::Malformed(e.to_string()))?;
+    let status = StatusCode::from_u16(status).map_err(|e| AuditError::Setup(e.to_string()))?;
+    if status == StatusCode::SWITCHING_PROTOCOLS {
+        return Err(AuditError::Setup(
+            "--status 101: a dry run has no connection to upgrade".into(),
         ));
     }
-
-    let cfg = Arc::new(cfg);
-    let secret = env(&cfg.identity.secret_env)
-        .unwrap_or_else(|| "audit-dry-run-secret-not-for-production".into());
-    let metrics = Arc::new(Metrics::new());
-    let (queue, mut rx) = EventQueue::new(64, metrics.clone());
-    let capture = Capture::new(
-        cfg.clone(),
-        Keys::derive(secret.as_bytes()),
-        None,
-        metrics,
-        queue,
-    );
-    let upstream = Upstream::new(&cfg.proxy).map_err(|e| AuditError::Setup(e.to_string()))?;
-    let peer: IpAddr = [203, 0, 113, 10].into();
-    let class = capture.classify(&parts.method, parts.uri.path(), &parts.headers);
-    let prepared = prepare(
-        &capture,
-        cfg.privacy.forward_client_ip,
-        &mut parts,
-        class,
-        false,
-        peer,
-        peer,
-        false,
-    );
-    if let Some(l) = prepared.landing {
-        capture.emit(l);
-    }
-    if let (Some(i), Some(v)) = (prepared.form, &prepared.visit)
-        && let Some(rule) = capture.form(i)
-    {
-        let pending = capture.conversion_from_bytes(
-            rule,
-            v,
-            &parts,
-            &body,
-            prepared.context_header.as_ref(),
-            peer,
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| AuditError::Setup(format!("starting the runtime: {e}")))?;
+    rt.block_on(async move {
+        let cfg = Arc::new(cfg);
+        let secret = env(&cfg.identity.secret_env)
+            .unwrap_or_else(|| "audit-dry-run-secret-not-for-production".into());
+        let metrics = Arc::new(Metrics::new());
+        let (queue, mut rx) = EventQueue::new(64, metrics.clone());
+        let capture = Capture::new(
+            cfg.clone(),
+            Keys::derive(secret.as_bytes()),
+            None,
+            metrics.clone(),
+            queue,
         );
-        capture.confirm(
-            pending,
-            http::StatusCode::from_u16(status).map_err(|e| AuditError::Setup(e.to_string()))?,
-        );
-    }
-    parts.uri = upstream.uri(parts.uri.path_and_query());
-    let mut events = Vec::new();
-    while let Ok(item) = rx.try_recv() {
-        if let Item::Event(e) = item {
-            events.push(
-                serde_json::to_value(&e.event).map_err(|e| AuditError::Setup(e.to_string()))?,
-            );
+        let class = capture.classify(request.method(), request.uri().path(), request.headers());
+        let shared = Shared {
+            upstream: Upstream::new(&cfg.proxy).map_err(|e| AuditError::Setup(e.to_string()))?,
+            cfg,
+            capture,
+            metrics,
+        };
+        let app = DryRunApp {
+            status,
+            seen: Mutex::new(None),
+        };
+        let conn = ConnMeta {
+            peer: SocketAddr::new([203, 0, 113, 10].into(), 50000),
+            tls: false,
+            ambiguity: None,
+        };
+        let resp = crate::request_path::serve(&shared, &conn, &app, request).await;
+        drop(shared);
+        let mut events = Vec::new();
+        while let Ok(item) = rx.try_recv() {
+            if let Item::Event(e) = item {
+                events.push(
+                    serde_json::to_value(&e.event).map_err(|e| AuditError::Setup(e.to_string()))?,
+                );
+            }
         }
-    }
-    Ok(DryRun {
-        class: match class {
-            Class::Pass => "pass-through",
-            Class::Navigation => "navigation",
-            Class::Form(_) => "form",
-            Class::Script => "client script",
-            Class::Beacon => "client beacon",
-        }
-        .into(),
-        upstream_request: UpstreamRequest {
-            method: parts.method.to_string(),
-            uri: parts.uri.to_string(),
-            headers: parts
-                .headers
-                .iter()
-                .map(|(k, v)| {
-                    (
-                        k.to_string(),
-                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                    )
-                })
-                .collect(),
-            body_bytes: body.len(),
-        },
-        events,
+        let upstream_request = app.seen.lock().unwrap_or_else(|p| p.into_inner()).take();
+        Ok(DryRun {
+            class: match class {
+                Class::Pass => "pass-through",
+                Class::Navigation => "navigation",
+                Class::Form(_) => "form",
+                Class::Script => "client script",
+                Class::Beacon => "client beacon",
+            }
+            .into(),
+            response_status: resp.status().as_u16(),
+            upstream_request,
+            events,
+        })
     })
 }

@@ -1,71 +1,177 @@
-//! Body types on the proxy path.
+//! Body types on the proxy path, and the reading of a body that capture
+//! needs whole.
+//!
+//! One enum for every body touchgate sends, in either direction, so that
+//! no request or response pays for a boxed trait object.
 
 use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{HeaderMap, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::BodyExt;
-use http_body_util::combinators::BoxBody;
 use hyper::body::Incoming;
 use std::collections::VecDeque;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use super::upstream::UpstreamBody;
+
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// What flows through the proxy in both directions.
-pub type ProxyBody = BoxBody<Bytes, BoxError>;
+/// What flows through the proxy: a client's request body on its way to
+/// the app, the app's response on its way back, or touchgate's own answer.
+pub enum ProxyBody {
+    Empty,
+    /// One chunk, sent once.
+    Full(Option<Bytes>),
+    /// A body as hyper reads it from the client.
+    Incoming(Incoming),
+    /// The app's response, driving its upstream connection as it is read.
+    Upstream(UpstreamBody),
+    /// A body read for capture and sent on unchanged: its data, then its
+    /// trailers.
+    Replay {
+        data: Option<Bytes>,
+        trailers: Option<HeaderMap>,
+    },
+    /// A body that outgrew the capture limit: the frames read so far, then
+    /// the rest as it arrives.
+    Prefixed {
+        prefix: VecDeque<Bytes>,
+        rest: Box<ProxyBody>,
+    },
+}
 
 pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
-    http_body_util::Full::new(bytes.into())
-        .map_err(|never| match never {})
-        .boxed()
+    ProxyBody::Full(Some(bytes.into()))
 }
 
 pub fn empty() -> ProxyBody {
-    http_body_util::Empty::new()
-        .map_err(|never| match never {})
-        .boxed()
+    ProxyBody::Empty
 }
 
 pub fn incoming(body: Incoming) -> ProxyBody {
-    body.map_err(BoxError::from).boxed()
+    ProxyBody::Incoming(body)
 }
 
-/// Outcome of trying to buffer a request body for capture.
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            ProxyBody::Empty => Poll::Ready(None),
+            ProxyBody::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            ProxyBody::Incoming(b) => Pin::new(b).poll_frame(cx).map_err(BoxError::from),
+            ProxyBody::Upstream(b) => Pin::new(b).poll_frame(cx),
+            ProxyBody::Replay { data, trailers } => {
+                if let Some(d) = data.take() {
+                    return Poll::Ready(Some(Ok(Frame::data(d))));
+                }
+                Poll::Ready(trailers.take().map(|t| Ok(Frame::trailers(t))))
+            }
+            ProxyBody::Prefixed { prefix, rest } => {
+                if let Some(b) = prefix.pop_front() {
+                    return Poll::Ready(Some(Ok(Frame::data(b))));
+                }
+                Pin::new(rest.as_mut()).poll_frame(cx)
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ProxyBody::Empty => true,
+            ProxyBody::Full(d) => d.is_none(),
+            ProxyBody::Incoming(b) => b.is_end_stream(),
+            ProxyBody::Upstream(b) => b.is_end_stream(),
+            ProxyBody::Replay { data, trailers } => data.is_none() && trailers.is_none(),
+            ProxyBody::Prefixed { prefix, rest } => prefix.is_empty() && rest.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ProxyBody::Empty => SizeHint::with_exact(0),
+            ProxyBody::Full(d) => SizeHint::with_exact(d.as_ref().map_or(0, |d| d.len() as u64)),
+            ProxyBody::Incoming(b) => b.size_hint(),
+            ProxyBody::Upstream(b) => b.size_hint(),
+            ProxyBody::Replay { data, trailers } => {
+                let len = data.as_ref().map_or(0, |d| d.len() as u64);
+                if trailers.is_some() {
+                    // Trailers need a chunked body: no exact length.
+                    let mut h = SizeHint::new();
+                    h.set_lower(len);
+                    h
+                } else {
+                    SizeHint::with_exact(len)
+                }
+            }
+            ProxyBody::Prefixed { prefix, rest } => {
+                let read: u64 = prefix.iter().map(|b| b.len() as u64).sum();
+                let r = rest.size_hint();
+                let mut hint = SizeHint::new();
+                hint.set_lower(r.lower() + read);
+                if let Some(u) = r.upper() {
+                    hint.set_upper(u + read);
+                }
+                hint
+            }
+        }
+    }
+}
+
+/// Outcome of reading a body for capture.
 pub enum Buffered {
     /// The whole body, with its trailers if any, within the limit.
     Complete {
         data: Bytes,
-        trailers: Option<http::HeaderMap>,
+        trailers: Option<HeaderMap>,
     },
-    /// Over the limit: what was read so far, then the rest of the stream.
-    Oversize(Prefixed),
+    /// Over the limit: what was read so far, then the rest of the stream,
+    /// untouched.
+    Oversize(ProxyBody),
+}
+
+impl Buffered {
+    /// The body to send on: exactly the bytes the client sent.
+    pub fn into_body(self) -> ProxyBody {
+        match self {
+            Buffered::Complete { data, trailers } => ProxyBody::Replay {
+                data: (!data.is_empty()).then_some(data),
+                trailers,
+            },
+            Buffered::Oversize(body) => body,
+        }
+    }
 }
 
 /// Read a body up to `limit` bytes. Past the limit nothing more is read
 /// here: the frames read so far are replayed ahead of the untouched rest,
 /// so the upstream receives exactly the bytes the client sent.
-pub async fn buffer(mut body: Incoming, limit: usize) -> Result<Buffered, hyper::Error> {
+pub async fn buffer(mut body: ProxyBody, limit: usize) -> Result<Buffered, BoxError> {
+    use http_body_util::BodyExt;
     let mut frames: VecDeque<Bytes> = VecDeque::new();
     let mut len = 0usize;
     while let Some(frame) = body.frame().await {
-        let frame = frame?;
-        match frame.into_data() {
+        match frame?.into_data() {
             Ok(data) => {
                 len += data.len();
                 frames.push_back(data);
                 if len > limit {
-                    return Ok(Buffered::Oversize(Prefixed {
+                    return Ok(Buffered::Oversize(ProxyBody::Prefixed {
                         prefix: frames,
-                        rest: body,
+                        rest: Box::new(body),
                     }));
                 }
             }
             Err(frame) => {
                 // Trailers end the body.
-                let trailers = frame.into_trailers().ok();
                 return Ok(Buffered::Complete {
                     data: concat(frames, len),
-                    trailers,
+                    trailers: frame.into_trailers().ok(),
                 });
             }
         }
@@ -76,9 +182,9 @@ pub async fn buffer(mut body: Incoming, limit: usize) -> Result<Buffered, hyper:
     })
 }
 
-fn concat(frames: VecDeque<Bytes>, len: usize) -> Bytes {
-    if frames.len() == 1 {
-        return frames.into_iter().next().unwrap_or_default();
+fn concat(mut frames: VecDeque<Bytes>, len: usize) -> Bytes {
+    if frames.len() <= 1 {
+        return frames.pop_front().unwrap_or_default();
     }
     let mut out = Vec::with_capacity(len);
     for f in frames {
@@ -87,57 +193,18 @@ fn concat(frames: VecDeque<Bytes>, len: usize) -> Bytes {
     out.into()
 }
 
-/// A complete buffered body, replayed with its trailers.
-pub fn replay(data: Bytes, trailers: Option<http::HeaderMap>) -> ProxyBody {
-    let mut frames: VecDeque<Frame<Bytes>> = VecDeque::new();
-    if !data.is_empty() {
-        frames.push_back(Frame::data(data));
+/// A short plain-text answer from touchgate itself; `close` asks the
+/// client to end the connection after it.
+pub fn text_response(status: StatusCode, text: &'static str, close: bool) -> Response<ProxyBody> {
+    let mut r = Response::new(full(text));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    if close {
+        r.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
-    if let Some(t) = trailers {
-        frames.push_back(Frame::trailers(t));
-    }
-    http_body_util::StreamBody::new(futures_util::stream::iter(
-        frames.into_iter().map(Ok::<_, BoxError>),
-    ))
-    .boxed()
-}
-
-pin_project_lite::pin_project! {
-    /// Frames already read, then the rest of the incoming body.
-    pub struct Prefixed {
-        prefix: VecDeque<Bytes>,
-        #[pin]
-        rest: Incoming,
-    }
-}
-
-impl Body for Prefixed {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.project();
-        if let Some(b) = this.prefix.pop_front() {
-            return Poll::Ready(Some(Ok(Frame::data(b))));
-        }
-        this.rest.poll_frame(cx).map_err(BoxError::from)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.prefix.is_empty() && self.rest.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        let prefix: u64 = self.prefix.iter().map(|b| b.len() as u64).sum();
-        let rest = self.rest.size_hint();
-        let mut hint = SizeHint::new();
-        hint.set_lower(rest.lower() + prefix);
-        if let Some(u) = rest.upper() {
-            hint.set_upper(u + prefix);
-        }
-        hint
-    }
+    r
 }

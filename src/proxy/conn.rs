@@ -46,9 +46,6 @@ impl Drop for InFlightGuard {
 
 pin_project_lite::pin_project! {
     pub struct ConnIo<IO> {
-        // Bytes the direct HTTP/1.1 path read before handing the
-        // connection over: served first, and followed like any others.
-        prefix: bytes::Bytes,
         #[pin]
         io: IO,
         tracker: HeadTracker,
@@ -63,7 +60,6 @@ pin_project_lite::pin_project! {
 
 impl<IO> ConnIo<IO> {
     pub fn new(
-        prefix: bytes::Bytes,
         io: IO,
         tracker: HeadTracker,
         in_flight: Arc<InFlight>,
@@ -72,7 +68,6 @@ impl<IO> ConnIo<IO> {
     ) -> ConnIo<IO> {
         let now = Instant::now();
         ConnIo {
-            prefix,
             io,
             tracker,
             in_flight,
@@ -97,14 +92,7 @@ impl<IO: AsyncRead> AsyncRead for ConnIo<IO> {
     ) -> Poll<io::Result<()>> {
         let this = self.project();
         let before = buf.filled().len();
-        let polled = if this.prefix.is_empty() {
-            this.io.poll_read(cx, buf)
-        } else {
-            let n = this.prefix.len().min(buf.remaining());
-            buf.put_slice(&this.prefix.split_to(n));
-            Poll::Ready(Ok(()))
-        };
-        match polled {
+        match this.io.poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
                 let read = &buf.filled()[before..];
                 if !read.is_empty() {

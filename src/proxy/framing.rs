@@ -2,42 +2,83 @@
 //!
 //! hyper resolves a request carrying both `Content-Length` and
 //! `Transfer-Encoding` the way RFC 9112 §6.3 allows (the transfer coding
-//! wins, the length is removed, the connection is closed afterwards), but
-//! it hides that the request was ambiguous. touchgate answers such requests
-//! 400 without forwarding them, as nginx does since 1.21.1, so the wrapper
-//! here watches the bytes hyper reads, follows HTTP/1.1 message framing,
-//! and records the index of the first request head that carried both.
+//! wins, the length is removed, the connection is closed afterwards), and
+//! it accepts `chunked` named twice (RFC 9112 §6.1 forbids applying it
+//! more than once), but it hides both from the service. Front ends and
+//! back ends that resolve such heads differently are how requests are
+//! smuggled, so touchgate answers them 400 without forwarding them, as
+//! nginx does since 1.21.1: the wrapper here watches the bytes hyper
+//! reads, follows HTTP/1.1 message framing, and records the index of the
+//! first ambiguous request head and why it is ambiguous.
 //!
 //! Written by hand because no crate exposes this: it is a framing follower,
 //! not a parser hyper relies on; if it loses track (upgrade, h2, oversized
 //! head) it goes dormant and hyper's own safe handling remains.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+/// Why a request head's framing is ambiguous.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ambiguity {
+    /// Both `Content-Length` and `Transfer-Encoding`.
+    BothFramings,
+    /// `chunked` more than once (`chunked, chunked`, or on two lines).
+    RepeatedChunked,
+}
+
+impl Ambiguity {
+    /// The text of the 400 answer.
+    pub fn text(self) -> &'static str {
+        match self {
+            Ambiguity::BothFramings => "request has both Content-Length and Transfer-Encoding\n",
+            Ambiguity::RepeatedChunked => "request applies the chunked transfer coding twice\n",
+        }
+    }
+}
 
 /// Shared between the connection wrapper and the service of one connection.
 #[derive(Debug)]
 pub struct AmbiguousHeads {
     first: AtomicU64,
+    repeated_chunked: AtomicBool,
 }
 
 impl AmbiguousHeads {
     pub fn new() -> Arc<AmbiguousHeads> {
         Arc::new(AmbiguousHeads {
             first: AtomicU64::new(u64::MAX),
+            repeated_chunked: AtomicBool::new(false),
         })
     }
 
     /// Whether request number `index` (0-based, in connection order) had
-    /// both `Content-Length` and `Transfer-Encoding`.
-    pub fn is_ambiguous(&self, index: u64) -> bool {
-        self.first.load(Ordering::Acquire) == index
+    /// an ambiguous framing, and which.
+    pub fn ambiguity(&self, index: u64) -> Option<Ambiguity> {
+        if self.first.load(Ordering::Acquire) != index {
+            return None;
+        }
+        Some(if self.repeated_chunked.load(Ordering::Acquire) {
+            Ambiguity::RepeatedChunked
+        } else {
+            Ambiguity::BothFramings
+        })
     }
 
-    fn mark(&self, index: u64) {
-        let _ = self
+    pub fn is_ambiguous(&self, index: u64) -> bool {
+        self.ambiguity(index).is_some()
+    }
+
+    fn mark(&self, index: u64, why: Ambiguity) {
+        // Only the first is kept: hyper closes the connection after it.
+        if self
             .first
-            .compare_exchange(u64::MAX, index, Ordering::AcqRel, Ordering::Acquire);
+            .compare_exchange(u64::MAX, index, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            self.repeated_chunked
+                .store(why == Ambiguity::RepeatedChunked, Ordering::Release);
+        }
     }
 }
 
@@ -237,6 +278,7 @@ impl HeadTracker {
         let mut cl_seen = false;
         let mut te_seen = false;
         let mut chunked_last = false;
+        let mut chunked_count = 0usize;
         let mut upgrade = false;
         let mut lines = head.split(|&b| b == b'\n');
         let request_line = lines.next().unwrap_or_default();
@@ -254,16 +296,33 @@ impl HeadTracker {
                 content_length = std::str::from_utf8(value).ok().and_then(|v| v.parse().ok());
             } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
                 te_seen = true;
-                chunked_last = value
-                    .rsplit(|&b| b == b',')
-                    .next()
-                    .is_some_and(|last| trim(last).eq_ignore_ascii_case(b"chunked"));
+                let mut codings = value
+                    .split(|&b| b == b',')
+                    .map(trim)
+                    .filter(|c| !c.is_empty())
+                    .peekable();
+                // Only the last line's last coding says whether the body is chunked.
+                chunked_last = false;
+                while let Some(c) = codings.next() {
+                    let chunked = c.eq_ignore_ascii_case(b"chunked");
+                    chunked_count += usize::from(chunked);
+                    if codings.peek().is_none() {
+                        chunked_last = chunked;
+                    }
+                }
             } else if name.eq_ignore_ascii_case(b"upgrade") {
                 upgrade = true;
             }
         }
-        if cl_seen && te_seen {
-            self.heads.mark(index);
+        let ambiguity = if cl_seen && te_seen {
+            Some(Ambiguity::BothFramings)
+        } else if chunked_count > 1 {
+            Some(Ambiguity::RepeatedChunked)
+        } else {
+            None
+        };
+        if let Some(why) = ambiguity {
+            self.heads.mark(index, why);
             // hyper closes the connection after this request.
             self.state = State::Dormant;
             return;
@@ -398,6 +457,34 @@ POST /d HTTP/1.1\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n
         let (heads, _) =
             run(&[b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n"]);
         assert!(heads.is_ambiguous(0));
+        assert_eq!(heads.ambiguity(0), Some(Ambiguity::BothFramings));
+    }
+
+    #[test]
+    fn chunked_twice_is_flagged_on_one_line_or_two() {
+        for head in [
+            &b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked, chunked\r\n\r\n"[..],
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: Chunked ,gzip, CHUNKED\r\n\r\n",
+        ] {
+            let (heads, t) = run(&[head]);
+            assert_eq!(
+                heads.ambiguity(0),
+                Some(Ambiguity::RepeatedChunked),
+                "{:?}",
+                String::from_utf8_lossy(head)
+            );
+            assert!(t.is_dormant());
+        }
+        // Once is fine, with or without other codings before it.
+        for head in [
+            &b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n"[..],
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        ] {
+            let (heads, t) = run(&[head]);
+            assert_eq!(heads.ambiguity(0), None);
+            assert!(!t.is_dormant());
+        }
     }
 
     #[test]

@@ -1,20 +1,19 @@
-//! The public listener: accept, TLS, HTTP/1.1 + HTTP/2, connection limits
-//! and graceful drain. The request path itself is [`service`].
+//! The public listener: accept, TLS, HTTP/1.1 + HTTP/2 on hyper,
+//! connection limits and graceful drain. The request path itself is
+//! [`crate::request_path`].
 
 pub mod body;
 pub mod conn;
 pub mod drain;
 pub mod framing;
-pub mod h1;
 pub mod headers;
-pub mod service;
 pub mod tls;
 pub mod upstream;
 
-use bytes::Bytes;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,29 +26,19 @@ use tokio_util::sync::CancellationToken;
 
 pub use drain::Drain;
 
-use crate::capture::Capture;
 use crate::config::Config;
-use crate::metrics::Metrics;
+use crate::request_path::{self, ConnMeta, Shared};
 use conn::{ConnIo, InFlight};
 use framing::{AmbiguousHeads, HeadTracker};
-use upstream::Upstream;
-
-/// Everything the request path needs, built once at start.
-pub struct Shared {
-    pub cfg: Arc<Config>,
-    pub upstream: Upstream,
-    pub capture: Capture,
-    pub metrics: Arc<Metrics>,
-}
 
 /// What the service knows about the connection a request came on.
 #[derive(Debug)]
-pub struct ConnInfo {
-    pub peer: SocketAddr,
-    pub tls: bool,
-    pub heads: Arc<AmbiguousHeads>,
-    pub in_flight: Arc<InFlight>,
-    pub next_index: AtomicU64,
+struct ConnInfo {
+    peer: SocketAddr,
+    tls: bool,
+    heads: Arc<AmbiguousHeads>,
+    in_flight: Arc<InFlight>,
+    next_index: AtomicU64,
 }
 
 fn http_builder(cfg: &Config) -> auto::Builder<TokioExecutor> {
@@ -120,47 +109,27 @@ pub async fn serve(
         let waiter = drain.waiter();
         drain.spawn(async move {
             shared.metrics.connections_open.inc();
-            let direct = shared.cfg.proxy.http1_direct;
             match tls {
                 Some(acceptor) => {
                     let timeout = shared.cfg.proxy.header_read_timeout;
                     match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
                         Ok(Ok(tls_stream)) => {
-                            let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
-                            let s = shared.clone();
-                            if direct && !h2 {
-                                h1::serve(tls_stream, peer, true, s, builder, waiter).await
-                            } else {
-                                serve_connection(
-                                    Bytes::new(),
-                                    tls_stream,
-                                    peer,
-                                    true,
-                                    s,
-                                    builder,
-                                    waiter,
-                                )
-                                .await
-                            }
+                            serve_connection(
+                                tls_stream,
+                                peer,
+                                true,
+                                shared.clone(),
+                                builder,
+                                waiter,
+                            )
+                            .await
                         }
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                     }
                 }
-                None if direct => {
-                    h1::serve(stream, peer, false, shared.clone(), builder, waiter).await
-                }
                 None => {
-                    serve_connection(
-                        Bytes::new(),
-                        stream,
-                        peer,
-                        false,
-                        shared.clone(),
-                        builder,
-                        waiter,
-                    )
-                    .await
+                    serve_connection(stream, peer, false, shared.clone(), builder, waiter).await
                 }
             }
             shared.metrics.connections_open.dec();
@@ -170,10 +139,9 @@ pub async fn serve(
     drain
 }
 
-/// A connection served by hyper (HTTP/2, or anything the direct path
-/// hands over, with the bytes it had read: `prefix`).
+/// One client connection, HTTP/1.1 or HTTP/2 (ALPN or prior knowledge),
+/// served by hyper; every request on it runs [`request_path::serve`].
 async fn serve_connection<IO>(
-    prefix: bytes::Bytes,
     io: IO,
     peer: SocketAddr,
     tls: bool,
@@ -193,7 +161,6 @@ async fn serve_connection<IO>(
     });
     let tracker = HeadTracker::new(p.max_header_bytes.max(8192), info.heads.clone());
     let io = ConnIo::new(
-        prefix,
         io,
         tracker,
         info.in_flight.clone(),
@@ -201,9 +168,20 @@ async fn serve_connection<IO>(
         p.idle_timeout,
     );
     let svc_shared = shared.clone();
-    let svc = service_fn(move |req| {
+    let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
         let index = info.next_index.fetch_add(1, Ordering::Relaxed);
-        service::handle(svc_shared.clone(), info.clone(), index, req)
+        let (shared, info) = (svc_shared.clone(), info.clone());
+        async move {
+            let _in_flight = info.in_flight.enter();
+            let meta = ConnMeta {
+                peer: info.peer,
+                tls: info.tls,
+                ambiguity: info.heads.ambiguity(index),
+            };
+            let req = req.map(body::incoming);
+            let resp = request_path::serve(&shared, &meta, &shared.upstream, req).await;
+            Ok::<_, Infallible>(resp)
+        }
     });
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
     tokio::pin!(conn);

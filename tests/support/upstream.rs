@@ -227,20 +227,7 @@ pub fn env(k: &str) -> Option<String> {
     }
 }
 
-/// `TOUCHGATE_TEST_HTTP1_DIRECT=false` runs a suite with every request on
-/// hyper's path (`.ci/run` does this for the proxy suites), unless the
-/// test sets `http1_direct` itself.
-pub fn hyper_only(toml: String) -> String {
-    let off = std::env::var("TOUCHGATE_TEST_HTTP1_DIRECT").is_ok_and(|v| v == "false");
-    if off && !toml.contains("http1_direct") {
-        toml.replacen("[proxy]\n", "[proxy]\nhttp1_direct = false\n", 1)
-    } else {
-        toml
-    }
-}
-
 pub async fn touchgate(toml: &str) -> touchgate::app::Running {
-    let toml = &hyper_only(toml.to_string());
     let cfg =
         touchgate::config::Config::parse("test.toml", toml, &env).unwrap_or_else(|e| panic!("{e}"));
     touchgate::app::start(cfg, &env)
@@ -366,7 +353,7 @@ pub fn spawn_binary(
 ) -> (std::process::Child, String, String) {
     use std::io::{BufRead, BufReader};
     if let Ok(text) = std::fs::read_to_string(config) {
-        std::fs::write(config, hyper_only(text)).unwrap();
+        std::fs::write(config, text).unwrap();
     }
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_touchgate"));
     cmd.args(["run", "--config", config.to_str().unwrap()])

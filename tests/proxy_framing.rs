@@ -1,7 +1,8 @@
-//! The direct HTTP/1.1 path (`proxy.http1_direct`, on by default) against
-//! a scripted upstream on 127.0.0.1 that answers with exact bytes: the
-//! framings, interim responses, closed and misbehaving connections that a
-//! real app produces and a well-behaved test server never would.
+//! The proxy over raw HTTP/1.1 bytes, in front of a scripted upstream on
+//! 127.0.0.1 that answers with exact bytes: the framings, interim
+//! responses, early answers, closed and misbehaving connections that a real
+//! app produces and a well-behaved test server never would; and clients
+//! that split heads anywhere, pipeline, upload slowly or go away.
 
 #[path = "support/upstream.rs"]
 mod support;
@@ -26,6 +27,11 @@ enum Then {
     Close,
     /// Answer after a pause.
     Late(&'static [u8], Duration),
+    /// Answer once the head is read, before reading any of the body, and
+    /// keep reading whatever comes after.
+    BeforeBody(&'static [u8]),
+    /// Answer nothing; note when the connection is closed.
+    Hold,
 }
 
 #[derive(Clone, Default)]
@@ -33,6 +39,10 @@ struct Script {
     steps: Arc<Mutex<VecDeque<Then>>>,
     heads: Arc<Mutex<Vec<String>>>,
     connections: Arc<AtomicUsize>,
+    /// Connections open now.
+    open: Arc<AtomicUsize>,
+    /// When a held connection was closed by touchgate.
+    closed_at: Arc<Mutex<Option<std::time::Instant>>>,
 }
 
 impl Script {
@@ -45,6 +55,18 @@ impl Script {
     fn connections(&self) -> usize {
         self.connections.load(Ordering::SeqCst)
     }
+    fn open(&self) -> usize {
+        self.open.load(Ordering::SeqCst)
+    }
+}
+
+/// Counts a connection open until it is dropped.
+struct Open(Arc<AtomicUsize>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 async fn scripted() -> (SocketAddr, Script) {
@@ -55,11 +77,13 @@ async fn scripted() -> (SocketAddr, Script) {
     tokio::spawn(async move {
         while let Ok((mut conn, _)) = l.accept().await {
             s.connections.fetch_add(1, Ordering::SeqCst);
+            s.open.fetch_add(1, Ordering::SeqCst);
             let s = s.clone();
             tokio::spawn(async move {
+                let _open = Open(s.open.clone());
                 let mut buf = Vec::new();
                 loop {
-                    // One request head (the direct path sends no bodies).
+                    // One request head.
                     let end = loop {
                         if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
                             break i + 4;
@@ -81,6 +105,31 @@ async fn scripted() -> (SocketAddr, Script) {
                                 .map(|v| v.trim().parse().unwrap())
                         })
                         .unwrap_or(0);
+                    let step = s.steps.lock().unwrap().pop_front();
+                    if let Some(Then::BeforeBody(b)) = step {
+                        s.heads.lock().unwrap().push(head);
+                        if conn.write_all(b).await.is_err() {
+                            return;
+                        }
+                        let mut sink = [0u8; 65536];
+                        while let Ok(n) = conn.read(&mut sink).await {
+                            if n == 0 {
+                                return;
+                            }
+                        }
+                        return;
+                    }
+                    if let Some(Then::Hold) = step {
+                        s.heads.lock().unwrap().push(head);
+                        let mut sink = [0u8; 4096];
+                        while let Ok(n) = conn.read(&mut sink).await {
+                            if n == 0 {
+                                break;
+                            }
+                        }
+                        *s.closed_at.lock().unwrap() = Some(std::time::Instant::now());
+                        return;
+                    }
                     while buf.len() < len {
                         let mut chunk = [0u8; 4096];
                         match conn.read(&mut chunk).await {
@@ -93,7 +142,6 @@ async fn scripted() -> (SocketAddr, Script) {
                         .lock()
                         .unwrap()
                         .push(head + &String::from_utf8_lossy(&body));
-                    let step = s.steps.lock().unwrap().pop_front();
                     match step {
                         Some(Then::Answer(b)) => {
                             if conn.write_all(b).await.is_err() {
@@ -110,7 +158,7 @@ async fn scripted() -> (SocketAddr, Script) {
                                 return;
                             }
                         }
-                        Some(Then::Close) | None => return,
+                        Some(Then::Close | Then::BeforeBody(_) | Then::Hold) | None => return,
                     }
                 }
             });
@@ -188,13 +236,9 @@ impl Client {
             return (head, self.buf.drain(..n).collect());
         }
         if lower.contains("transfer-encoding: chunked") {
-            let mut f = touchgate::proxy::h1::chunked::Follower::default();
-            let mut body = Vec::new();
             loop {
-                let n = f.feed(&self.buf).expect("well-formed chunks");
-                body.extend(self.buf.drain(..n));
-                if f.is_done() {
-                    return (head, body);
+                if let Some(n) = chunked_len(&self.buf) {
+                    return (head, self.buf.drain(..n).collect());
                 }
                 assert!(self.fill().await, "closed inside a chunked body");
             }
@@ -206,6 +250,32 @@ impl Client {
 
     async fn closed(&mut self) -> bool {
         !self.fill().await && self.buf.is_empty()
+    }
+}
+
+/// The length of a complete chunked body at the start of `buf` (chunks,
+/// last chunk, trailers), or `None` while it is incomplete.
+fn chunked_len(buf: &[u8]) -> Option<usize> {
+    let mut at = 0;
+    loop {
+        let line = buf[at..].windows(2).position(|w| w == b"\r\n")?;
+        let size_text = String::from_utf8_lossy(&buf[at..at + line]);
+        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+        at += line + 2;
+        if size == 0 {
+            // Trailer lines, then the empty line.
+            loop {
+                let line = buf[at..].windows(2).position(|w| w == b"\r\n")?;
+                at += line + 2;
+                if line == 0 {
+                    return Some(at);
+                }
+            }
+        }
+        if buf.len() < at + size + 2 {
+            return None;
+        }
+        at += size + 2;
     }
 }
 
@@ -269,7 +339,7 @@ async fn pipelined_requests_are_answered_in_order_on_one_upstream_connection() {
 #[tokio::test]
 async fn every_response_framing_is_relayed_byte_for_byte() {
     let (up, script) = scripted().await;
-    let chunked: &[u8] = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: x-sum\r\n\r\n5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nx-sum: 9\r\n\r\n";
+    let chunked: &'static [u8] = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: x-sum\r\n\r\n5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nx-sum: 9\r\n\r\n";
     script.push(Then::Answer(chunked));
     script.push(Then::Answer(b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\nHTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\nX-After: interim\r\n\r\n"));
     script.push(Then::Answer(
@@ -292,17 +362,19 @@ async fn every_response_framing_is_relayed_byte_for_byte() {
             .contains("transfer-encoding: chunked"),
         "{head}"
     );
-    let body_start = chunked.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    // hyper re-frames the body: the same data and trailers, without the
+    // chunk extension (which carries no meaning across a hop).
     assert_eq!(
         &body[..],
-        &chunked[body_start..],
-        "chunks and trailers verbatim"
+        b"5\r\nhello\r\n6\r\n world\r\n0\r\nx-sum: 9\r\n\r\n",
+        "data and trailers"
     );
 
     c.send(b"GET /interim HTTP/1.1\r\nHost: x\r\n\r\n").await;
     let (head, _) = c.response(false).await;
     assert!(
-        head.starts_with("HTTP/1.1 204 No Content\r\n") && head.contains("X-After: interim"),
+        head.starts_with("HTTP/1.1 204 No Content\r\n")
+            && head.to_ascii_lowercase().contains("x-after: interim"),
         "{head}"
     );
 
@@ -314,22 +386,29 @@ async fn every_response_framing_is_relayed_byte_for_byte() {
     c.send(b"HEAD /big HTTP/1.1\r\nHost: x\r\n\r\n").await;
     let (head, body) = c.response(true).await;
     assert!(
-        head.contains("Content-Length: 1234") && body.is_empty(),
+        head.to_ascii_lowercase().contains("content-length: 1234") && body.is_empty(),
         "{head}"
     );
 
-    // No length, no chunks: relayed until the app closes, and the client
-    // is told the connection ends there.
-    c.send(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n").await;
-    let (head, body) = c.response(false).await;
-    assert!(head.contains("connection: close"), "{head}");
-    assert_eq!(body, b"until the end");
-    assert!(c.closed().await);
     assert_eq!(
         script.connections(),
         1,
-        "one upstream connection served all five"
+        "one upstream connection served the first four"
     );
+
+    // No length, no chunks: the app's body ends when it closes. The
+    // client gets it chunked, and keeps its connection.
+    c.send(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let (head, body) = c.response(false).await;
+    assert!(
+        !head.to_ascii_lowercase().contains("connection: close"),
+        "{head}"
+    );
+    assert_eq!(dechunk(&body), b"until the end");
+    script.push(Then::Answer(OK_HELLO));
+    c.send(b"GET /after HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert_eq!(c.response(false).await.1, b"hello");
+    assert_eq!(script.connections(), 2);
 }
 
 #[tokio::test]
@@ -417,16 +496,25 @@ async fn misbehaving_upstreams_get_502_or_504_and_are_not_reused() {
     assert_eq!(c.response(false).await.1, b"hello");
     assert_eq!(script.connections(), 7);
 
-    // A chunked body that breaks its framing in the first bytes: nothing
-    // has been relayed yet, so the client gets a 502.
+    // A chunked body that breaks its framing in its first bytes: the head
+    // is already on its way, so the client connection is closed without a
+    // complete response (no 200 that looks whole), and the next
+    // connection is served.
     script.push(Then::Answer(
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX\r\n",
     ));
     c.send(b"GET /z HTTP/1.1\r\nHost: x\r\n\r\n").await;
-    let (head, _) = c.response(false).await;
-    assert!(head.starts_with("HTTP/1.1 502"), "{head}");
-    // The client connection is still good.
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), c.s.read_to_end(&mut rest)).await;
+    let rest = [c.buf.clone(), rest].concat();
+    let body_at = rest.windows(4).position(|w| w == b"\r\n\r\n");
+    assert!(
+        body_at.is_none_or(|i| chunked_len(&rest[i + 4..]).is_none()),
+        "{:?}",
+        String::from_utf8_lossy(&rest)
+    );
     script.push(Then::Answer(OK_HELLO));
+    let mut c = Client::connect(tg.proxy_addr).await;
     c.send(b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\n").await;
     assert_eq!(c.response(false).await.1, b"hello");
 }
@@ -461,7 +549,7 @@ async fn a_body_broken_after_its_head_is_cut_off() {
 }
 
 #[tokio::test]
-async fn requests_the_direct_path_does_not_serve_go_to_hyper_mid_connection() {
+async fn chunked_bodies_and_smuggling_on_one_connection() {
     // A real (hyper) upstream, so bodies and upgrades are answered.
     let site = Site::new("").await;
     let mut c = Client::connect(site.tg.proxy_addr).await;
@@ -529,7 +617,7 @@ async fn slow_heads_are_cut_and_connection_close_is_honoured() {
 }
 
 #[tokio::test]
-async fn landings_on_the_direct_path_get_cookies_headers_and_an_event() {
+async fn landings_over_raw_http1_get_cookies_headers_and_an_event() {
     let (up, script) = scripted().await;
     let dir = tempfile::tempdir().unwrap();
     let events = dir.path().join("events.jsonl");
@@ -575,7 +663,7 @@ async fn landings_on_the_direct_path_get_cookies_headers_and_an_event() {
 }
 
 #[tokio::test]
-async fn sigterm_closes_idle_direct_connections_and_finishes_busy_ones() {
+async fn sigterm_closes_idle_connections_and_finishes_busy_ones() {
     let (up, script) = scripted().await;
     let (tg, _d) = proxy(up, "").await;
     script.push(Then::Answer(OK_HELLO));
@@ -604,13 +692,16 @@ async fn sigterm_closes_idle_direct_connections_and_finishes_busy_ones() {
 }
 
 #[tokio::test]
-async fn with_http1_direct_off_hyper_serves_everything() {
-    let site = Site::new("proxy.http1_direct = false").await;
-    let (parts, _) = get(&site.url("/headers"), &[("x-touch-device", "forged")]).await;
-    assert_eq!(parts.status, 200);
-    let h = site.up.last().headers;
-    assert!(h.get("x-touch-device").is_none());
-    assert_eq!(h.get("via").unwrap(), "1.1 touchgate");
+async fn a_config_with_the_retired_http1_direct_key_still_starts() {
+    let (up, script) = scripted().await;
+    let dir = tempfile::tempdir().unwrap();
+    let toml =
+        config_toml(up, dir.path(), "").replacen("[proxy]\n", "[proxy]\nhttp1_direct = true\n", 1);
+    let tg = touchgate(&toml).await;
+    script.push(Then::Answer(OK_HELLO));
+    let mut c = Client::connect(tg.proxy_addr).await;
+    c.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert_eq!(c.response(false).await.1, b"hello");
 }
 
 #[tokio::test]
@@ -709,4 +800,165 @@ async fn a_failed_exchange_with_a_body_closes_the_client_connection() {
     c.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
     assert_eq!(c.response(false).await.1, b"hello");
     assert_eq!(script.connections(), 2);
+}
+
+/// touchgate with extra `[proxy]` keys.
+async fn proxy_with(
+    up: SocketAddr,
+    proxy_keys: &str,
+) -> (touchgate::app::Running, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = config_toml(up, dir.path(), "").replacen(
+        "[proxy]\n",
+        &format!("[proxy]\n{proxy_keys}\n"),
+        1,
+    );
+    (touchgate(&toml).await, dir)
+}
+
+#[tokio::test]
+async fn an_early_answer_during_an_upload_reaches_the_client_at_once() {
+    let (up, script) = scripted().await;
+    script.push(Then::BeforeBody(
+        b"HTTP/1.1 413 Content Too Large\r\nContent-Length: 8\r\nConnection: close\r\n\r\ntoo big\n",
+    ));
+    let (tg, _d) = proxy(up, "").await;
+    let mut c = Client::connect(tg.proxy_addr).await;
+    // 10 MB announced, 4 KiB sent: the app refuses after the head.
+    c.send(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n\r\n")
+        .await;
+    c.send(&[b'a'; 4096]).await;
+    let started = std::time::Instant::now();
+    let (head, body) = c.response(false).await;
+    assert!(head.starts_with("HTTP/1.1 413"), "{head}");
+    assert_eq!(body, b"too big\n");
+    // Well before the 2 s upstream_response_timeout of the test config.
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    // The rest of the upload cannot be read as a next request.
+    assert!(c.closed().await);
+}
+
+#[tokio::test]
+async fn a_client_that_goes_away_cancels_the_upstream_request() {
+    let (up, script) = scripted().await;
+    script.push(Then::Hold);
+    let (tg, _d) = proxy(up, "").await;
+    let mut c = Client::connect(tg.proxy_addr).await;
+    c.send(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    eventually("the app has the request", || script.heads().len() == 1).await;
+    let left = std::time::Instant::now();
+    drop(c);
+    eventually("the app's connection closed", || {
+        script.closed_at.lock().unwrap().is_some()
+    })
+    .await;
+    let after = script.closed_at.lock().unwrap().unwrap() - left;
+    // Not the 2 s response timeout: the client's leaving ended it.
+    assert!(after < Duration::from_secs(1), "{after:?}");
+}
+
+#[tokio::test]
+async fn chunked_named_twice_is_refused_and_never_forwarded() {
+    let (up, script) = scripted().await;
+    let (tg, _d) = proxy(up, "").await;
+    for head in [
+        &b"POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n"[..],
+        b"POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    ] {
+        // Alone, and behind a good request on the same connection.
+        for prefix in [&b""[..], b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\n"] {
+            if !prefix.is_empty() {
+                script.push(Then::Answer(OK_HELLO));
+            }
+            let before = script.heads().len();
+            let mut c = Client::connect(tg.proxy_addr).await;
+            c.send(&[prefix, head].concat()).await;
+            if !prefix.is_empty() {
+                assert_eq!(c.response(false).await.1, b"hello");
+            }
+            let (status, body) = c.response(false).await;
+            assert!(status.starts_with("HTTP/1.1 400"), "{status}");
+            assert_eq!(body, b"request applies the chunked transfer coding twice\n");
+            assert!(c.closed().await);
+            let forwarded = script.heads().len() - before;
+            assert_eq!(forwarded, usize::from(!prefix.is_empty()), "{:?}", script.heads());
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_pool_keeps_no_more_idle_connections_than_configured() {
+    let (up, script) = scripted().await;
+    let (tg, _d) = proxy_with(
+        up,
+        "upstream_pool_max_idle = 2\nupstream_pool_idle_timeout = \"30s\"",
+    )
+    .await;
+    const SLOW: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
+    for _ in 0..5 {
+        script.push(Then::Late(SLOW, Duration::from_millis(300)));
+    }
+    let mut clients = Vec::new();
+    for _ in 0..5 {
+        let mut c = Client::connect(tg.proxy_addr).await;
+        c.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        clients.push(c);
+    }
+    for c in &mut clients {
+        assert_eq!(c.response(false).await.1, b"hello");
+    }
+    assert_eq!(script.connections(), 5);
+    eventually("three connections closed", || script.open() == 2).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(script.open(), 2);
+    // The two are reused.
+    for c in clients.iter_mut().take(2) {
+        script.push(Then::Answer(OK_HELLO));
+        c.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert_eq!(c.response(false).await.1, b"hello");
+    }
+    assert_eq!(script.connections(), 5);
+}
+
+#[tokio::test]
+async fn at_the_connection_bound_requests_wait_for_a_free_connection() {
+    let (up, script) = scripted().await;
+    // One connection to the app; a request waits for it up to the
+    // connect timeout, then gets 503.
+    let (tg, _d) = proxy_with(
+        up,
+        "upstream_max_connections = 1\nupstream_connect_timeout = \"1s\"",
+    )
+    .await;
+    const SLOW: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
+    script.push(Then::Late(SLOW, Duration::from_millis(300)));
+    script.push(Then::Answer(OK_HELLO));
+    let mut a = Client::connect(tg.proxy_addr).await;
+    let mut b = Client::connect(tg.proxy_addr).await;
+    a.send(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    eventually("the app has the first request", || {
+        script.heads().len() == 1
+    })
+    .await;
+    b.send(b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert_eq!(a.response(false).await.1, b"hello");
+    assert_eq!(b.response(false).await.1, b"hello");
+    assert_eq!(
+        script.connections(),
+        1,
+        "the second request reused the first's connection"
+    );
+
+    script.push(Then::Hold);
+    a.send(b"GET /held HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    eventually("the app holds a request", || script.heads().len() == 3).await;
+    b.send(b"GET /waits HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let (head, body) = b.response(false).await;
+    assert!(head.starts_with("HTTP/1.1 503"), "{head}");
+    assert_eq!(body, b"upstream connection limit reached\n");
+    assert_eq!(script.connections(), 1);
 }
