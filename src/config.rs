@@ -81,8 +81,8 @@ pub struct ProxyConfig {
     /// answered 503.
     pub upstream_max_connections: usize,
     /// No longer read: hyper serves every request. Accepted so that a
-    /// config written for an older touchgate still starts; `run` and
-    /// `check-config` say it is ignored.
+    /// config written for an older touchgate still starts; `run` logs a
+    /// warning that it is ignored.
     #[serde(rename = "http1_direct")]
     pub http1_direct_ignored: Option<bool>,
     /// Largest request head (request line + headers), in bytes; 431 above.

@@ -15,7 +15,7 @@ pub mod user_agent;
 pub mod visit;
 
 use http::request::Parts;
-use http::{HeaderMap, Method, header};
+use http::{HeaderMap, HeaderName, Method, header};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -175,10 +175,14 @@ pub fn form_matches(rule: &FormRule, method: &Method, path: &str) -> bool {
 /// without Fetch Metadata — an `Accept` that asks for HTML. Scripts,
 /// images, fetch and XHR never are.
 pub fn is_navigation(headers: &HeaderMap) -> bool {
-    if let Some(dest) = headers.get("sec-fetch-dest") {
+    // Names built once: a `&str` key is parsed and validated on every lookup.
+    static SEC_FETCH_DEST: HeaderName = HeaderName::from_static("sec-fetch-dest");
+    static SEC_FETCH_MODE: HeaderName = HeaderName::from_static("sec-fetch-mode");
+    static SEC_FETCH_SITE: HeaderName = HeaderName::from_static("sec-fetch-site");
+    if let Some(dest) = headers.get(&SEC_FETCH_DEST) {
         return dest.as_bytes() == b"document";
     }
-    if headers.contains_key("sec-fetch-mode") || headers.contains_key("sec-fetch-site") {
+    if headers.contains_key(&SEC_FETCH_MODE) || headers.contains_key(&SEC_FETCH_SITE) {
         return false;
     }
     headers

@@ -12,7 +12,7 @@ use crate::config::ForwardIp;
 use crate::identity::ip;
 
 /// Fields that describe one connection, never the message.
-const HOP_BY_HOP: [HeaderName; 8] = [
+static HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -36,6 +36,19 @@ pub fn is_hop_by_hop(name: &[u8]) -> bool {
 /// upgrade request keeps `Upgrade` with `Connection: upgrade` so the
 /// upstream can answer 101.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // One pass over the names first: most messages carry at most
+    // `Connection`, and each `remove` of an absent name still hashes it.
+    let mut present = [false; HOP_BY_HOP.len()];
+    let mut any = false;
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            present[i] = true;
+            any = true;
+        }
+    }
+    if !any {
+        return;
+    }
     let listed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -56,7 +69,11 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     } else {
         None
     };
-    for name in listed.iter().chain(HOP_BY_HOP.iter()) {
+    let present = HOP_BY_HOP
+        .iter()
+        .zip(present)
+        .filter_map(|(name, here)| here.then_some(name));
+    for name in listed.iter().chain(present) {
         // `remove` drops every value of the name (all lines).
         headers.remove(name);
     }
@@ -107,32 +124,37 @@ static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 /// Overwrite — never append to — the forwarded headers, so a client cannot
 /// smuggle an address past the IP policy.
 pub fn set_forwarded(headers: &mut HeaderMap, f: &Forwarded<'_>) {
-    for name in [
-        &X_FORWARDED_FOR,
-        &X_FORWARDED_PROTO,
-        &X_FORWARDED_HOST,
-        &FORWARDED,
-    ] {
-        headers.remove(name);
-    }
+    // `insert` replaces every line the client sent; only the names left
+    // unset need a `remove`.
     let ip = match f.policy {
         ForwardIp::Raw => Some(ip::canonical(f.client_ip)),
         ForwardIp::Truncate => Some(ip::truncate(f.client_ip)),
         ForwardIp::Drop => None,
     };
-    // Written into one buffer each, handed to the header without a copy:
-    // this runs on every proxied request.
-    use std::fmt::Write as _;
-    let mut forwarded = String::with_capacity(80);
-    if let Some(ip) = ip {
-        let mut xff = String::with_capacity(40);
-        let _ = write!(xff, "{ip}");
-        let _ = match ip {
-            IpAddr::V4(v4) => write!(forwarded, "for={v4};"),
-            IpAddr::V6(v6) => write!(forwarded, "for=\"[{v6}]\";"),
-        };
-        if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(xff)) {
-            headers.insert(X_FORWARDED_FOR.clone(), v);
+    let mut forwarded = String::with_capacity(128);
+    match ip {
+        Some(ip) => {
+            let mut xff = String::with_capacity(48);
+            push_ip(&mut xff, ip);
+            match ip {
+                IpAddr::V4(_) => {
+                    forwarded.push_str("for=");
+                    forwarded.push_str(&xff);
+                    forwarded.push(';');
+                }
+                IpAddr::V6(_) => {
+                    forwarded.push_str("for=\"[");
+                    forwarded.push_str(&xff);
+                    forwarded.push_str("]\";");
+                }
+            }
+            match HeaderValue::from_str(&xff) {
+                Ok(v) => headers.insert(X_FORWARDED_FOR.clone(), v),
+                Err(_) => headers.remove(&X_FORWARDED_FOR),
+            };
+        }
+        None => {
+            headers.remove(&X_FORWARDED_FOR);
         }
     }
     forwarded.push_str("proto=");
@@ -140,14 +162,51 @@ pub fn set_forwarded(headers: &mut HeaderMap, f: &Forwarded<'_>) {
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(f.proto));
     // The host came from the client: forward it only if it is a plain
     // authority, quoted in `Forwarded` per RFC 7239.
-    if let Some(host) = f.host.filter(|h| is_plain_authority(h))
-        && let Ok(v) = HeaderValue::from_str(host)
+    match f
+        .host
+        .filter(|h| is_plain_authority(h))
+        .map(HeaderValue::from_str)
     {
-        headers.insert(X_FORWARDED_HOST.clone(), v);
-        let _ = write!(forwarded, ";host=\"{host}\"");
+        Some(Ok(v)) => {
+            if let Some(host) = f.host {
+                forwarded.push_str(";host=\"");
+                forwarded.push_str(host);
+                forwarded.push('"');
+            }
+            headers.insert(X_FORWARDED_HOST.clone(), v);
+        }
+        _ => {
+            headers.remove(&X_FORWARDED_HOST);
+        }
     }
-    if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(forwarded)) {
-        headers.insert(FORWARDED.clone(), v);
+    match HeaderValue::from_str(&forwarded) {
+        Ok(v) => headers.insert(FORWARDED.clone(), v),
+        Err(_) => headers.remove(&FORWARDED),
+    };
+}
+
+/// An address as `Display` writes it; IPv4 without the formatting
+/// machinery, since every proxied request writes one.
+fn push_ip(out: &mut String, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                if octet >= 100 {
+                    out.push(char::from(b'0' + octet / 100));
+                }
+                if octet >= 10 {
+                    out.push(char::from(b'0' + octet / 10 % 10));
+                }
+                out.push(char::from(b'0' + octet % 10));
+            }
+        }
+        IpAddr::V6(v6) => {
+            use std::fmt::Write as _;
+            let _ = write!(out, "{v6}");
+        }
     }
 }
 
@@ -189,6 +248,17 @@ pub fn has_token(value: &[u8], token: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        #[test]
+        fn addresses_are_written_as_display_writes_them(bits in proptest::prelude::any::<u128>(), v4 in proptest::prelude::any::<u32>()) {
+            for ip in [IpAddr::from(std::net::Ipv4Addr::from(v4)), IpAddr::from(std::net::Ipv6Addr::from(bits))] {
+                let mut out = String::new();
+                push_ip(&mut out, ip);
+                proptest::prop_assert_eq!(out, ip.to_string());
+            }
+        }
+    }
 
     #[test]
     fn every_connection_line_is_honoured() {

@@ -41,17 +41,24 @@ struct ConnInfo {
     next_index: AtomicU64,
 }
 
+/// hyper's built-in header bound (`DEFAULT_MAX_HEADERS`).
+const HYPER_MAX_HEADERS: usize = 100;
+
 fn http_builder(cfg: &Config) -> auto::Builder<TokioExecutor> {
     let p = &cfg.proxy;
     let mut b = auto::Builder::new(TokioExecutor::new());
-    b.http1()
-        .timer(TokioTimer::new())
+    let mut h1 = b.http1();
+    h1.timer(TokioTimer::new())
         // Bounded by ConnIo instead, which tells a slow head from an idle
         // keep-alive connection (see conn.rs).
         .header_read_timeout(None)
         .max_buf_size(p.max_header_bytes.max(8192))
-        .max_headers(p.max_headers)
         .keep_alive(true);
+    // hyper's own bound is 100 headers on the stack; a configured one is a
+    // heap array filled on every request, so it is set only when it differs.
+    if p.max_headers != HYPER_MAX_HEADERS {
+        h1.max_headers(p.max_headers);
+    }
     b.http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(p.h2_max_concurrent_streams)
