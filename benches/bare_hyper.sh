@@ -26,7 +26,7 @@ BARE_PORT=${BARE_PORT:-28490}
 
 need "$NGINX" "apt-get install nginx-light"
 need wrk "apt-get install wrk"
-check_ports "$UP_PORT" "$NGX_PORT" "$NGX_H2_PORT" "$TG_PORT" "$TG_ADMIN_PORT" "$BARE_PORT"
+check_ports "$UP_PORT" "$NGX_PORT" "$NGX_H2_PORT" "$NGX_CAP_PORT" "$TG_PORT" "$TG_ADMIN_PORT" "$BARE_PORT"
 setup_work
 build_touchgate
 bare_target=${CARGO_TARGET_DIR:-$ROOT/target}/bare_proxy

@@ -12,6 +12,7 @@ NGX_PORT=${NGX_PORT:-28481}
 NGX_H2_PORT=${NGX_H2_PORT:-28482}
 TG_PORT=${TG_PORT:-28483}
 TG_ADMIN_PORT=${TG_ADMIN_PORT:-28484}
+NGX_CAP_PORT=${NGX_CAP_PORT:-28485}
 PROXY_WORKERS=${PROXY_WORKERS:-auto}
 NGINX=${NGINX:-/usr/sbin/nginx}
 
@@ -59,7 +60,7 @@ port_free() {
 check_ports() {
     local p
     for p in "$@"; do
-        port_free "$p" || die "port $p is in use (set UP_PORT/NGX_PORT/NGX_H2_PORT/TG_PORT/TG_ADMIN_PORT)"
+        port_free "$p" || die "port $p is in use (set UP_PORT/NGX_PORT/NGX_H2_PORT/NGX_CAP_PORT/TG_PORT/TG_ADMIN_PORT)"
     done
 }
 
@@ -76,7 +77,8 @@ wait_port() {
 
 render() {
     sed -e "s|@DIR@|$WORK|g" -e "s|@UP_PORT@|$UP_PORT|g" -e "s|@NGX_PORT@|$NGX_PORT|g" \
-        -e "s|@NGX_H2_PORT@|$NGX_H2_PORT|g" -e "s|@PROXY_WORKERS@|$PROXY_WORKERS|g" "$1" >"$2"
+        -e "s|@NGX_H2_PORT@|$NGX_H2_PORT|g" -e "s|@NGX_CAP_PORT@|$NGX_CAP_PORT|g" \
+        -e "s|@PROXY_WORKERS@|$PROXY_WORKERS|g" "$1" >"$2"
 }
 
 start_upstream() {
@@ -98,6 +100,7 @@ start_nginx_proxy() {
     STARTED_PIDS+=("$NGINX_PID")
     wait_port "$NGX_PORT" "$NGINX_PID" proxy
     wait_port "$NGX_H2_PORT" "$NGINX_PID" proxy
+    wait_port "$NGX_CAP_PORT" "$NGINX_PID" proxy
 }
 
 # Build (unless TOUCHGATE_BIN is given) and copy the binary into the work

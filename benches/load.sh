@@ -4,7 +4,9 @@
 #   bash benches/load.sh
 #
 # Starts, on 127.0.0.1 only: nginx as the upstream (static answers), nginx
-# as a keep-alive reverse proxy to it, and touchgate (release build) to the
+# as a keep-alive reverse proxy to it (and, for the landing row, the same
+# proxy with a userid cookie and a JSON access log of the campaign), and
+# touchgate (release build) to the
 # same upstream; then runs wrk (HTTP/1.1) and h2load (h2c, prior knowledge)
 # against both proxies, alternating which goes first each round. Prints
 # requests/s, p99 latency and the touchgate/nginx ratios (medians over the
@@ -19,7 +21,7 @@
 #   PROXY_WORKERS=auto                              nginx proxy worker_processes
 #   TOUCHGATE_BIN=path                              skip the build, use this binary
 #   CARGO_ARGS="..."                                extra `cargo build --release` args
-#   UP_PORT NGX_PORT NGX_H2_PORT TG_PORT TG_ADMIN_PORT   ports (28480-28484)
+#   UP_PORT NGX_PORT NGX_H2_PORT TG_PORT TG_ADMIN_PORT NGX_CAP_PORT   ports (28480-28485)
 #   KEEP_WORK=1                                     keep the temp dir (configs, raw outputs)
 
 set -euo pipefail
@@ -43,7 +45,7 @@ command -v h2load >/dev/null 2>&1 || {
     echo "note: h2load not found (apt-get install nghttp2-client): HTTP/2 rows skipped" >&2
 }
 
-check_ports "$UP_PORT" "$NGX_PORT" "$NGX_H2_PORT" "$TG_PORT" "$TG_ADMIN_PORT"
+check_ports "$UP_PORT" "$NGX_PORT" "$NGX_H2_PORT" "$NGX_CAP_PORT" "$TG_PORT" "$TG_ADMIN_PORT"
 setup_work
 echo "work dir: $WORK"
 build_touchgate
@@ -60,7 +62,7 @@ tg_idle_file=$(rss_kib "$TG_PID" RssFile)
 ngx_idle=$(nginx_rss_kib "$NGINX_PID")
 
 # Sanity: both proxies answer every request kind with 200 before measuring.
-for port in "$NGX_PORT" "$TG_PORT"; do
+for port in "$NGX_PORT" "$NGX_CAP_PORT" "$TG_PORT"; do
     for path in / /landing /signup; do
         method=GET
         [[ $path == /signup ]] && method=POST
@@ -85,6 +87,9 @@ proxy_cpu() { if [[ $1 == nginx ]]; then nginx_cpu_ticks "$NGINX_PID"; else cpu_
 run_row() {
     local row=$1 proxy=$2 round=$3 port h2port out cpu0 cpu1 requests cpu_us
     if [[ $proxy == nginx ]]; then port=$NGX_PORT h2port=$NGX_H2_PORT; else port=$TG_PORT h2port=$TG_PORT; fi
+    # Landings are compared with nginx doing the capture an ops team would
+    # set up instead (userid cookie + JSON access log, benches/nginx/proxy.conf).
+    [[ $proxy == nginx && $row == landing ]] && port=$NGX_CAP_PORT
     out=$WORK/$row-$proxy-$round.txt
     cpu0=$(proxy_cpu "$proxy")
     case $row in
