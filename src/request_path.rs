@@ -42,8 +42,8 @@ use crate::capture::{Capture, Class};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::proxy::body::{self, Buffered, ProxyBody, text_response};
-use crate::proxy::framing::Ambiguity;
 use crate::proxy::headers::{self, Forwarded};
+use crate::proxy::smuggling::Ambiguity;
 use crate::proxy::upstream::{Upstream, UpstreamError};
 
 /// Everything the request path needs, built once at start.

@@ -3,7 +3,7 @@
 //! arbitrary bytes: the first line is the path, the rest are headers.
 
 use libfuzzer_sys::fuzz_target;
-use touchgate::proxy::framing::{AmbiguousHeads, HeadTracker};
+use touchgate::proxy::smuggling::{AmbiguousHeads, HeadTracker};
 
 fuzz_target!(|data: &[u8]| {
     // The framing follower sees raw connection bytes, split anywhere.

@@ -7,7 +7,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use std::sync::OnceLock;
-use touchgate::proxy::framing::{AmbiguousHeads, HeadTracker};
+use touchgate::proxy::smuggling::{AmbiguousHeads, HeadTracker};
 
 fn config() -> &'static str {
     static CFG: OnceLock<String> = OnceLock::new();

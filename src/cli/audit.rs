@@ -18,7 +18,7 @@ use crate::identity::Keys;
 use crate::metrics::Metrics;
 use crate::pipeline::{EventQueue, Item};
 use crate::proxy::body::ProxyBody;
-use crate::proxy::framing::{AmbiguousHeads, HeadTracker};
+use crate::proxy::smuggling::{AmbiguousHeads, HeadTracker};
 use crate::proxy::upstream::{Upstream, UpstreamError};
 use crate::request_path::{ConnMeta, Forward, Shared};
 use crate::sink::SinkConfig;

@@ -19,7 +19,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-use super::framing::HeadTracker;
+use super::smuggling::HeadTracker;
 
 /// Requests of one connection being served now (shared with the service).
 #[derive(Debug, Default)]

@@ -5,8 +5,8 @@
 pub mod body;
 pub mod conn;
 pub mod drain;
-pub mod framing;
 pub mod headers;
+pub mod smuggling;
 pub mod tls;
 pub mod upstream;
 
@@ -29,7 +29,7 @@ pub use drain::Drain;
 use crate::config::Config;
 use crate::request_path::{self, ConnMeta, Shared};
 use conn::{ConnIo, InFlight};
-use framing::{AmbiguousHeads, HeadTracker};
+use smuggling::{AmbiguousHeads, HeadTracker};
 
 /// What the service knows about the connection a request came on.
 #[derive(Debug)]
