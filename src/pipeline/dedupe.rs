@@ -1,12 +1,15 @@
 //! Edge dedupe: a bounded, time-windowed set of event ids, optionally
 //! shared across replicas through Redis (`SET NX PX`).
 //!
-//! Memory: the local set holds 16-byte keys in an open-addressing table
-//! ([`KeyTable`]) of a power of two of slots, at most three quarters full
-//! with `max_entries` plus one, plus a FIFO ring of (key, expiry) pairs (20
-//! bytes): about 54 bytes per entry at the default 1,000,000 entries (≈ 52
-//! MB), and at most about 63 for any bound. Both are allocated once and
-//! never grow. The table's memory is requested zeroed (all-zero is an empty
+//! Memory: the local set holds a 64-bit keyed fingerprint of each id in an
+//! open-addressing table ([`KeyTable`]) of a power of two of 8-byte slots,
+//! at most three quarters full with `max_entries` plus one, plus a FIFO
+//! ring of (fingerprint, expiry) pairs (16 bytes): about 33 bytes per entry
+//! at the default 1,000,000 entries (≈ 32 MB), and at most about 37 for
+//! any bound. Both are allocated once and never grow. Two different ids
+//! share a fingerprint with probability 2⁻⁶⁴ (a false duplicate about
+//! once in 10¹³ events at a full million), and the fingerprint key is
+//! random per process, so no client can choose ids that collide. The table's memory is requested zeroed (all-zero is an empty
 //! slot), so the kernel provides its pages as ids first land on them: an
 //! idle sidecar does not pay for the set it has not used.
 //! Because the window is the same for every id, ids expire in the order
@@ -36,7 +39,7 @@ pub fn key_of(event_id: &str) -> Key {
     k
 }
 
-/// A set of 16-byte keys with a fixed number of slots: linear probing,
+/// A set of 64-bit keys with a fixed number of slots: linear probing,
 /// and backward-shift deletion, so a removal leaves no tombstone and the
 /// table never needs rebuilding or growing however many ids pass through.
 /// (hashbrown's set, used before, left tombstones that forced a rebuild
@@ -46,7 +49,7 @@ pub fn key_of(event_id: &str) -> Key {
 /// in one run of slots.
 struct KeyTable {
     /// 0 is an empty slot; the all-zero key itself is `has_zero`.
-    slots: Box<[u128]>,
+    slots: Box<[u64]>,
     mask: usize,
     len: usize,
     has_zero: bool,
@@ -60,7 +63,7 @@ impl KeyTable {
         let slots = (max_len.saturating_mul(4) / 3 + 2).next_power_of_two();
         KeyTable {
             // `vec![0; n]` allocates zeroed memory without writing it.
-            slots: vec![0u128; slots].into_boxed_slice(),
+            slots: vec![0u64; slots].into_boxed_slice(),
             mask: slots - 1,
             len: 0,
             has_zero: false,
@@ -82,13 +85,13 @@ impl KeyTable {
         self.slots.len()
     }
 
-    fn home(&self, key: u128) -> usize {
+    fn home(&self, key: u64) -> usize {
         self.hasher.hash_one(key) as usize & self.mask
     }
 
     /// Where `key` is (`Ok`), or the empty slot where it would go (`Err`);
     /// `Err(None)` only for a full table, which the callers' bound prevents.
-    fn probe(&self, key: u128) -> Result<usize, Option<usize>> {
+    fn probe(&self, key: u64) -> Result<usize, Option<usize>> {
         let mut i = self.home(key);
         for _ in 0..self.slots.len() {
             match self.slots[i] {
@@ -103,7 +106,7 @@ impl KeyTable {
     /// Insert `key`; false if it was already there. The caller keeps the
     /// length within `max_len`: on a full table (never reached that way)
     /// the key is reported new and not stored.
-    fn insert(&mut self, key: u128) -> bool {
+    fn insert(&mut self, key: u64) -> bool {
         if key == 0 {
             let new = !self.has_zero;
             self.has_zero = true;
@@ -122,7 +125,7 @@ impl KeyTable {
     }
 
     /// Remove `key`; false if it was not there.
-    fn remove(&mut self, key: u128) -> bool {
+    fn remove(&mut self, key: u64) -> bool {
         if key == 0 {
             let had = self.has_zero;
             self.has_zero = false;
@@ -155,7 +158,7 @@ impl KeyTable {
     }
 
     #[cfg(test)]
-    fn contains(&self, key: u128) -> bool {
+    fn contains(&self, key: u64) -> bool {
         if key == 0 {
             return self.has_zero;
         }
@@ -168,7 +171,9 @@ pub struct LocalSet {
     max_entries: usize,
     epoch: Instant,
     set: KeyTable,
-    ring: VecDeque<(Key, u32)>,
+    ring: VecDeque<(u64, u32)>,
+    /// Keys the fingerprints.
+    fingerprint: RandomState,
 }
 
 impl LocalSet {
@@ -181,7 +186,12 @@ impl LocalSet {
             // The set holds one id over the bound until the oldest leaves.
             set: KeyTable::with_max_len(max_entries + 1),
             ring: VecDeque::with_capacity(max_entries),
+            fingerprint: RandomState::new(),
         }
+    }
+
+    fn fingerprint(&self, key: Key) -> u64 {
+        self.fingerprint.hash_one(key)
     }
 
     pub fn len(&self) -> usize {
@@ -194,24 +204,25 @@ impl LocalSet {
 
     /// Record `key` seen at `now`; whether it was already in the window.
     pub fn check_and_insert(&mut self, key: Key, now: Instant) -> Seen {
+        let key = self.fingerprint(key);
         let now_s = now.saturating_duration_since(self.epoch).as_secs() as u32;
         while let Some(&(k, expires)) = self.ring.front() {
             if expires > now_s {
                 break;
             }
             self.ring.pop_front();
-            self.set.remove(u128::from_le_bytes(k));
+            self.set.remove(k);
         }
         // One probe for "seen?" and "insert": the set is tens of megabytes,
         // and each probe is a cache miss.
-        if !self.set.insert(u128::from_le_bytes(key)) {
+        if !self.set.insert(key) {
             return Seen::Duplicate;
         }
         if self.ring.len() >= self.max_entries
             && let Some((old, _)) = self.ring.pop_front()
         {
             // Full: the oldest id leaves the window early.
-            self.set.remove(u128::from_le_bytes(old));
+            self.set.remove(old);
         }
         let expires = now_s.saturating_add(self.window.as_secs().max(1) as u32);
         self.ring.push_back((key, expires));
@@ -383,13 +394,13 @@ mod tests {
             assert_eq!(s.set.slots(), slots);
             for i in total - n as u64..total {
                 assert!(
-                    s.set.contains(u128::from_le_bytes(key(i))),
+                    s.set.contains(s.fingerprint(key(i))),
                     "bound {n}: id {i} lost"
                 );
             }
             for i in total - 3 * n as u64..total - n as u64 {
                 assert!(
-                    !s.set.contains(u128::from_le_bytes(key(i))),
+                    !s.set.contains(s.fingerprint(key(i))),
                     "bound {n}: id {i} kept"
                 );
             }
@@ -408,7 +419,7 @@ mod tests {
         use proptest::prelude::*;
         use proptest::test_runner::{Config, TestRunner};
         let mut runner = TestRunner::new(Config::with_cases(512));
-        let op = (any::<bool>(), 0u128..24);
+        let op = (any::<bool>(), 0u64..24);
         runner
             .run(&proptest::collection::vec(op, 0..300), |ops| {
                 let mut table = KeyTable::with_max_len(12);
@@ -420,7 +431,7 @@ mod tests {
                         prop_assert_eq!(table.remove(key), model.remove(&key));
                     }
                     prop_assert_eq!(table.len(), model.len());
-                    for k in 0u128..24 {
+                    for k in 0u64..24 {
                         prop_assert_eq!(table.contains(k), model.contains(&k), "key {}", k);
                     }
                 }
@@ -430,7 +441,7 @@ mod tests {
     }
 
     /// The table's memory is not touched until ids land on it: of the
-    /// 32 MiB of slots of a set for the default million entries, only the
+    /// 16 MiB of slots of a set for the default million entries, only the
     /// page the allocator writes its header into is resident
     /// (`/proc/self/pagemap`, bit 63: page present).
     #[cfg(target_os = "linux")]
@@ -440,7 +451,7 @@ mod tests {
         let set = LocalSet::new(Duration::from_secs(60), 1_000_000);
         assert_eq!(set.set.slots(), 1 << 21);
         let start = set.set.slots.as_ptr() as usize;
-        let pages = set.set.slots() * 16 / 4096;
+        let pages = set.set.slots() * 8 / 4096;
         let mut pagemap = std::fs::File::open("/proc/self/pagemap").expect("pagemap");
         pagemap
             .seek(SeekFrom::Start((start / 4096 * 8) as u64))
