@@ -71,13 +71,16 @@ async fn sigkill_mid_stream_loses_no_acknowledged_event() {
 
     // Upload batches continuously; kill the process while uploads are in flight.
     let acked: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let occurred_at = touchgate::event::rfc3339_millis::format(
+        time::OffsetDateTime::now_utc() - time::Duration::hours(1),
+    );
     let uploader = tokio::spawn({
         let acked = acked.clone();
         let url = format!("http://{admin}/v1/events");
         async move {
             for batch in 0..1000u32 {
                 let body: String = (0..20)
-                    .map(|i| format!("{{\"event_name\":\"order_paid\",\"occurred_at\":\"2026-11-29T10:00:00Z\",\"user_id\":\"u{batch}-{i}\"}}\n"))
+                    .map(|i| format!("{{\"event_name\":\"order_paid\",\"occurred_at\":\"{occurred_at}\",\"user_id\":\"u{batch}-{i}\"}}\n"))
                     .collect();
                 let req = http::Request::post(&url)
                     .header("authorization", "Bearer ingest-token")

@@ -1,9 +1,26 @@
-//! Offline ingest and client beacons.
+//! Offline ingest and client beacons. Every `occurred_at` sent is relative
+//! to the clock the test runs under.
 
 #[path = "support/upstream.rs"]
 mod support;
 
+use serde_json::json;
 use support::*;
+use time::OffsetDateTime;
+use touchgate::event::rfc3339_millis;
+
+/// `ago` before now, as ingest takes it.
+fn occurred(ago: time::Duration) -> String {
+    rfc3339_millis::format(OffsetDateTime::now_utc() - ago)
+}
+
+/// A UTC day safely in the past, as `YYYY-MM-DD`, for lines that must fall
+/// on one day whatever the time now.
+fn past_day() -> String {
+    (OffsetDateTime::now_utc() - time::Duration::days(2))
+        .date()
+        .to_string()
+}
 
 async fn site() -> (Upstream, touchgate::app::Running, tempfile::TempDir) {
     let Site { up, tg, dir } = Site::new(
@@ -50,24 +67,26 @@ async fn ingest(
 #[tokio::test]
 async fn auth_is_required() {
     let (_up, tg, _d) = site().await;
-    let line =
-        r#"{"event_name":"account_created","occurred_at":"2026-11-29T10:00:00Z","user_id":"u1"}"#;
-    assert_eq!(ingest(&tg, None, line).await.0, 401);
-    assert_eq!(ingest(&tg, Some("wrong"), line).await.0, 401);
-    assert_eq!(ingest(&tg, Some("ingest-token"), line).await.0, 200);
+    let line = json!({"event_name": "account_created", "occurred_at": occurred(time::Duration::hours(1)), "user_id": "u1"})
+        .to_string();
+    assert_eq!(ingest(&tg, None, &line).await.0, 401);
+    assert_eq!(ingest(&tg, Some("wrong"), &line).await.0, 401);
+    assert_eq!(ingest(&tg, Some("ingest-token"), &line).await.0, 200);
 }
 
 #[tokio::test]
 async fn mixed_lines_duplicates_and_hashing_like_forms() {
     let (_up, tg, dir) = site().await;
+    // The first two lines are one UTC day (16:30Z), so one natural key.
+    let day = past_day();
     let body = [
-        r#"{"event_name":"account_created","occurred_at":"2026-11-29T10:00:00Z","user_id":"Ann@Example.com","properties":{"plan":"pro"}}"#,
-        r#"{"event_name":"account_created","occurred_at":"2026-11-29T18:30:00+02:00","user_id":"ann@example.com"}"#,
-        r#"not json"#,
-        r#"{"event_name":"Bad Name","occurred_at":"2026-11-29T10:00:00Z","user_id":"u"}"#,
-        r#"{"event_name":"plan_upgraded","occurred_at":"2026-11-29T11:00:00Z","user_id":"u-42","properties":{"to":"team"}}"#,
-        r#"{"event_name":"plan_upgraded","occurred_at":"2026-11-29T11:00:00Z","user_id":"u-42","properties":{"to":"team"}}"#,
-        r#"{"event_name":"account_created","occurred_at":"2026-11-29T10:00:00Z"}"#,
+        json!({"event_name": "account_created", "occurred_at": format!("{day}T10:00:00Z"), "user_id": "Ann@Example.com", "properties": {"plan": "pro"}}).to_string(),
+        json!({"event_name": "account_created", "occurred_at": format!("{day}T18:30:00+02:00"), "user_id": "ann@example.com"}).to_string(),
+        "not json".to_string(),
+        json!({"event_name": "Bad Name", "occurred_at": format!("{day}T10:00:00Z"), "user_id": "u"}).to_string(),
+        json!({"event_name": "plan_upgraded", "occurred_at": format!("{day}T11:00:00Z"), "user_id": "u-42", "properties": {"to": "team"}}).to_string(),
+        json!({"event_name": "plan_upgraded", "occurred_at": format!("{day}T11:00:00Z"), "user_id": "u-42", "properties": {"to": "team"}}).to_string(),
+        json!({"event_name": "account_created", "occurred_at": format!("{day}T10:00:00Z")}).to_string(),
     ]
     .join("\n");
     let (status, results) = ingest(&tg, Some("ingest-token"), &body).await;
@@ -122,10 +141,7 @@ async fn mixed_lines_duplicates_and_hashing_like_forms() {
     );
     assert_eq!(
         created["natural_key"],
-        format!(
-            "user_id={}|day=2026-11-29",
-            created["user_id"].as_str().unwrap()
-        )
+        format!("user_id={}|day={day}", created["user_id"].as_str().unwrap())
     );
     assert_eq!(created["properties"]["plan"], "pro");
     assert!(
@@ -139,12 +155,20 @@ async fn mixed_lines_duplicates_and_hashing_like_forms() {
 #[tokio::test]
 async fn json_array_and_limits() {
     let (_up, tg, _d) = site().await;
+    let at = occurred(time::Duration::days(1));
     let arr =
-        r#"[{"event_name":"account_created","occurred_at":"2026-11-28T10:00:00Z","user_id":"u9"}]"#;
-    let (status, results) = ingest(&tg, Some("ingest-token"), arr).await;
+        json!([{"event_name": "account_created", "occurred_at": at, "user_id": "u9"}]).to_string();
+    let (status, results) = ingest(&tg, Some("ingest-token"), &arr).await;
     assert_eq!(status, 200);
     assert_eq!(results[0]["status"], "accepted");
-    let many: String = (0..10_001).map(|i| format!("{{\"event_name\":\"x\",\"occurred_at\":\"2026-11-28T10:00:00Z\",\"user_id\":\"{i}\"}}\n")).collect();
+    let many: String = (0..10_001)
+        .map(|i| {
+            format!(
+                "{}\n",
+                json!({"event_name": "x", "occurred_at": at, "user_id": i.to_string()})
+            )
+        })
+        .collect();
     assert_eq!(ingest(&tg, Some("ingest-token"), &many).await.0, 413);
 }
 
@@ -205,13 +229,11 @@ async fn a_large_batch_reaches_the_spool_whole_and_in_order() {
     // commit in the spool, delivered in line order.
     let (_up, tg, dir) = site().await;
     let n = 300;
+    let start = OffsetDateTime::now_utc() - time::Duration::hours(1);
     let body: Vec<String> = (0..n)
         .map(|i| {
-            format!(
-                r#"{{"event_name":"plan_upgraded","occurred_at":"2026-11-29T10:{:02}:{:02}Z","user_id":"u-{i}","properties":{{"seq":{i}}}}}"#,
-                i / 60,
-                i % 60
-            )
+            let at = rfc3339_millis::format(start + time::Duration::seconds(i as i64));
+            json!({"event_name": "plan_upgraded", "occurred_at": at, "user_id": format!("u-{i}"), "properties": {"seq": i}}).to_string()
         })
         .collect();
     let (status, results) = ingest(&tg, Some("ingest-token"), &body.join("\n")).await;
