@@ -111,6 +111,8 @@ fn append_read_ack_and_resume() {
         let first = got[0].decode().unwrap();
         assert_eq!(first, envelope("e000000").with_time(&first));
         assert_eq!(got[0].occurred_at(), first.event.occurred_at);
+        assert_eq!(got[0].received_at(), first.event.received_at);
+        assert_eq!(got[0].raw().received_at, first.event.received_at);
         let json: serde_json::Value = serde_json::from_slice(&got[0].event_json()).unwrap();
         assert_eq!(
             json,
