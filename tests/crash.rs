@@ -63,8 +63,15 @@ async fn sigkill_mid_stream_loses_no_acknowledged_event() {
     let sink = format!(
         "[[sink]]\ntype = \"http\"\nurl = \"http://{collector_addr}/batch\"\n[sink.delivery]\nlinger = \"10ms\"\nbackoff_initial = \"20ms\"\nbackoff_max = \"200ms\"\n"
     );
-    let toml = config_toml(app.addr(), dir.path(), &sink)
-        .replace("fsync = \"never\"", "fsync = \"always\"");
+    // The restarted process must find the spool as the first one left it.
+    // Retention reads the segments' modification times, which libfaketime
+    // leaves on the kernel's clock when it moves the process's (`.ci/run`
+    // runs this suite a year ahead): a spool written a moment before would
+    // look a year old. Retention is set far past that.
+    let toml = config_toml(app.addr(), dir.path(), &sink).replace(
+        "fsync = \"never\"",
+        "fsync = \"always\"\nretention = \"3650d\"",
+    );
     std::fs::write(&config, &toml).unwrap();
     let envs = [("TOUCHGATE_INGEST_TOKEN", "ingest-token")];
     let (mut child, _proxy, admin) = spawn_binary(&config, &envs);

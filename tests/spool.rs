@@ -356,14 +356,18 @@ fn retention_removes_old_segments_even_unacknowledged() {
     }
     let segs = segments(tmp.path());
     assert!(segs.len() >= 4);
-    // The first two segments were last written two hours ago.
-    let old = SystemTime::now() - Duration::from_secs(7200);
-    for p in &segs[..2] {
+    // The first two segments were last written two hours ago, the others
+    // now. Every time is set here, on the clock the test runs under, rather
+    // than left to the file system's (libfaketime moves only the process's
+    // clock, and `.ci/run` runs this suite a year ahead).
+    let now = SystemTime::now();
+    let old = now - Duration::from_secs(7200);
+    for (i, p) in segs.iter().enumerate() {
         OpenOptions::new()
             .write(true)
             .open(p)
             .unwrap()
-            .set_modified(old)
+            .set_modified(if i < 2 { old } else { now })
             .unwrap();
     }
     let third: u64 = segs[2]
