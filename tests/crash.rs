@@ -63,21 +63,31 @@ async fn sigkill_mid_stream_loses_no_acknowledged_event() {
     let sink = format!(
         "[[sink]]\ntype = \"http\"\nurl = \"http://{collector_addr}/batch\"\n[sink.delivery]\nlinger = \"10ms\"\nbackoff_initial = \"20ms\"\nbackoff_max = \"200ms\"\n"
     );
-    let toml = config_toml(app.addr(), dir.path(), &sink)
-        .replace("fsync = \"never\"", "fsync = \"always\"");
+    // The restarted process must find the spool as the first one left it.
+    // Retention reads the segments' modification times, which libfaketime
+    // leaves on the kernel's clock when it moves the process's (`.ci/run`
+    // runs this suite a year ahead): a spool written a moment before would
+    // look a year old. Retention is set far past that.
+    let toml = config_toml(app.addr(), dir.path(), &sink).replace(
+        "fsync = \"never\"",
+        "fsync = \"always\"\nretention = \"3650d\"",
+    );
     std::fs::write(&config, &toml).unwrap();
     let envs = [("TOUCHGATE_INGEST_TOKEN", "ingest-token")];
     let (mut child, _proxy, admin) = spawn_binary(&config, &envs);
 
     // Upload batches continuously; kill the process while uploads are in flight.
     let acked: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let occurred_at = touchgate::event::rfc3339_millis::format(
+        time::OffsetDateTime::now_utc() - time::Duration::hours(1),
+    );
     let uploader = tokio::spawn({
         let acked = acked.clone();
         let url = format!("http://{admin}/v1/events");
         async move {
             for batch in 0..1000u32 {
                 let body: String = (0..20)
-                    .map(|i| format!("{{\"event_name\":\"order_paid\",\"occurred_at\":\"2026-11-29T10:00:00Z\",\"user_id\":\"u{batch}-{i}\"}}\n"))
+                    .map(|i| format!("{{\"event_name\":\"order_paid\",\"occurred_at\":\"{occurred_at}\",\"user_id\":\"u{batch}-{i}\"}}\n"))
                     .collect();
                 let req = http::Request::post(&url)
                     .header("authorization", "Bearer ingest-token")

@@ -1,9 +1,34 @@
-//! Offline ingest and client beacons.
+//! Offline ingest and client beacons. Every `occurred_at` sent is relative
+//! to the clock the test runs under.
 
 #[path = "support/upstream.rs"]
 mod support;
 
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use support::*;
+use time::OffsetDateTime;
+use touchgate::event::rfc3339_millis;
+
+/// `ago` before now, as ingest takes it.
+fn occurred(ago: time::Duration) -> String {
+    rfc3339_millis::format(OffsetDateTime::now_utc() - ago)
+}
+
+/// A UTC day safely in the past, as `YYYY-MM-DD`, for lines that must fall
+/// on one day whatever the time now.
+fn past_day() -> String {
+    (OffsetDateTime::now_utc() - time::Duration::days(2))
+        .date()
+        .to_string()
+}
 
 async fn site() -> (Upstream, touchgate::app::Running, tempfile::TempDir) {
     let Site { up, tg, dir } = Site::new(
@@ -50,24 +75,26 @@ async fn ingest(
 #[tokio::test]
 async fn auth_is_required() {
     let (_up, tg, _d) = site().await;
-    let line =
-        r#"{"event_name":"account_created","occurred_at":"2026-11-29T10:00:00Z","user_id":"u1"}"#;
-    assert_eq!(ingest(&tg, None, line).await.0, 401);
-    assert_eq!(ingest(&tg, Some("wrong"), line).await.0, 401);
-    assert_eq!(ingest(&tg, Some("ingest-token"), line).await.0, 200);
+    let line = json!({"event_name": "account_created", "occurred_at": occurred(time::Duration::hours(1)), "user_id": "u1"})
+        .to_string();
+    assert_eq!(ingest(&tg, None, &line).await.0, 401);
+    assert_eq!(ingest(&tg, Some("wrong"), &line).await.0, 401);
+    assert_eq!(ingest(&tg, Some("ingest-token"), &line).await.0, 200);
 }
 
 #[tokio::test]
 async fn mixed_lines_duplicates_and_hashing_like_forms() {
     let (_up, tg, dir) = site().await;
+    // The first two lines are one UTC day (16:30Z), so one natural key.
+    let day = past_day();
     let body = [
-        r#"{"event_name":"account_created","occurred_at":"2026-11-29T10:00:00Z","user_id":"Ann@Example.com","properties":{"plan":"pro"}}"#,
-        r#"{"event_name":"account_created","occurred_at":"2026-11-29T18:30:00+02:00","user_id":"ann@example.com"}"#,
-        r#"not json"#,
-        r#"{"event_name":"Bad Name","occurred_at":"2026-11-29T10:00:00Z","user_id":"u"}"#,
-        r#"{"event_name":"plan_upgraded","occurred_at":"2026-11-29T11:00:00Z","user_id":"u-42","properties":{"to":"team"}}"#,
-        r#"{"event_name":"plan_upgraded","occurred_at":"2026-11-29T11:00:00Z","user_id":"u-42","properties":{"to":"team"}}"#,
-        r#"{"event_name":"account_created","occurred_at":"2026-11-29T10:00:00Z"}"#,
+        json!({"event_name": "account_created", "occurred_at": format!("{day}T10:00:00Z"), "user_id": "Ann@Example.com", "properties": {"plan": "pro"}}).to_string(),
+        json!({"event_name": "account_created", "occurred_at": format!("{day}T18:30:00+02:00"), "user_id": "ann@example.com"}).to_string(),
+        "not json".to_string(),
+        json!({"event_name": "Bad Name", "occurred_at": format!("{day}T10:00:00Z"), "user_id": "u"}).to_string(),
+        json!({"event_name": "plan_upgraded", "occurred_at": format!("{day}T11:00:00Z"), "user_id": "u-42", "properties": {"to": "team"}}).to_string(),
+        json!({"event_name": "plan_upgraded", "occurred_at": format!("{day}T11:00:00Z"), "user_id": "u-42", "properties": {"to": "team"}}).to_string(),
+        json!({"event_name": "account_created", "occurred_at": format!("{day}T10:00:00Z")}).to_string(),
     ]
     .join("\n");
     let (status, results) = ingest(&tg, Some("ingest-token"), &body).await;
@@ -122,10 +149,7 @@ async fn mixed_lines_duplicates_and_hashing_like_forms() {
     );
     assert_eq!(
         created["natural_key"],
-        format!(
-            "user_id={}|day=2026-11-29",
-            created["user_id"].as_str().unwrap()
-        )
+        format!("user_id={}|day={day}", created["user_id"].as_str().unwrap())
     );
     assert_eq!(created["properties"]["plan"], "pro");
     assert!(
@@ -139,12 +163,20 @@ async fn mixed_lines_duplicates_and_hashing_like_forms() {
 #[tokio::test]
 async fn json_array_and_limits() {
     let (_up, tg, _d) = site().await;
+    let at = occurred(time::Duration::days(1));
     let arr =
-        r#"[{"event_name":"account_created","occurred_at":"2026-11-28T10:00:00Z","user_id":"u9"}]"#;
-    let (status, results) = ingest(&tg, Some("ingest-token"), arr).await;
+        json!([{"event_name": "account_created", "occurred_at": at, "user_id": "u9"}]).to_string();
+    let (status, results) = ingest(&tg, Some("ingest-token"), &arr).await;
     assert_eq!(status, 200);
     assert_eq!(results[0]["status"], "accepted");
-    let many: String = (0..10_001).map(|i| format!("{{\"event_name\":\"x\",\"occurred_at\":\"2026-11-28T10:00:00Z\",\"user_id\":\"{i}\"}}\n")).collect();
+    let many: String = (0..10_001)
+        .map(|i| {
+            format!(
+                "{}\n",
+                json!({"event_name": "x", "occurred_at": at, "user_id": i.to_string()})
+            )
+        })
+        .collect();
     assert_eq!(ingest(&tg, Some("ingest-token"), &many).await.0, 413);
 }
 
@@ -205,13 +237,11 @@ async fn a_large_batch_reaches_the_spool_whole_and_in_order() {
     // commit in the spool, delivered in line order.
     let (_up, tg, dir) = site().await;
     let n = 300;
+    let start = OffsetDateTime::now_utc() - time::Duration::hours(1);
     let body: Vec<String> = (0..n)
         .map(|i| {
-            format!(
-                r#"{{"event_name":"plan_upgraded","occurred_at":"2026-11-29T10:{:02}:{:02}Z","user_id":"u-{i}","properties":{{"seq":{i}}}}}"#,
-                i / 60,
-                i % 60
-            )
+            let at = rfc3339_millis::format(start + time::Duration::seconds(i as i64));
+            json!({"event_name": "plan_upgraded", "occurred_at": at, "user_id": format!("u-{i}"), "properties": {"seq": i}}).to_string()
         })
         .collect();
     let (status, results) = ingest(&tg, Some("ingest-token"), &body.join("\n")).await;
@@ -224,4 +254,115 @@ async fn a_large_batch_reaches_the_spool_whole_and_in_order() {
         .map(|e| e["properties"]["seq"].as_u64().unwrap())
         .collect();
     assert_eq!(seqs, (0..n as u64).collect::<Vec<_>>());
+}
+
+/// What the collector saw: the events it accepted, and how many requests
+/// it refused.
+#[derive(Default)]
+struct Collected {
+    events: Mutex<Vec<serde_json::Value>>,
+    refused: AtomicUsize,
+}
+
+/// An http sink's collector that answers 503 until `down_for` has passed
+/// since it started, then 200.
+async fn collector(down_for: Duration) -> (SocketAddr, Arc<Collected>) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let seen = Arc::new(Collected::default());
+    let up_at = Instant::now() + down_for;
+    let out = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = l.accept().await else { return };
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let seen = seen.clone();
+                    async move {
+                        let body = req.into_body().collect().await?.to_bytes();
+                        let status = if Instant::now() < up_at {
+                            seen.refused.fetch_add(1, Ordering::SeqCst);
+                            503
+                        } else {
+                            let mut events = seen.events.lock().unwrap();
+                            for line in String::from_utf8_lossy(&body).lines() {
+                                events.push(serde_json::from_str(line).unwrap());
+                            }
+                            200
+                        };
+                        let mut r = http::Response::new(http_body_util::Full::new(Bytes::new()));
+                        *r.status_mut() = http::StatusCode::from_u16(status).unwrap();
+                        Ok::<_, hyper::Error>(r)
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_month_old_event_is_retried_through_a_minute_long_outage() {
+    // A back-office event that happened 30 days ago, with the sink down for
+    // a minute after it is ingested. max_age (an hour, set here so the test
+    // does not lean on the default) counts from when touchgate took the
+    // event in, so the event is retried, not dead-lettered, and delivered
+    // once the collector is back.
+    const OUTAGE: Duration = Duration::from_secs(60);
+    let (addr, collected) = collector(OUTAGE).await;
+    let up = start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let sink = format!(
+        "[[sink]]\ntype = \"http\"\nurl = \"http://{addr}/batch\"\n[sink.delivery]\nlinger = \"10ms\"\nbackoff_initial = \"100ms\"\nbackoff_max = \"1s\"\nmax_age = \"1h\"\n"
+    );
+    let tg = touchgate(&config_toml(up.addr(), dir.path(), &sink)).await;
+    let at = occurred(time::Duration::days(30));
+    let line = json!({"event_name": "order_paid", "occurred_at": at, "user_id": "u-backfill"});
+    let (status, results) = ingest(&tg, Some("ingest-token"), &line.to_string()).await;
+    assert_eq!(status, 200);
+    assert_eq!(results[0]["status"], "accepted", "{results:?}");
+    let id = results[0]["event_id"].as_str().unwrap().to_string();
+
+    let waited = Instant::now();
+    while collected.events.lock().unwrap().is_empty()
+        && waited.elapsed() < OUTAGE + Duration::from_secs(30)
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let refused = collected.refused.load(Ordering::SeqCst);
+    let events = collected.events.lock().unwrap().clone();
+    assert_eq!(events.len(), 1, "delivered once the collector was back");
+    assert_eq!(events[0]["event_id"], id);
+    assert_eq!(events[0]["occurred_at"], at);
+    assert!(
+        refused >= 20,
+        "retried all through the outage: only {refused} attempts refused"
+    );
+    let dead = dir.path().join("spool/dead-letter/http.jsonl");
+    assert_eq!(
+        std::fs::read_to_string(&dead).unwrap_or_default(),
+        "",
+        "nothing in {}",
+        dead.display()
+    );
+    let metrics = tg.metrics.encode();
+    assert!(
+        metrics.contains(r#"touchgate_sink_delivered_total{sink="http"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.lines().any(
+            |l| l.starts_with(r#"touchgate_sink_dead_letter_total{sink="http"}"#)
+                && !l.ends_with(" 0")
+        ),
+        "{metrics}"
+    );
+    eprintln!(
+        "event of {at} delivered {:?} after ingest, {refused} attempts refused",
+        waited.elapsed()
+    );
 }

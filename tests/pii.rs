@@ -105,13 +105,16 @@ natural_key = ["user_id", "day"]
         expected_events += 1;
     }
     // Ingest with PII in properties.
+    let at = touchgate::event::rfc3339_millis::format(
+        time::OffsetDateTime::now_utc() - time::Duration::hours(1),
+    );
     let lines: String = PII
         .iter()
         .enumerate()
         .map(|(i, pii)| {
             format!(
                 "{}\n",
-                serde_json::json!({"event_name": "account_created", "occurred_at": "2026-11-29T10:00:00Z", "user_id": format!("u{i}"), "properties": {"note": format!("contact {pii}"), "plan": pii}})
+                serde_json::json!({"event_name": "account_created", "occurred_at": at, "user_id": format!("u{i}"), "properties": {"note": format!("contact {pii}"), "plan": pii}})
             )
         })
         .collect();

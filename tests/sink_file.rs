@@ -71,6 +71,17 @@ fn rotated(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
+/// For tests that reopen a file they wrote: a reopened file counts as
+/// started at its birth time, so with day rotation the test would depend on
+/// the date (a run across UTC midnight rotates) and on the file system's
+/// clock agreeing with the process's (libfaketime moves only the latter).
+/// Day rotation itself is tested above with an injected clock.
+fn no_day_rotation(path: &Path) -> FileSinkConfig {
+    let mut cfg = FileSinkConfig::new(path);
+    cfg.rotate_daily = false;
+    cfg
+}
+
 fn fixed_clock(at: OffsetDateTime) -> (Clock, Arc<Mutex<OffsetDateTime>>) {
     let now = Arc::new(Mutex::new(at));
     let n = now.clone();
@@ -180,15 +191,16 @@ async fn keep_files_bounds_the_rotated_files() {
 async fn a_partial_last_line_is_cut_on_start() {
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("events.jsonl");
+    let cfg = no_day_rotation(&path);
     let b = batch(0, 3);
     {
-        let sink = FileSink::new(&FileSinkConfig::new(&path)).unwrap();
+        let sink = FileSink::new(&cfg).unwrap();
         sink.send(&b[..2]).await.unwrap();
     }
     let mut text = std::fs::read_to_string(&path).unwrap();
     text.push_str("{\"schema\":\"touchgate/1\",\"event_id\":\"tor");
     std::fs::write(&path, text).unwrap();
-    let sink = FileSink::new(&FileSinkConfig::new(&path)).unwrap();
+    let sink = FileSink::new(&cfg).unwrap();
     sink.send(&b[2..]).await.unwrap();
     assert_eq!(
         read_events(&path),
@@ -227,6 +239,11 @@ async fn spool_to_file_filters_dead_letters_and_resumes() {
         dir: tmp.path().join("spool"),
         segment_bytes: 16 << 10,
         fsync: FsyncPolicy::Always,
+        // The second run must find the spool as the first left it.
+        // Retention reads the segments' modification times, which stay on
+        // the kernel's clock when libfaketime moves the process's (`.ci/run`
+        // runs this suite a year ahead); set far past that.
+        retention: Duration::from_secs(3650 * 86_400),
         ..SpoolConfig::default()
     };
     let out = tmp.path().join("events.jsonl");
@@ -249,8 +266,7 @@ async fn spool_to_file_filters_dead_letters_and_resumes() {
         }
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         let writer = tokio::spawn(spool::run_writer(w, rx, 64));
-        let sink: Arc<dyn Sink> =
-            Arc::new(Picky(FileSink::new(&FileSinkConfig::new(&out)).unwrap()));
+        let sink: Arc<dyn Sink> = Arc::new(Picky(FileSink::new(&no_day_rotation(&out)).unwrap()));
         let dl = dead_letter_path(&delivery, &spool_cfg.dir, "picky");
         let stop = CancellationToken::new();
         let task = tokio::spawn(run_sink(

@@ -8,8 +8,9 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::mocking::MockCluster;
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::HashMap;
+use std::sync::LazyLock;
 use std::time::{Duration, Instant};
-use time::macros::datetime;
+use time::OffsetDateTime;
 use touchgate::event::{AdMatch, Envelope, Event, Origin};
 use touchgate::sink::kafka::{KafkaSink, KafkaSinkConfig};
 use touchgate::sink::{Sink, SinkError};
@@ -25,8 +26,16 @@ fn sink(brokers: &str, message_timeout: &str) -> KafkaSink {
     KafkaSink::new(&cfg, &|_| None).unwrap()
 }
 
+/// The events' time: an hour before the test started, to the millisecond
+/// (events carry milliseconds), the same for every batch.
+static AT: LazyLock<OffsetDateTime> = LazyLock::new(|| {
+    let t = OffsetDateTime::now_utc() - time::Duration::hours(1);
+    t.replace_nanosecond(t.millisecond() as u32 * 1_000_000)
+        .unwrap()
+});
+
 fn envelopes(prefix: &str, n: usize) -> Vec<Envelope> {
-    let at = datetime!(2026-11-29 10:00:00.123 UTC);
+    let at = *AT;
     (0..n)
         .map(|i| {
             let mut e = Event::new(

@@ -6,7 +6,8 @@
 mod pg;
 
 use pg::PgServer;
-use time::macros::datetime;
+use std::sync::LazyLock;
+use time::OffsetDateTime;
 use tokio_postgres::NoTls;
 use touchgate::event::{AdMatch, Envelope, Event, Origin, Page, Touch, TouchAt};
 use touchgate::sink::postgres::{PostgresSink, PostgresSinkConfig};
@@ -21,8 +22,16 @@ fn sink(url: &str, table: &str) -> PostgresSink {
     PostgresSink::new(&cfg, &move |k| (k == "TEST_PG_URL").then(|| url.clone())).unwrap()
 }
 
+/// The events' time: an hour before the test started, to the millisecond
+/// (events carry milliseconds), the same for every batch.
+static AT: LazyLock<OffsetDateTime> = LazyLock::new(|| {
+    let t = OffsetDateTime::now_utc() - time::Duration::hours(1);
+    t.replace_nanosecond(t.millisecond() as u32 * 1_000_000)
+        .unwrap()
+});
+
 fn envelopes(prefix: &str, n: usize) -> Vec<Envelope> {
-    let at = datetime!(2026-11-29 10:00:00.123 UTC);
+    let at = *AT;
     (0..n)
         .map(|i| {
             let mut e = Event::new(
@@ -105,11 +114,11 @@ async fn batches_land_once_with_the_documented_columns() {
     let c = query(&url).await;
     let row = c
         .query_one(
-            "SELECT event_name, origin, occurred_at = '2026-11-29T10:00:00.123Z'::timestamptz, device_id, lead_id, \
+            "SELECT event_name, origin, occurred_at = $1::text::timestamptz, device_id, lead_id, \
              channel, source, medium, campaign, click_id_type, valid, last_channel, last_source, page_path, status, \
              payload->>'event_id', payload ? 'ad_match', payload::text LIKE '%eeeeeeee%' \
              FROM analytics.touchpoint_events WHERE event_id = 'a0002'",
-            &[],
+            &[&touchgate::event::rfc3339_millis::format(*AT)],
         )
         .await
         .unwrap();

@@ -111,6 +111,8 @@ fn append_read_ack_and_resume() {
         let first = got[0].decode().unwrap();
         assert_eq!(first, envelope("e000000").with_time(&first));
         assert_eq!(got[0].occurred_at(), first.event.occurred_at);
+        assert_eq!(got[0].received_at(), first.event.received_at);
+        assert_eq!(got[0].raw().received_at, first.event.received_at);
         let json: serde_json::Value = serde_json::from_slice(&got[0].event_json()).unwrap();
         assert_eq!(
             json,
@@ -354,14 +356,18 @@ fn retention_removes_old_segments_even_unacknowledged() {
     }
     let segs = segments(tmp.path());
     assert!(segs.len() >= 4);
-    // The first two segments were last written two hours ago.
-    let old = SystemTime::now() - Duration::from_secs(7200);
-    for p in &segs[..2] {
+    // The first two segments were last written two hours ago, the others
+    // now. Every time is set here, on the clock the test runs under, rather
+    // than left to the file system's (libfaketime moves only the process's
+    // clock, and `.ci/run` runs this suite a year ahead).
+    let now = SystemTime::now();
+    let old = now - Duration::from_secs(7200);
+    for (i, p) in segs.iter().enumerate() {
         OpenOptions::new()
             .write(true)
             .open(p)
             .unwrap()
-            .set_modified(old)
+            .set_modified(if i < 2 { old } else { now })
             .unwrap();
     }
     let third: u64 = segs[2]

@@ -35,10 +35,19 @@
 //! `DIR/NNNNNNNNNNNNNNNNNNNN.seg`: a segment, named by the sequence number of
 //! its first record (20 digits, so names sort). Records are framed as
 //! `len: u32 LE | crc32(payload): u32 LE | payload`; the payload is
-//! `occurred_at: i64 LE (Unix ms) | event_len: u32 LE | Event JSON | AdMatch
-//! JSON (absent when none)`, so that sinks forwarding the event unchanged
-//! (file, http) take its JSON bytes as they are, without a parse. A record's sequence number is its segment's base plus
-//! its index. `DIR/cursors/SINK.cursor` holds the next sequence number the
+//! `occurred_at: i64 LE (Unix ms) | event_len: u32 LE, bit 31 set |
+//! received_at: i64 LE (Unix ms) | Event JSON | AdMatch JSON (absent when
+//! none)`, so that sinks forwarding the event unchanged (file, http) take its
+//! JSON bytes as they are, without a parse, and delivery still knows both
+//! times: `max_age` counts from `received_at`, the latency histogram from
+//! `occurred_at`. A payload whose `event_len` has bit 31 clear has no
+//! `received_at` field (a 12-byte header, the layout of earlier versions);
+//! it is read with `received_at` = `occurred_at`. Event lengths stay below
+//! [`MAX_RECORD`] (16 MiB), so that bit is never part of a length. An
+//! earlier binary cannot read records written in this layout (it takes the
+//! flag for part of the length and skips them as corrupt). A record's
+//! sequence number is its segment's base plus its index.
+//! `DIR/cursors/SINK.cursor` holds the next sequence number the
 //! sink has not acknowledged, as decimal text, replaced atomically (write a
 //! temporary file, rename). `DIR/LOCK` is locked while a process has the
 //! spool open.
@@ -57,6 +66,7 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read, Write};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -77,10 +87,16 @@ pub type Seq = u64;
 
 /// Frame header: payload length and crc32.
 const HEADER: usize = 8;
-/// Payload header: `occurred_at` (Unix milliseconds, i64 LE) and the length
-/// of the event's JSON (u32 LE); then the event's JSON, then the
-/// `AdMatch` JSON when there is one.
-const PAYLOAD_HEADER: usize = 12;
+/// Payload header: `occurred_at` (Unix milliseconds, i64 LE), the length
+/// of the event's JSON (u32 LE) with [`RECEIVED_AT_FLAG`] set, and
+/// `received_at` (Unix milliseconds, i64 LE); then the event's JSON, then
+/// the `AdMatch` JSON when there is one.
+const PAYLOAD_HEADER: usize = 20;
+/// The header of a payload without `received_at`: `occurred_at` and
+/// `event_len` only.
+const PAYLOAD_HEADER_NO_RECEIVED: usize = 12;
+/// Set in `event_len` when `received_at` follows it.
+const RECEIVED_AT_FLAG: u32 = 1 << 31;
 /// A longer length field is corruption, not a record.
 pub const MAX_RECORD: usize = 16 << 20;
 const SEGMENT_EXT: &str = "seg";
@@ -115,6 +131,9 @@ pub struct Record {
     pub bytes: usize,
     payload: Bytes,
     occurred_at: OffsetDateTime,
+    received_at: OffsetDateTime,
+    /// Where the event's JSON is in the payload.
+    event: Range<usize>,
 }
 
 /// An event as the JSON the spool holds, for sinks that forward it
@@ -122,6 +141,8 @@ pub struct Record {
 #[derive(Debug, Clone)]
 pub struct RawEvent {
     pub occurred_at: OffsetDateTime,
+    /// When touchgate took the event in (the event's `received_at`).
+    pub received_at: OffsetDateTime,
     /// The `Event` exactly as `serde_json` wrote it (one line, no newline).
     pub json: Bytes,
 }
@@ -131,33 +152,29 @@ impl Record {
         self.occurred_at
     }
 
-    fn event_end(&self) -> usize {
-        PAYLOAD_HEADER
-            + u32::from_le_bytes([
-                self.payload[8],
-                self.payload[9],
-                self.payload[10],
-                self.payload[11],
-            ]) as usize
+    /// When touchgate took the event in; `occurred_at` for a record written
+    /// without that field.
+    pub fn received_at(&self) -> OffsetDateTime {
+        self.received_at
     }
 
     /// The event's JSON (without the ad-platform match keys).
     pub fn event_json(&self) -> Bytes {
-        self.payload.slice(PAYLOAD_HEADER..self.event_end())
+        self.payload.slice(self.event.clone())
     }
 
     pub fn raw(&self) -> RawEvent {
         RawEvent {
             occurred_at: self.occurred_at,
+            received_at: self.received_at,
             json: self.event_json(),
         }
     }
 
     /// Parse the envelope: the event and, when present, its match keys.
     pub fn decode(&self) -> Result<Envelope, serde_json::Error> {
-        let end = self.event_end();
-        let event = serde_json::from_slice(&self.payload[PAYLOAD_HEADER..end])?;
-        let rest = &self.payload[end..];
+        let event = serde_json::from_slice(&self.payload[self.event.clone()])?;
+        let rest = &self.payload[self.event.end..];
         let ad_match = if rest.is_empty() {
             None
         } else {
@@ -166,25 +183,41 @@ impl Record {
         Ok(Envelope { event, ad_match })
     }
 
-    /// Check the payload layout; `None` when it is not one of ours.
+    /// Check the payload layout (either header); `None` when it is not one
+    /// of ours.
     fn new(seq: Seq, payload: Bytes) -> Option<Record> {
-        if payload.len() < PAYLOAD_HEADER {
+        let occurred_ms = i64::from_le_bytes(payload.get(..8)?.try_into().ok()?);
+        let len_field = u32::from_le_bytes(payload.get(8..12)?.try_into().ok()?);
+        let (received_ms, start) = if len_field & RECEIVED_AT_FLAG != 0 {
+            let ms = i64::from_le_bytes(payload.get(12..PAYLOAD_HEADER)?.try_into().ok()?);
+            (ms, PAYLOAD_HEADER)
+        } else {
+            // Written before records carried their intake time: the
+            // event's own time is the closest there is.
+            (occurred_ms, PAYLOAD_HEADER_NO_RECEIVED)
+        };
+        let end = start.checked_add((len_field & !RECEIVED_AT_FLAG) as usize)?;
+        if end > payload.len() {
             return None;
         }
-        let ms = i64::from_le_bytes(payload[..8].try_into().ok()?);
-        let event_len = u32::from_le_bytes(payload[8..12].try_into().ok()?) as usize;
-        if PAYLOAD_HEADER + event_len > payload.len() {
-            return None;
-        }
-        let occurred_at =
-            OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()?;
         Some(Record {
             seq,
             bytes: payload.len(),
+            occurred_at: from_unix_ms(occurred_ms)?,
+            received_at: from_unix_ms(received_ms)?,
+            event: start..end,
             payload,
-            occurred_at,
         })
     }
+}
+
+fn unix_ms(t: OffsetDateTime) -> i64 {
+    // Every OffsetDateTime (years ±9999) is within i64 milliseconds.
+    (t.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+fn from_unix_ms(ms: i64) -> Option<OffsetDateTime> {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()
 }
 
 /// What one `append_batch` did.
@@ -635,10 +668,12 @@ fn encode_into(buf: &mut Vec<u8>, env: &Envelope) -> bool {
         tracing::error!(event_id = %env.event.event_id, "spool: event cannot be serialized, dropped");
         return false;
     }
-    let ms = (env.event.occurred_at.unix_timestamp_nanos() / 1_000_000) as i64;
     let p = start + HEADER;
-    buf[p..p + 8].copy_from_slice(&ms.to_le_bytes());
-    buf[p + 8..p + PAYLOAD_HEADER].copy_from_slice(&(event_len as u32).to_le_bytes());
+    buf[p..p + 8].copy_from_slice(&unix_ms(env.event.occurred_at).to_le_bytes());
+    // `len <= MAX_RECORD` keeps the length clear of the flag bit.
+    let len_field = event_len as u32 | RECEIVED_AT_FLAG;
+    buf[p + 8..p + 12].copy_from_slice(&len_field.to_le_bytes());
+    buf[p + 12..p + PAYLOAD_HEADER].copy_from_slice(&unix_ms(env.event.received_at).to_le_bytes());
     let crc = crc32fast::hash(&buf[p..]);
     buf[start..start + 4].copy_from_slice(&(len as u32).to_le_bytes());
     buf[start + 4..p].copy_from_slice(&crc.to_le_bytes());
@@ -1439,4 +1474,118 @@ fn peek_len(r: &mut BufReader<File>) -> io::Result<Option<usize>> {
         ));
     }
     Ok(Some(len))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{AdMatch, Event, Origin};
+    use time::macros::datetime;
+
+    fn envelope(ad_match: bool) -> Envelope {
+        let mut e = Event::new(
+            "0123456789abcdef0123456789abcdef".into(),
+            "account_created".into(),
+            Origin::Ingest,
+            datetime!(2026-10-01 08:00:00.250 UTC),
+            datetime!(2026-11-29 10:00:00.125 UTC),
+        );
+        e.user_id = Some("u".into());
+        Envelope {
+            event: e,
+            ad_match: ad_match.then(|| AdMatch {
+                em: Some("ab".repeat(32)),
+                ..AdMatch::default()
+            }),
+        }
+    }
+
+    /// A payload in the 12-byte layout: no `received_at`.
+    fn payload_without_received_at(env: &Envelope) -> Vec<u8> {
+        let event = serde_json::to_vec(&env.event).unwrap();
+        let mut p = Vec::new();
+        p.extend_from_slice(&unix_ms(env.event.occurred_at).to_le_bytes());
+        p.extend_from_slice(&(event.len() as u32).to_le_bytes());
+        p.extend_from_slice(&event);
+        if let Some(m) = &env.ad_match {
+            serde_json::to_writer(&mut p, m).unwrap();
+        }
+        p
+    }
+
+    fn framed_payload(env: &Envelope) -> Vec<u8> {
+        let frame = Frame::encode(env).unwrap();
+        let payload = frame.0[HEADER..].to_vec();
+        let len = u32::from_le_bytes(frame.0[..4].try_into().unwrap()) as usize;
+        assert_eq!(len, payload.len());
+        let crc = u32::from_le_bytes(frame.0[4..8].try_into().unwrap());
+        assert_eq!(crc, crc32fast::hash(&payload));
+        payload
+    }
+
+    #[test]
+    fn records_carry_received_at_in_a_20_byte_header() {
+        for with_match in [false, true] {
+            let env = envelope(with_match);
+            let payload = framed_payload(&env);
+            let len_field = u32::from_le_bytes(payload[8..12].try_into().unwrap());
+            assert_ne!(len_field & RECEIVED_AT_FLAG, 0);
+            let rec = Record::new(7, Bytes::from(payload.clone())).unwrap();
+            assert_eq!(rec.occurred_at(), env.event.occurred_at);
+            assert_eq!(rec.received_at(), env.event.received_at);
+            assert_eq!(rec.bytes, payload.len());
+            let json = serde_json::to_vec(&env.event).unwrap();
+            assert_eq!(&rec.event_json()[..], &json[..]);
+            assert_eq!(
+                &payload[PAYLOAD_HEADER..PAYLOAD_HEADER + json.len()],
+                &json[..]
+            );
+            let raw = rec.raw();
+            assert_eq!(
+                (raw.occurred_at, raw.received_at),
+                (env.event.occurred_at, env.event.received_at)
+            );
+            assert_eq!(rec.decode().unwrap(), env);
+        }
+    }
+
+    #[test]
+    fn records_without_received_at_read_it_as_occurred_at() {
+        for with_match in [false, true] {
+            let env = envelope(with_match);
+            let payload = payload_without_received_at(&env);
+            let rec = Record::new(3, Bytes::from(payload)).unwrap();
+            assert_eq!(rec.occurred_at(), env.event.occurred_at);
+            assert_eq!(rec.received_at(), env.event.occurred_at);
+            assert_eq!(rec.raw().received_at, env.event.occurred_at);
+            assert_eq!(
+                &rec.event_json()[..],
+                &serde_json::to_vec(&env.event).unwrap()[..]
+            );
+            // The event inside keeps its own received_at.
+            assert_eq!(rec.decode().unwrap(), env);
+        }
+    }
+
+    #[test]
+    fn malformed_headers_are_not_records() {
+        let good = framed_payload(&envelope(false));
+        // Shorter than either header.
+        assert!(Record::new(0, Bytes::from(good[..11].to_vec())).is_none());
+        // The flag says received_at follows, but the payload ends first.
+        assert!(Record::new(0, Bytes::from(good[..16].to_vec())).is_none());
+        // A length past the end, with and without the flag.
+        for flag in [0, RECEIVED_AT_FLAG] {
+            let mut p = good.clone();
+            p[8..12].copy_from_slice(&(flag | (1 << 24)).to_le_bytes());
+            assert!(Record::new(0, Bytes::from(p)).is_none());
+        }
+        // An empty event in the old layout is still framed correctly.
+        let mut p = Vec::new();
+        p.extend_from_slice(&0i64.to_le_bytes());
+        p.extend_from_slice(&0u32.to_le_bytes());
+        let rec = Record::new(0, Bytes::from(p)).unwrap();
+        assert!(rec.event_json().is_empty());
+        assert!(rec.decode().is_err());
+    }
 }

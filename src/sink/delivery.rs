@@ -6,9 +6,11 @@
 //! Retries: exponential backoff with full jitter, each wait drawn uniformly
 //! between `backoff_initial` and `min(backoff_max, backoff_initial * 2^n)`;
 //! a `Retry-After` given by the sink is honoured instead (capped at one
-//! hour). An event that still fails once it is older than `max_age`
-//! (measured from `occurred_at`) goes to the dead-letter file. A batch the
-//! sink rejects as invalid goes there whole.
+//! hour). An event that still fails once touchgate has held it for
+//! `max_age` (measured from its `received_at`, the time it entered the
+//! spool, so a back-office event that happened days ago gets the same retry
+//! budget as a fresh one) goes to the dead-letter file. A batch the sink
+//! rejects as invalid goes there whole.
 //!
 //! Up to `concurrency` batches are in flight; the spool cursor only moves
 //! past a batch once every batch before it is done, so a crash redelivers
@@ -186,7 +188,10 @@ impl DeadLetter {
 /// What a batch holds: parsed envelopes for most sinks, the spooled JSON
 /// for sinks that forward it unchanged (`Sink::raw`).
 pub trait Item: Send + Sync + Sized + 'static {
+    /// When the event happened: the latency histogram counts from here.
     fn occurred_at(&self) -> OffsetDateTime;
+    /// When touchgate took the event in: `max_age` counts from here.
+    fn received_at(&self) -> OffsetDateTime;
     /// The event's JSON (never the ad-platform match keys).
     fn write_json(&self, out: &mut Vec<u8>) -> serde_json::Result<()>;
     fn send<'a>(sink: &'a dyn Sink, batch: &'a [Self]) -> BoxFuture<'a, Result<(), SinkError>>;
@@ -207,6 +212,9 @@ pub enum Admit<T> {
 impl Item for Envelope {
     fn occurred_at(&self) -> OffsetDateTime {
         self.event.occurred_at
+    }
+    fn received_at(&self) -> OffsetDateTime {
+        self.event.received_at
     }
     fn write_json(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
         serde_json::to_writer(out, &self.event)
@@ -232,6 +240,9 @@ impl Item for Envelope {
 impl Item for RawEvent {
     fn occurred_at(&self) -> OffsetDateTime {
         self.occurred_at
+    }
+    fn received_at(&self) -> OffsetDateTime {
+        self.received_at
     }
     fn write_json(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
         out.extend_from_slice(&self.json);
@@ -325,17 +336,26 @@ impl Ctx {
                     retry_after,
                 }) => {
                     self.failures.inc();
-                    tracing::warn!(sink = %self.sink.name(), events = events.len(), attempt, error = %message, "delivery failed, will retry");
                     let now = OffsetDateTime::now_utc();
                     let max_age = self.cfg.max_age;
                     let (expired, keep): (Vec<T>, Vec<T>) = events
                         .into_iter()
-                        .partition(|e| (now - e.occurred_at()) >= max_age);
+                        .partition(|e| (now - e.received_at()) >= max_age);
+                    if !keep.is_empty() {
+                        tracing::warn!(sink = %self.sink.name(), events = keep.len(), attempt, error = %message, "delivery failed, will retry");
+                    }
                     if !expired.is_empty() {
-                        let reason = format!(
-                            "gave up after max_age {}: {message}",
-                            humantime::format_duration(max_age)
+                        let age = humantime::format_duration(max_age);
+                        tracing::warn!(
+                            sink = %self.sink.name(),
+                            events = expired.len(),
+                            attempt,
+                            error = %message,
+                            max_age = %age,
+                            "delivery failed; {} events older than max_age go to the dead-letter file",
+                            expired.len()
                         );
+                        let reason = format!("gave up after max_age {age}: {message}");
                         if !self.dead_letter(&expired, &reason).await {
                             return false;
                         }
@@ -728,6 +748,180 @@ mod tests {
         assert_eq!(lines.len(), 2);
         assert_eq!(lines[1]["event"]["event_id"], format!("{:032x}", 1));
         assert_eq!(lines[1]["reason"], "rejected");
+    }
+
+    /// Answers `Retryable` to the first `fail` batches, then accepts; keeps
+    /// the event ids of every batch it was given.
+    struct Flaky {
+        fail: usize,
+        calls: std::sync::Mutex<Vec<Vec<String>>>,
+    }
+
+    #[async_trait::async_trait]
+    impl Sink for Flaky {
+        fn name(&self) -> &str {
+            "flaky"
+        }
+        async fn send(&self, batch: &[Envelope]) -> Result<(), SinkError> {
+            let mut calls = self.calls.lock().unwrap();
+            calls.push(batch.iter().map(|e| e.event.event_id.clone()).collect());
+            if calls.len() <= self.fail {
+                Err(SinkError::Retryable {
+                    message: "collector down".into(),
+                    retry_after: None,
+                })
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    #[derive(Clone, Default)]
+    struct Logs(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl Write for Logs {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Logs {
+        fn lines(&self) -> Vec<String> {
+            String::from_utf8_lossy(&self.0.lock().unwrap())
+                .lines()
+                .map(str::to_owned)
+                .collect()
+        }
+    }
+
+    fn event_at(id: &str, occurred: OffsetDateTime, received: OffsetDateTime) -> Envelope {
+        use crate::event::{Event, Origin};
+        Envelope::new(Event::new(
+            id.into(),
+            "order_paid".into(),
+            Origin::Ingest,
+            occurred,
+            received,
+        ))
+    }
+
+    /// Run one batch through `Ctx::deliver` against `sink`, with `max_age`
+    /// of an hour; returns what deliver said, the dead-lettered ids and the
+    /// log lines.
+    async fn deliver_once(
+        sink: Arc<Flaky>,
+        events: Vec<Envelope>,
+    ) -> (bool, Vec<String>, Vec<String>) {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Metrics::new();
+        let label = metrics.sink("flaky");
+        let cfg = DeliveryConfig {
+            backoff_initial: Duration::from_millis(1),
+            backoff_max: Duration::from_millis(2),
+            max_age: Duration::from_secs(3600),
+            ..DeliveryConfig::default()
+        };
+        let dl = dir.path().join("dl.jsonl");
+        let ctx = Arc::new(Ctx {
+            sink: sink.clone(),
+            dead: DeadLetter::new(dl.clone(), "flaky", u64::MAX),
+            delivered: metrics.sink_delivered_total.get_or_create(&label).clone(),
+            failures: metrics.sink_failures_total.get_or_create(&label).clone(),
+            dead_total: metrics.sink_dead_letter_total.get_or_create(&label).clone(),
+            dead_full: Counter::default(),
+            latency: metrics.event_delivery_seconds.get_or_create(&label).clone(),
+            corrupt: Counter::default(),
+            cfg,
+            stop: CancellationToken::new(),
+        });
+        let logs = Logs::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let done = {
+            let _guard = tracing::subscriber::set_default(subscriber);
+            ctx.deliver(events).await
+        };
+        let dead = std::fs::read_to_string(&dl)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v["event"]["event_id"].as_str().unwrap().to_string()
+            })
+            .collect();
+        (done, dead, logs.lines())
+    }
+
+    #[tokio::test]
+    async fn max_age_counts_from_received_at_and_the_log_says_what_happens() {
+        let now = OffsetDateTime::now_utc();
+        let day = time::Duration::days(1);
+        let events = vec![
+            // Happened a month ago, taken in now (back-office ingest).
+            event_at("backfill", now - 30 * day, now),
+            // Taken in two hours ago: past max_age.
+            event_at(
+                "stale",
+                now - time::Duration::hours(2),
+                now - time::Duration::hours(2),
+            ),
+            event_at("fresh", now, now),
+        ];
+        let sink = Arc::new(Flaky {
+            fail: 1,
+            calls: Default::default(),
+        });
+        let (done, dead, logs) = deliver_once(sink.clone(), events).await;
+        assert!(done);
+        assert_eq!(dead, ["stale"]);
+        assert_eq!(
+            *sink.calls.lock().unwrap(),
+            [
+                vec!["backfill", "stale", "fresh"],
+                vec!["backfill", "fresh"]
+            ]
+        );
+        let retry: Vec<&String> = logs.iter().filter(|l| l.contains("will retry")).collect();
+        assert_eq!(retry.len(), 1, "{logs:#?}");
+        assert!(retry[0].contains("events=2"), "{}", retry[0]);
+        let expired: Vec<&String> = logs
+            .iter()
+            .filter(|l| {
+                l.contains(
+                    "delivery failed; 1 events older than max_age go to the dead-letter file",
+                )
+            })
+            .collect();
+        assert_eq!(expired.len(), 1, "{logs:#?}");
+        assert!(expired[0].contains("events=1"), "{}", expired[0]);
+    }
+
+    #[tokio::test]
+    async fn a_failed_batch_that_all_expires_is_not_said_to_be_retried() {
+        let now = OffsetDateTime::now_utc();
+        let then = now - time::Duration::hours(3);
+        let events = vec![event_at("a", then, then), event_at("b", now, then)];
+        let sink = Arc::new(Flaky {
+            fail: usize::MAX,
+            calls: Default::default(),
+        });
+        let (done, dead, logs) = deliver_once(sink.clone(), events).await;
+        assert!(done, "dead-lettered events are done");
+        assert_eq!(dead, ["a", "b"]);
+        assert_eq!(sink.calls.lock().unwrap().len(), 1, "no retry");
+        assert!(!logs.iter().any(|l| l.contains("will retry")), "{logs:#?}");
+        assert!(
+            logs.iter()
+                .any(|l| l.contains("2 events older than max_age go to the dead-letter file")),
+            "{logs:#?}"
+        );
     }
 
     #[test]

@@ -157,8 +157,9 @@ pub struct DeliveryConfig {
     pub backoff_initial: Duration,
     #[serde(with = "humantime_serde")]
     pub backoff_max: Duration,
-    /// An event still undelivered this long after it occurred goes to the
-    /// dead-letter file instead of being retried forever.
+    /// An event still undelivered this long after touchgate took it in (its
+    /// `received_at`, not when it occurred) goes to the dead-letter file
+    /// instead of being retried forever.
     #[serde(with = "humantime_serde")]
     pub max_age: Duration,
     /// Default: `<spool.dir>/dead-letter/<sink>.jsonl`.
