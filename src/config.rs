@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use crate::pipeline::spool::{FsyncPolicy, SpoolConfig};
 use crate::sink::SinkConfig;
 
 /// The default configuration, shipped as `config/touchgate.toml`.
@@ -283,46 +284,6 @@ pub struct QueueConfig {
 impl Default for QueueConfig {
     fn default() -> Self {
         QueueConfig { capacity: 16_384 }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FsyncPolicy {
-    /// fsync every group commit before anything is acknowledged.
-    Always,
-    /// fsync at most every `fsync_interval`.
-    Interval,
-    /// Leave it to the OS.
-    Never,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SpoolConfig {
-    pub dir: PathBuf,
-    /// Bound on the spool on disk; when full, new events are dropped and counted.
-    pub max_bytes: u64,
-    pub segment_bytes: u64,
-    pub fsync: FsyncPolicy,
-    #[serde(with = "humantime_serde")]
-    pub fsync_interval: Duration,
-    /// Events older than this are removed from the spool even if a sink has
-    /// not delivered them (counted as dropped, reason `retention`).
-    #[serde(with = "humantime_serde")]
-    pub retention: Duration,
-}
-
-impl Default for SpoolConfig {
-    fn default() -> Self {
-        SpoolConfig {
-            dir: "data/spool".into(),
-            max_bytes: 1 << 30,
-            segment_bytes: 16 << 20,
-            fsync: FsyncPolicy::Interval,
-            fsync_interval: Duration::from_millis(200),
-            retention: Duration::from_secs(7 * 24 * 3600),
-        }
     }
 }
 

@@ -75,12 +75,53 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use prometheus_client::metrics::gauge::Gauge;
+use serde::Deserialize;
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, watch};
 
-use crate::config::{FsyncPolicy, SpoolConfig};
 use crate::event::Envelope;
 use crate::metrics::Metrics;
+
+/// `[spool]`: kept beside the spool, which is all that reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FsyncPolicy {
+    /// fsync every group commit before anything is acknowledged.
+    Always,
+    /// fsync at most every `fsync_interval`.
+    Interval,
+    /// Leave it to the OS.
+    Never,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpoolConfig {
+    pub dir: PathBuf,
+    /// Bound on the spool on disk; when full, new events are dropped and counted.
+    pub max_bytes: u64,
+    pub segment_bytes: u64,
+    pub fsync: FsyncPolicy,
+    #[serde(with = "humantime_serde")]
+    pub fsync_interval: Duration,
+    /// Events older than this are removed from the spool even if a sink has
+    /// not delivered them (counted as dropped, reason `retention`).
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+}
+
+impl Default for SpoolConfig {
+    fn default() -> Self {
+        SpoolConfig {
+            dir: "data/spool".into(),
+            max_bytes: 1 << 30,
+            segment_bytes: 16 << 20,
+            fsync: FsyncPolicy::Interval,
+            fsync_interval: Duration::from_millis(200),
+            retention: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
 
 /// Position of a record in the spool; cursors are sequence numbers.
 pub type Seq = u64;

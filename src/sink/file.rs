@@ -25,8 +25,8 @@ use serde::Deserialize;
 use time::OffsetDateTime;
 
 use super::{DeliveryConfig, RawEvent, Sink, SinkError};
-use crate::config::FsyncPolicy;
 use crate::event::Envelope;
+use crate::pipeline::spool::FsyncPolicy;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
