@@ -383,10 +383,13 @@ impl Capture {
 
 impl Visit {
     fn remember(&mut self, t: &Touch, fbclid: Option<String>, now: OffsetDateTime) {
+        // To the second, as the cookie keeps it: the landing event and every
+        // later event that reads the touch from its cookie give the same `at`.
+        let at = now.replace_nanosecond(0).unwrap_or(now);
         let stored = StoredTouch {
             touch: TouchAt {
                 touch: t.clone(),
-                at: now,
+                at,
             },
             fbclid,
         };
