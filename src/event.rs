@@ -7,6 +7,12 @@ use time::OffsetDateTime;
 /// Bumped only on a breaking change of the JSON shape.
 pub const SCHEMA: &str = "touchgate/1";
 
+/// The event name of a form attempt: one per post to a configured form,
+/// confirmed or not (`properties.form_event`, `properties.confirmed`,
+/// `properties.reason`). It feeds the attempt/confirmed ratio of
+/// `touchgate report`; the ad-platform sinks never receive it.
+pub const FORM_ATTEMPT: &str = "form_attempt";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Origin {
@@ -176,6 +182,11 @@ impl Event {
             consent: Consent::default(),
             properties: serde_json::Map::new(),
         }
+    }
+
+    /// A form attempt ([`FORM_ATTEMPT`]), not a conversion.
+    pub fn is_attempt(&self) -> bool {
+        self.origin == Origin::Proxy && self.event_name == FORM_ATTEMPT
     }
 
     /// The channel the event is counted under in metrics: this request's

@@ -117,15 +117,26 @@ fn dry_run_shows_the_upstream_request_and_the_events() {
     assert_ne!(get("x-touch-device").as_deref(), Some("forged"));
     assert!(get("x-touch-id").is_some());
     let events = run["events"].as_array().unwrap();
-    assert_eq!(events.len(), 1);
+    assert_eq!(events.len(), 2, "{out}");
     assert_eq!(events[0]["event_name"], "signup_submitted");
     assert_eq!(events[0]["status"], 200);
+    assert_eq!(events[1]["event_name"], "form_attempt");
+    assert_eq!(events[1]["properties"]["confirmed"], true);
+    assert_eq!(
+        events[1]["properties"]["conversion_id"],
+        events[0]["event_id"]
+    );
     assert!(!out.contains("hunter2") && !out.to_lowercase().contains("zoe@example.com"));
-    // A 500 answer: no conversion.
+    // A 500 answer: no conversion, one unconfirmed attempt.
     let (code, out, _) = audit(&["--request", "-", "--status", "500"], Some(raw.as_bytes()));
     assert_eq!(code, 0);
     let run: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(run["events"].as_array().unwrap().len(), 0);
+    let events = run["events"].as_array().unwrap();
+    assert_eq!(events.len(), 1, "{out}");
+    assert_eq!(events[0]["event_name"], "form_attempt");
+    assert_eq!(events[0]["status"], 500);
+    assert_eq!(events[0]["properties"]["confirmed"], false);
+    assert_eq!(events[0]["properties"]["reason"], "status");
     // A malformed request: exit 2.
     let (code, _, err) = audit(&["--request", "-"], Some(b"NOT HTTP\r\n\r\n"));
     assert_eq!(code, 2, "{err}");

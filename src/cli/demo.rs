@@ -453,9 +453,9 @@ mod tests {
         assert_eq!(cfg.proxy.upstream, "http://127.0.0.1:3456");
         assert_eq!(cfg.spool.dir, data.join("spool"));
         assert_eq!(cfg.form.len(), 1);
-        assert_eq!(cfg.form[0].event, "signup_submitted");
-        assert_eq!(cfg.form[0].lead_id.as_deref(), Some("email"));
-        assert_eq!(cfg.form[0].natural_key, ["lead_id", "day"]);
+        assert_eq!(cfg.form[0].rule.event, "signup_submitted");
+        assert_eq!(cfg.form[0].rule.lead_id.as_deref(), Some("email"));
+        assert_eq!(cfg.form[0].rule.natural_key, ["lead_id", "day"]);
         assert_eq!(cfg.identity.secret_env, SECRET_ENV);
     }
 
