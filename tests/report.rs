@@ -488,7 +488,8 @@ fn attempts(n: i64, form: &str, total: usize, confirmed: usize, reason: &str) ->
         .map(|i| {
             let mut e = event(n, "form_attempt", Origin::Proxy, 30_000 + i);
             e.properties.insert("form_event".into(), form.into());
-            e.properties.insert("confirmed".into(), (i < confirmed).into());
+            e.properties
+                .insert("confirmed".into(), (i < confirmed).into());
             if i >= confirmed {
                 e.properties.insert("reason".into(), reason.into());
             }
@@ -504,7 +505,13 @@ fn attempts_per_confirmed_conversion_per_form() {
     // signup: 9 posts, 3 confirmed (one of them a repeat: 2 conversions).
     events.extend(attempts(0, "signup_submitted", 5, 2, "failure_body"));
     events.extend(attempts(1, "signup_submitted", 4, 1, "status"));
-    events.extend(conversions(0, "signup_submitted", Some("Paid Search"), true, 2));
+    events.extend(conversions(
+        0,
+        "signup_submitted",
+        Some("Paid Search"),
+        true,
+        2,
+    ));
     // A form whose posts all failed has no ratio.
     events.extend(attempts(1, "contact_submitted", 2, 0, "failure_location"));
     // Conversions from files without attempts get no row.
@@ -543,7 +550,8 @@ fn attempts_per_confirmed_conversion_per_form() {
         .find(|l| l.trim_start().starts_with("signup_submitted"))
         .unwrap_or_else(|| panic!("{text}"));
     assert!(
-        row.split_whitespace().collect::<Vec<_>>()[..5] == ["signup_submitted", "9", "3", "3.00", "2"],
+        row.split_whitespace().collect::<Vec<_>>()[..5]
+            == ["signup_submitted", "9", "3", "3.00", "2"],
         "{row}"
     );
     let html = report::render(&o.report, ReportFormat::Html);
