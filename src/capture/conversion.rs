@@ -36,13 +36,6 @@ pub struct Pending {
     attempt_id: Option<String>,
 }
 
-impl Pending {
-    /// The conversion as it would be emitted (its `status` not yet set).
-    pub fn event(&self) -> &Event {
-        &self.envelope.event
-    }
-}
-
 /// A response body being read for a `failure_body` rule: fed the body's
 /// data as it streams to the client, it decides once it holds
 /// `proxy.max_capture_body` bytes or the body ends. Dropped undecided
