@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::capture::success::{BodyPattern, HeaderRule, Pattern, SuccessRule};
 pub use crate::pipeline::spool::{FsyncPolicy, SpoolConfig};
 use crate::sink::SinkConfig;
 
@@ -42,7 +43,7 @@ pub struct Config {
     #[serde(default)]
     pub checks: ChecksConfig,
     #[serde(default)]
-    pub form: Vec<FormRule>,
+    pub form: Vec<Form>,
     #[serde(default)]
     pub ingest: Vec<IngestRule>,
     #[serde(default)]
@@ -170,6 +171,19 @@ pub struct IdentityConfig {
     pub session_timeout: Duration,
     /// ISO 3166 country used for phone numbers written without a country code.
     pub phone_country: String,
+    /// What to do with identity cookies on a response a shared cache may
+    /// store.
+    pub cacheable_responses: CacheableResponses,
+}
+
+/// `identity.cacheable_responses`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CacheableResponses {
+    /// Set the cookies and mark the response `Cache-Control: private`.
+    Private,
+    /// Leave the response as the app sent it and set no cookies on it.
+    Skip,
 }
 
 impl Default for IdentityConfig {
@@ -181,6 +195,7 @@ impl Default for IdentityConfig {
             secure_cookies: false,
             session_timeout: Duration::from_secs(30 * 60),
             phone_country: "US".into(),
+            cacheable_responses: CacheableResponses::Private,
         }
     }
 }
@@ -356,23 +371,84 @@ pub struct FieldRule {
     pub mode: FieldMode,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// What a conversion captures from a form post: which requests, which
+/// fields. (What success looks like is [`Form::success`].)
+#[derive(Debug, Clone)]
 pub struct FormRule {
     /// Exact path, or a prefix ending in `*`.
     pub path: String,
-    #[serde(default = "default_form_method")]
     pub method: String,
     pub event: String,
     /// Form field whose value identifies the lead (e-mail or phone).
     pub lead_id: Option<String>,
     pub user_id: Option<String>,
     /// Parts: `lead_id`, `user_id`, `day`, `field:NAME`.
-    #[serde(default)]
     pub natural_key: Vec<String>,
     /// Extra fields kept in `properties`.
-    #[serde(default)]
     pub fields: Vec<FieldRule>,
+}
+
+/// One `[[form]]` table: the capture rule and the success rule, whose
+/// patterns are compiled here, once, as the config is read.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(from = "FormTable")]
+pub struct Form {
+    pub rule: FormRule,
+    pub success: SuccessRule,
+    /// Emit a `form_attempt` event for every post (`attempt_events`).
+    pub attempt_events: bool,
+}
+
+/// `[[form]]` as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FormTable {
+    path: String,
+    #[serde(default = "default_form_method")]
+    method: String,
+    event: String,
+    lead_id: Option<String>,
+    user_id: Option<String>,
+    #[serde(default)]
+    natural_key: Vec<String>,
+    #[serde(default)]
+    fields: Vec<FieldRule>,
+    #[serde(default)]
+    success_status: Vec<u16>,
+    success_location: Option<Pattern>,
+    failure_location: Option<Pattern>,
+    success_header: Option<HeaderRule>,
+    failure_body: Option<BodyPattern>,
+    #[serde(default = "yes")]
+    attempt_events: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl From<FormTable> for Form {
+    fn from(t: FormTable) -> Form {
+        Form {
+            rule: FormRule {
+                path: t.path,
+                method: t.method,
+                event: t.event,
+                lead_id: t.lead_id,
+                user_id: t.user_id,
+                natural_key: t.natural_key,
+                fields: t.fields,
+            },
+            success: SuccessRule {
+                status: t.success_status,
+                success_location: t.success_location,
+                failure_location: t.failure_location,
+                success_header: t.success_header,
+                failure_body: t.failure_body,
+            },
+            attempt_events: t.attempt_events,
+        }
+    }
 }
 
 fn default_form_method() -> String {
@@ -627,7 +703,8 @@ impl Config {
                 bad(name.into(), "must be between 0 and 1".into());
             }
         }
-        for (i, f) in self.form.iter().enumerate() {
+        for (i, form) in self.form.iter().enumerate() {
+            let f = &form.rule;
             let at = |k: &str| format!("form[{i}].{k}");
             if !f.path.starts_with('/') {
                 bad(at("path"), "must start with /".into());
@@ -640,6 +717,22 @@ impl Config {
             }
             if !valid_event_name(&f.event) {
                 bad(at("event"), EVENT_NAME_RULE.into());
+            } else if RESERVED_EVENT_NAMES.contains(&f.event.as_str()) {
+                bad(
+                    at("event"),
+                    format!("{:?} is touchgate's own event name", f.event),
+                );
+            }
+            if let Some(s) = form
+                .success
+                .status
+                .iter()
+                .find(|s| !(200..=599).contains(*s))
+            {
+                bad(
+                    at("success_status"),
+                    format!("{s} is not a final HTTP status (200-599)"),
+                );
             }
             for part in &f.natural_key {
                 let ok = match part.as_str() {
@@ -659,7 +752,7 @@ impl Config {
             }
         }
         for (i, f) in self.form.iter().enumerate() {
-            for (j, field) in f.fields.iter().enumerate() {
+            for (j, field) in f.rule.fields.iter().enumerate() {
                 if crate::privacy::is_never_captured(&field.name) {
                     bad(
                         format!("form[{i}].fields[{j}].name"),
@@ -686,6 +779,11 @@ impl Config {
         for (i, r) in self.ingest.iter().enumerate() {
             if !valid_event_name(&r.event) {
                 bad(format!("ingest[{i}].event"), EVENT_NAME_RULE.into());
+            } else if RESERVED_EVENT_NAMES.contains(&r.event.as_str()) {
+                bad(
+                    format!("ingest[{i}].event"),
+                    format!("{:?} is touchgate's own event name", r.event),
+                );
             }
             for part in &r.natural_key {
                 let ok = matches!(part.as_str(), "lead_id" | "user_id" | "device_id" | "day")
@@ -708,6 +806,97 @@ impl Config {
         out
     }
 
+    /// Settings that are valid but almost certainly not what was meant:
+    /// `check-config` prints them and still exits 0, `run` logs them.
+    pub fn warnings(&self) -> Vec<Problem> {
+        let mut out = Vec::new();
+        let mut warn = |key: String, message: String| {
+            out.push(Problem {
+                line: None,
+                key,
+                message,
+            })
+        };
+        for (i, form) in self.form.iter().enumerate() {
+            let (f, s) = (&form.rule, &form.success);
+            let at = |k: &str| format!("form[{i}].{k}");
+            if let Some(prefix) = f.path.strip_suffix('*')
+                && !prefix.ends_with('/')
+                && !prefix.is_empty()
+            {
+                warn(
+                    at("path"),
+                    format!(
+                        "the prefix rule {:?} also matches {prefix}-anything and {prefix}x: write \"{prefix}/*\" for the paths under it, or \"{prefix}\" for the form itself",
+                        f.path
+                    ),
+                );
+            }
+            if f.path.contains(['?', '#']) {
+                warn(
+                    at("path"),
+                    "a form path is compared with the request's path, without its query: this form never matches".into(),
+                );
+            }
+            if matches!(f.method.as_str(), "GET" | "HEAD") {
+                warn(
+                    at("method"),
+                    format!(
+                        "{} requests are page loads, never read as form posts: this form never matches",
+                        f.method
+                    ),
+                );
+            }
+            if let Some(j) = self.form[..i].iter().position(|earlier| {
+                earlier.rule.method == f.method
+                    && match earlier.rule.path.strip_suffix('*') {
+                        Some(p) => f.path.trim_end_matches('*').starts_with(p),
+                        None => earlier.rule.path == f.path,
+                    }
+            }) {
+                warn(
+                    at("path"),
+                    format!(
+                        "form[{j}] comes first and matches every request this one would: this form never matches"
+                    ),
+                );
+            }
+            if let Some(code) = s.status.iter().find(|c| **c >= 400) {
+                warn(
+                    at("success_status"),
+                    format!("{code} is an error answer: such a post would count as a conversion"),
+                );
+            }
+            if s.failure_body.is_some()
+                && !s.status.is_empty()
+                && !s.status.iter().any(|c| (200..300).contains(c))
+            {
+                warn(
+                    at("failure_body"),
+                    "failure_body is searched only in 2xx answers, and success_status allows none: it never applies".into(),
+                );
+            }
+        }
+        out
+    }
+
+    /// [`Config::warnings`] as `PATH:LINE: key: warning: message` lines.
+    pub fn warning_lines(&self, path: &str, text: &str) -> Vec<String> {
+        let doc = toml_edit::Document::parse(text).ok();
+        self.warnings()
+            .into_iter()
+            .map(|w| {
+                let line = doc.as_ref().and_then(|d| line_of_key(d, text, &w.key));
+                format!(
+                    "{path}:{}: {}: warning: {}",
+                    line.unwrap_or(1),
+                    w.key,
+                    w.message
+                )
+            })
+            .collect()
+    }
+
     pub fn redis_url(&self, env: &dyn Fn(&str) -> Option<String>) -> Option<String> {
         self.dedupe
             .redis_url
@@ -715,6 +904,10 @@ impl Config {
             .or_else(|| self.dedupe.redis_url_env.as_deref().and_then(env))
     }
 }
+
+/// Event names touchgate emits itself: a form or ingest rule of that name
+/// would be counted as something it is not.
+const RESERVED_EVENT_NAMES: [&str; 2] = ["landing", crate::event::FORM_ATTEMPT];
 
 const EVENT_NAME_RULE: &str = "must be 1-40 characters of a-z, 0-9 and _, starting with a letter";
 

@@ -7,6 +7,12 @@ use time::OffsetDateTime;
 /// Bumped only on a breaking change of the JSON shape.
 pub const SCHEMA: &str = "touchgate/1";
 
+/// The event name of a form attempt: one per post to a configured form,
+/// confirmed or not (`properties.form_event`, `properties.confirmed`,
+/// `properties.reason`). It feeds the attempt/confirmed ratio of
+/// `touchgate report`; the ad-platform sinks never receive it.
+pub const FORM_ATTEMPT: &str = "form_attempt";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Origin {
@@ -60,12 +66,14 @@ impl Touch {
     }
 }
 
-/// A touch remembered in a cookie, with the time it happened.
+/// A touch remembered in a cookie, with the time it happened: written
+/// like every timestamp of an event (RFC 3339, UTC, milliseconds), read
+/// in any RFC 3339 form.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TouchAt {
     #[serde(flatten)]
     pub touch: Touch,
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "rfc3339_millis")]
     pub at: OffsetDateTime,
 }
 
@@ -174,6 +182,11 @@ impl Event {
             consent: Consent::default(),
             properties: serde_json::Map::new(),
         }
+    }
+
+    /// A form attempt ([`FORM_ATTEMPT`]), not a conversion.
+    pub fn is_attempt(&self) -> bool {
+        self.origin == Origin::Proxy && self.event_name == FORM_ATTEMPT
     }
 
     /// The channel the event is counted under in metrics: this request's
@@ -447,15 +460,35 @@ mod full_event_json {
         env
     }
 
-    /// The JSON of [`full_event`] as the serializer wrote it before the
-    /// timestamps were formatted on the stack: the output must not change
-    /// by a byte.
-    const GOLDEN: &str = r#"{"event":{"schema":"touchgate/1","event_id":"0123456789abcdef0123456789abcdef","event_name":"signup_submitted","origin":"beacon","occurred_at":"2026-11-29T09:00:00.500Z","received_at":"2026-11-29T09:00:01.123Z","device_id":"d","session_id":"s","user_id":"u","lead_id":"l","touchpoint_id":"t","natural_key":"n|2026-11-29","page":{"url":"https://shop.example/?utm_source=google","path":"/","referrer_host":"google.com"},"touch":{"source":"google","medium":"cpc","campaign":"spring \"sale\"","term":"running shoes","content":"ad_b","campaign_id":"123","click_id_type":"gclid","channel":"Paid Search","valid":true},"first_touch":{"source":"(direct)","medium":"(none)","campaign":null,"term":null,"content":null,"click_id_type":null,"channel":"Direct","valid":true,"at":"2026-11-01T00:00:00Z"},"last_touch":{"source":"google","medium":"cpc","campaign":"spring \"sale\"","term":"running shoes","content":"ad_b","campaign_id":"123","click_id_type":"gclid","channel":"Paid Search","valid":true,"at":"2026-11-29T08:59:59.25Z"},"client":{"ip_prefix":"203.0.113.0/24","context":{"cid":"c","ux":{"lcp":1.5}},"user_agent":{"family":"Chrome","bot":false}},"status":302,"capture":"oversize","consent":{"analytics":true,"ads":false},"properties":{"plan":"pro"}},"ad_match":{"em":"e"}}"#;
+    /// The JSON of [`full_event`]: the output must not change by a byte.
+    /// Every timestamp, the touches' `at` included, is RFC 3339 UTC with
+    /// milliseconds.
+    const GOLDEN: &str = r#"{"event":{"schema":"touchgate/1","event_id":"0123456789abcdef0123456789abcdef","event_name":"signup_submitted","origin":"beacon","occurred_at":"2026-11-29T09:00:00.500Z","received_at":"2026-11-29T09:00:01.123Z","device_id":"d","session_id":"s","user_id":"u","lead_id":"l","touchpoint_id":"t","natural_key":"n|2026-11-29","page":{"url":"https://shop.example/?utm_source=google","path":"/","referrer_host":"google.com"},"touch":{"source":"google","medium":"cpc","campaign":"spring \"sale\"","term":"running shoes","content":"ad_b","campaign_id":"123","click_id_type":"gclid","channel":"Paid Search","valid":true},"first_touch":{"source":"(direct)","medium":"(none)","campaign":null,"term":null,"content":null,"click_id_type":null,"channel":"Direct","valid":true,"at":"2026-11-01T00:00:00.000Z"},"last_touch":{"source":"google","medium":"cpc","campaign":"spring \"sale\"","term":"running shoes","content":"ad_b","campaign_id":"123","click_id_type":"gclid","channel":"Paid Search","valid":true,"at":"2026-11-29T08:59:59.250Z"},"client":{"ip_prefix":"203.0.113.0/24","context":{"cid":"c","ux":{"lcp":1.5}},"user_agent":{"family":"Chrome","bot":false}},"status":302,"capture":"oversize","consent":{"analytics":true,"ads":false},"properties":{"plan":"pro"}},"ad_match":{"em":"e"}}"#;
 
     #[test]
     fn full_event_json_is_byte_identical() {
         assert_eq!(serde_json::to_string(&full_event()).unwrap(), GOLDEN);
         let back: Envelope = serde_json::from_str(GOLDEN).unwrap();
         assert_eq!(serde_json::to_string(&back).unwrap(), GOLDEN);
+    }
+
+    /// Touch times as earlier releases wrote them (whole seconds,
+    /// nanoseconds, an offset) still read, and are written in the one
+    /// format every timestamp of an event has.
+    #[test]
+    fn older_touch_time_formats_read_back() {
+        for (old, new) in [
+            ("2026-11-01T00:00:00Z", "2026-11-01T00:00:00.000Z"),
+            ("2026-11-29T08:59:59.25Z", "2026-11-29T08:59:59.250Z"),
+            ("2026-11-29T08:59:59.123456789Z", "2026-11-29T08:59:59.123Z"),
+            ("2026-11-29T09:59:59.5+01:00", "2026-11-29T08:59:59.500Z"),
+        ] {
+            let line = GOLDEN.replace("2026-11-01T00:00:00.000Z", old);
+            let back: Envelope = serde_json::from_str(&line).unwrap();
+            let first = back.event.first_touch.as_ref().unwrap();
+            assert_eq!(rfc3339_millis::format(first.at), new);
+            let json = serde_json::to_string(&back).unwrap();
+            assert!(json.contains(&format!(r#""at":"{new}""#)), "{json}");
+        }
     }
 }

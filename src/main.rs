@@ -65,6 +65,10 @@ enum Command {
         /// The upstream's answer to assume for --request.
         #[arg(long, default_value_t = 200)]
         status: u16,
+        /// A raw HTTP/1.1 response (status line, headers, body) the
+        /// upstream answers for --request, instead of --status.
+        #[arg(long, conflicts_with = "status")]
+        response: Option<PathBuf>,
         /// Inventory format.
         #[arg(long, value_enum, default_value_t = AuditFormat::Text)]
         format: AuditFormat,
@@ -149,7 +153,12 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::CheckConfig { config } => {
             let path = config_path(config);
             match load(&path) {
-                Ok(_) => {
+                Ok(cfg) => {
+                    // Read once more only to give each warning its line.
+                    let text = std::fs::read_to_string(&path).unwrap_or_default();
+                    for line in cfg.warning_lines(&path.display().to_string(), &text) {
+                        eprintln!("{line}");
+                    }
                     println!("{}: ok", path.display());
                     Ok(ExitCode::SUCCESS)
                 }
@@ -160,6 +169,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             config,
             request,
             status,
+            response,
             format,
         } => {
             let path = config_path(config);
@@ -212,7 +222,23 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                     } else {
                         raw = std::fs::read(&file).with_context(|| format!("reading {file}"))?;
                     }
-                    match touchgate::cli::audit::dry_run(cfg, &raw, status, &env) {
+                    use touchgate::cli::audit::AppAnswer;
+                    let answer = match &response {
+                        Some(p) => {
+                            let raw = std::fs::read(p)
+                                .with_context(|| format!("reading {}", p.display()))?;
+                            AppAnswer::parse(&raw)
+                        }
+                        None => AppAnswer::status(status),
+                    };
+                    let answer = match answer {
+                        Ok(a) => a,
+                        Err(e) => {
+                            eprintln!("touchgate audit: {e}");
+                            return Ok(ExitCode::from(2));
+                        }
+                    };
+                    match touchgate::cli::audit::dry_run(cfg, &raw, answer, &env) {
                         Ok(run) => {
                             println!("{}", serde_json::to_string_pretty(&run)?);
                             Ok(ExitCode::SUCCESS)
@@ -309,6 +335,10 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 Ok(c) => c,
                 Err(code) => return Ok(code),
             };
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            for line in cfg.warning_lines(&path.display().to_string(), &text) {
+                tracing::warn!("{line}");
+            }
             let rt = tokio::runtime::Runtime::new().context("starting the runtime")?;
             rt.block_on(touchgate::app::serve_until_signal(cfg, &|k| {
                 std::env::var(k).ok()

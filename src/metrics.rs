@@ -51,10 +51,17 @@ pub struct ConversionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct StatusLabels {
+pub struct UnconfirmedLabels {
     pub event_name: String,
-    /// "4xx" or "5xx".
-    pub class: String,
+    /// Why the form post was not a conversion
+    /// (`capture::success::Reason::as_str`).
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ActionLabel {
+    /// `private` or `skip` (`identity.cacheable_responses`).
+    pub action: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -83,7 +90,8 @@ pub struct Metrics {
     pub events_duplicate_total: Family<EventNameLabel, Counter>,
     pub events_dropped_total: Family<ReasonLabel, Counter>,
     pub conversions_total: Family<ConversionLabels, Counter>,
-    pub conversions_unconfirmed_total: Family<StatusLabels, Counter>,
+    pub conversions_unconfirmed_total: Family<UnconfirmedLabels, Counter>,
+    pub cacheable_cookie_responses_total: Family<ActionLabel, Counter>,
     pub capture_oversize_total: Family<EventNameLabel, Counter>,
     pub context_invalid_total: Counter,
     pub dedupe_fallback_total: Counter,
@@ -118,6 +126,7 @@ impl Metrics {
             events_dropped_total: Family::default(),
             conversions_total: Family::default(),
             conversions_unconfirmed_total: Family::default(),
+            cacheable_cookie_responses_total: Family::default(),
             capture_oversize_total: Family::default(),
             context_invalid_total: Counter::default(),
             dedupe_fallback_total: Counter::default(),
@@ -180,8 +189,13 @@ impl Metrics {
         );
         r.register(
             "touchgate_conversions_unconfirmed",
-            "Form posts the upstream answered 4xx/5xx: no conversion emitted",
+            "Form posts the app did not accept by the form's success rule (reason: status, failure_location, success_location, missing_success_header, failure_body, body_encoded, body_incomplete, upstream_error): no conversion emitted",
             m.conversions_unconfirmed_total.clone(),
+        );
+        r.register(
+            "touchgate_cacheable_cookie_responses",
+            "Responses a shared cache may store that touchgate had identity cookies for (action: private = made Cache-Control: private, skip = no cookies set)",
+            m.cacheable_cookie_responses_total.clone(),
         );
         r.register(
             "touchgate_capture_oversize",

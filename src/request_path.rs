@@ -17,11 +17,15 @@
 //!    conversion and sent on byte for byte.
 //! 5. [`upstream_request`]: address the app. Then the exchange itself
 //!    ([`Forward`]).
-//! 6. [`response_head`]: tunnel an upgrade the app accepted, confirm a
-//!    pending conversion, set the identity cookies.
+//! 6. [`response_head`]: tunnel an upgrade the app accepted, then
+//!    [`confirm_conversion`]: judge a pending conversion by the form's
+//!    success rule (on the head, or on the start of the body as it
+//!    streams to the client), then [`response_cookies`]: set the identity
+//!    cookies, never on a response a shared cache may keep as it is.
 //! 7. [`completion`]: request metrics, once the answer is decided.
 //!
-//! [`upstream_error`] is the answer when the exchange fails.
+//! [`upstream_error`] is the answer when the exchange fails (a pending
+//! conversion is then unconfirmed).
 //!
 //! Every decision is taken by `capture` over heads and bytes; this file
 //! only sequences them and moves bodies.
@@ -240,6 +244,11 @@ pub fn identify(
     if let Class::Form(i) = ctx.class {
         ctx.form = Some(i);
         ctx.context_header = parts.headers.get(crate::capture::context::HEADER).cloned();
+        // A form whose failure is read in the answer's body asks for an
+        // unencoded answer: a compressed body cannot be searched.
+        if capture.reads_response_body(i) {
+            parts.headers.remove(header::ACCEPT_ENCODING);
+        }
     }
     // A cheap, refcounted copy of what the client addressed (h2
     // `:authority`, else `Host`): no per-request string allocation on h1.
@@ -340,15 +349,14 @@ pub fn upstream_request(shared: &Shared, parts: &mut http::request::Parts) {
     }
 }
 
-/// Phase 6. On the way back: tunnel an accepted upgrade, confirm the
-/// pending conversion with the app's status, set the identity cookies.
+/// Phase 6. On the way back: tunnel an accepted upgrade, judge the
+/// pending conversion, set the identity cookies.
 pub fn response_head(
     shared: &Shared,
     conn: &ConnMeta,
     ctx: &mut RequestCtx,
     upstream_resp: Response<ProxyBody>,
 ) -> Response<ProxyBody> {
-    let capture = &shared.capture;
     let (mut parts, resp_body) = upstream_resp.into_parts();
     if parts.status == StatusCode::SWITCHING_PROTOCOLS {
         let Some(client_upgrade) = ctx.client_upgrade.take() else {
@@ -360,13 +368,46 @@ pub fn response_head(
         return Response::from_parts(parts, body::empty());
     }
     headers::strip_hop_by_hop(&mut parts.headers, false);
-    if let Some(pending) = ctx.pending.take() {
-        capture.confirm(pending, parts.status);
-    }
-    if let Some(v) = &ctx.visit {
-        capture.set_cookies(v, conn.tls, &mut parts.headers);
-    }
+    let resp_body = confirm_conversion(shared, ctx, &mut parts, resp_body);
+    response_cookies(shared, conn, ctx, &mut parts);
     Response::from_parts(parts, resp_body)
+}
+
+/// Phase 6a. The form's success rule over the app's answer: decided on the
+/// head here, or, for a `failure_body` rule, by the body as it streams to
+/// the client (the body returned is then wrapped in that check).
+pub fn confirm_conversion(
+    shared: &Shared,
+    ctx: &mut RequestCtx,
+    parts: &mut http::response::Parts,
+    resp_body: ProxyBody,
+) -> ProxyBody {
+    let Some(pending) = ctx.pending.take() else {
+        return resp_body;
+    };
+    match shared
+        .capture
+        .answer(pending, parts.status, &mut parts.headers)
+    {
+        Some(check) => body::checked(resp_body, check),
+        None => resp_body,
+    }
+}
+
+/// Phase 6b. The identity cookies, on page loads and form posts: a
+/// response a shared cache may store is made private first, or gets none
+/// (`identity.cacheable_responses`).
+pub fn response_cookies(
+    shared: &Shared,
+    conn: &ConnMeta,
+    ctx: &RequestCtx,
+    parts: &mut http::response::Parts,
+) {
+    if let Some(v) = &ctx.visit {
+        shared
+            .capture
+            .response_cookies(v, conn.tls, parts.status.as_u16(), &mut parts.headers);
+    }
 }
 
 /// Phase 7. Counted once the answer is decided, whoever gave it.
@@ -379,8 +420,13 @@ pub fn completion(shared: &Shared, ctx: &RequestCtx, _resp: &Response<ProxyBody>
 }
 
 /// The exchange with the app failed: counted, logged, and answered (504
-/// when the app was too slow, 503 at the connection bound, else 502).
-pub fn upstream_error(shared: &Shared, ctx: &RequestCtx, e: &UpstreamError) -> Response<ProxyBody> {
+/// when the app was too slow, 503 at the connection bound, else 502). A
+/// pending conversion is unconfirmed: the app never said.
+pub fn upstream_error(
+    shared: &Shared,
+    ctx: &mut RequestCtx,
+    e: &UpstreamError,
+) -> Response<ProxyBody> {
     shared
         .metrics
         .upstream_errors_total
@@ -390,6 +436,9 @@ pub fn upstream_error(shared: &Shared, ctx: &RequestCtx, e: &UpstreamError) -> R
         .inc();
     tracing::warn!(error = %e, upstream = %shared.upstream.authority(), "upstream request failed");
     let (status, text) = e.status();
+    if let Some(pending) = ctx.pending.take() {
+        shared.capture.unanswered(pending, status);
+    }
     text_response(status, text, ctx.has_body)
 }
 

@@ -131,7 +131,20 @@ async fn landing_and_signup_through_the_demo_are_written_and_sigterm_exits_zero(
 
     // The live lines, one per event.
     demo.wait_stdout(&["landing", "Paid Search", "google/cpc", "/"]);
-    let line = demo.wait_stdout(&["signup_submitted", "status=303"]);
+    // Every post is an attempt; the 400 one is not confirmed.
+    demo.wait_stdout(&[
+        "form_attempt",
+        "signup_submitted",
+        "not confirmed (status)",
+        "status=400",
+    ]);
+    demo.wait_stdout(&[
+        "form_attempt",
+        "signup_submitted",
+        "confirmed",
+        "status=303",
+    ]);
+    let line = demo.wait_stdout(&["signup_submitted", "lead=", "status=303"]);
     assert!(line.contains(&format!("lead={}…", &lead[..8])), "{line}");
     assert!(
         line.contains("last touch: Paid Search google/cpc"),

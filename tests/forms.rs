@@ -612,3 +612,116 @@ proptest! {
         }
     }
 }
+
+// ---------------------------------------------------------------- success rules in the config
+
+fn check_config(toml: &str) -> (i32, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, toml).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_touchgate"))
+        .args(["check-config", "--config", path.to_str().unwrap()])
+        .env("TOUCHGATE_SECRET", "0123456789abcdef0123456789abcdef")
+        .output()
+        .unwrap();
+    let p = path.display().to_string();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).replace(&p, "c.toml"),
+        String::from_utf8_lossy(&out.stderr).replace(&p, "c.toml"),
+    )
+}
+
+#[test]
+fn check_config_warns_about_forms_that_cannot_work_as_meant_and_still_exits_0() {
+    let (code, out, err) = check_config(
+        r#"
+[[form]]
+path = "/signup*"
+event = "signup_submitted"
+
+[[form]]
+path = "/signup/step2"
+event = "signup_step2"
+
+[[form]]
+path = "/search"
+method = "GET"
+event = "searched"
+
+[[form]]
+path = "/contact?sent=1"
+event = "contact_submitted"
+success_status = [200, 422]
+
+[[form]]
+path = "/login/"
+event = "logged_in"
+success_status = [302]
+failure_body = "errorlist"
+"#,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.ends_with("c.toml: ok\n"), "{out}");
+    let lines: Vec<&str> = err.lines().collect();
+    for (i, want) in [
+        r#"c.toml:3: form[0].path: warning: the prefix rule "/signup*" also matches /signup-anything"#,
+        "c.toml:7: form[1].path: warning: form[0] comes first and matches every request this one would",
+        "c.toml:12: form[2].method: warning: GET requests are page loads",
+        "c.toml:16: form[3].path: warning: a form path is compared with the request's path, without its query",
+        "c.toml:18: form[3].success_status: warning: 422 is an error answer",
+        "c.toml:24: form[4].failure_body: warning: failure_body is searched only in 2xx answers",
+    ]
+    .iter()
+    .enumerate()
+    {
+        assert!(
+            lines.get(i).is_some_and(|l| l.starts_with(want)),
+            "line {i}: want {want:?}\n{err}"
+        );
+    }
+    assert_eq!(lines.len(), 6, "{err}");
+}
+
+#[test]
+fn success_rules_that_cannot_compile_are_errors_with_their_line() {
+    let (code, _, err) = check_config(
+        r#"
+[[form]]
+path = "/signup"
+event = "signup_submitted"
+failure_body = "class=\"errorlist("
+"#,
+    );
+    assert_eq!(code, 2);
+    assert!(
+        err.starts_with("c.toml:5: form[0].failure_body: not a valid regex"),
+        "{err}"
+    );
+    for (key, value, message) in [
+        ("success_location", "'^/thanks['", "not a valid regex"),
+        ("failure_location", "'(?<'", "not a valid regex"),
+        ("success_header", "'X Signup'", "is not a header name"),
+        (
+            "success_header",
+            "'X-Signup='",
+            "must be printable ASCII and not empty",
+        ),
+        (
+            "success_status",
+            "[302, 99]",
+            "99 is not a final HTTP status",
+        ),
+        ("event", "'form_attempt'", "touchgate's own event name"),
+    ] {
+        let (code, _, err) = check_config(
+            &format!(
+                "[[form]]\npath = \"/signup\"\nevent = \"signup_submitted\"\n{key} = {value}\n"
+            )
+            .replace("event = \"signup_submitted\"\nevent = ", "event = "),
+        );
+        assert_eq!(code, 2, "{key} = {value}: {err}");
+        assert!(err.contains(&format!("form[0].{key}: ")), "{key}: {err}");
+        assert!(err.contains(message), "{key}: {err}");
+    }
+}

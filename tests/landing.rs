@@ -383,3 +383,75 @@ fn assert_channels(h: &http::HeaderMap, first: &str, last: &str) {
         assert!(v.contains(&format!("channel=\"{channel}\"")), "{name}: {v}");
     }
 }
+
+/// A landing whose answer the test upstream takes from the request's own
+/// `x-answer-*` headers (see `support::scripted_answer`).
+async fn landing_answered(site: &Site, status: &str, headers: &[&str]) -> http::response::Parts {
+    let mut h = vec![NAV, ("x-answer-status", status)];
+    for v in headers {
+        h.push(("x-answer-header", v));
+    }
+    get(&site.url("/spring?utm_source=google&utm_medium=cpc"), &h)
+        .await
+        .0
+}
+
+#[tokio::test]
+async fn cookies_never_go_out_on_a_response_a_shared_cache_may_keep() {
+    let site = Site::new("").await;
+    let cc = |p: &http::response::Parts| {
+        p.headers
+            .get_all("cache-control")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    // Marked public: made private, keeping the browser's max-age.
+    let p = landing_answered(&site, "200", &["cache-control: public, max-age=600"]).await;
+    assert_eq!(cc(&p), ["private, max-age=600"]);
+    assert!(set_cookies(&p).contains_key("tg_did"));
+    // s-maxage alone, or nothing at all on a 200: private too.
+    let p = landing_answered(&site, "200", &["cache-control: s-maxage=60"]).await;
+    assert_eq!(cc(&p), ["private"]);
+    let p = landing_answered(&site, "200", &[]).await;
+    assert_eq!(cc(&p), ["private"]);
+    assert!(set_cookies(&p).contains_key("tg_sid"));
+    // Already private or no-store, or a redirect without freshness: untouched.
+    let p = landing_answered(&site, "200", &["cache-control: private, no-cache"]).await;
+    assert_eq!(cc(&p), ["private, no-cache"]);
+    let p = landing_answered(&site, "200", &["cache-control: no-store"]).await;
+    assert_eq!(cc(&p), ["no-store"]);
+    let p = landing_answered(&site, "302", &["location: /spring/"]).await;
+    assert!(cc(&p).is_empty(), "{:?}", cc(&p));
+    assert!(set_cookies(&p).contains_key("tg_did"));
+    let m = site.tg.metrics.encode();
+    assert!(
+        m.contains(r#"touchgate_cacheable_cookie_responses_total{action="private"} 3"#),
+        "{m}"
+    );
+    // The landings are recorded all the same.
+    site.wait_events(6).await;
+}
+
+#[tokio::test]
+async fn skip_sets_no_cookie_on_a_cacheable_response() {
+    let site = Site::new("[identity]\ncacheable_responses = \"skip\"\n").await;
+    let p = landing_answered(&site, "200", &["cache-control: public, max-age=600"]).await;
+    assert!(
+        p.headers.get("set-cookie").is_none(),
+        "{:?}",
+        p.headers.get_all("set-cookie")
+    );
+    assert_eq!(p.headers["cache-control"], "public, max-age=600");
+    let p = landing_answered(&site, "200", &["cache-control: private"]).await;
+    assert!(set_cookies(&p).contains_key("tg_did"));
+    let m = site.tg.metrics.encode();
+    assert!(
+        m.contains(r#"touchgate_cacheable_cookie_responses_total{action="skip"} 1"#),
+        "{m}"
+    );
+    // The cached page's landing is still an event (without a cookie to
+    // remember it by).
+    let ev = site.wait_events(2).await;
+    assert_eq!(ev[0]["event_name"], "landing");
+}

@@ -481,6 +481,109 @@ fn days_are_utc_days_of_occurred_at_and_latency_is_received_minus_occurred() {
     assert_eq!(o.report.latency.count, 102);
 }
 
+/// `form_attempt` events of `form`: `confirmed` of them confirmed, the
+/// rest unconfirmed for `reason`.
+fn attempts(n: i64, form: &str, total: usize, confirmed: usize, reason: &str) -> Vec<Event> {
+    (0..total)
+        .map(|i| {
+            let mut e = event(n, "form_attempt", Origin::Proxy, 30_000 + i);
+            e.properties.insert("form_event".into(), form.into());
+            e.properties
+                .insert("confirmed".into(), (i < confirmed).into());
+            if i >= confirmed {
+                e.properties.insert("reason".into(), reason.into());
+            }
+            e
+        })
+        .collect()
+}
+
+#[test]
+fn attempts_per_confirmed_conversion_per_form() {
+    let mut events = Vec::new();
+    events.extend(landings(0, "Paid Search", 10));
+    // signup: 9 posts, 3 confirmed (one of them a repeat: 2 conversions).
+    events.extend(attempts(0, "signup_submitted", 5, 2, "failure_body"));
+    events.extend(attempts(1, "signup_submitted", 4, 1, "status"));
+    events.extend(conversions(
+        0,
+        "signup_submitted",
+        Some("Paid Search"),
+        true,
+        2,
+    ));
+    // A form whose posts all failed has no ratio.
+    events.extend(attempts(1, "contact_submitted", 2, 0, "failure_location"));
+    // Conversions from files without attempts get no row.
+    events.extend(conversions(1, "demo_requested", None, true, 3));
+    let o = report_over(&events, ChecksConfig::default());
+    let forms: Vec<(&str, u64, u64, Option<f64>, u64)> = o
+        .report
+        .forms
+        .iter()
+        .map(|f| {
+            (
+                f.event_name.as_str(),
+                f.attempts,
+                f.confirmed,
+                f.attempts_per_confirmed,
+                f.conversions,
+            )
+        })
+        .collect();
+    assert_eq!(
+        forms,
+        [
+            ("contact_submitted", 2, 0, None, 0),
+            ("signup_submitted", 9, 3, Some(3.0), 2),
+        ]
+    );
+    let signup = &o.report.forms[1];
+    assert_eq!(signup.unconfirmed["failure_body"], 3);
+    assert_eq!(signup.unconfirmed["status"], 3);
+    // Attempts are neither conversions nor parity's server side.
+    assert_eq!(o.report.days[0].conversions.direct.total, 2);
+    assert_eq!(o.report.days[1].conversions.direct.total, 3);
+    let text = report::render(&o.report, ReportFormat::Text);
+    let row = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("signup_submitted"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        row.split_whitespace().collect::<Vec<_>>()[..5]
+            == ["signup_submitted", "9", "3", "3.00", "2"],
+        "{row}"
+    );
+    let html = report::render(&o.report, ReportFormat::Html);
+    assert!(html.contains("<table id=\"forms\">"), "{html}");
+}
+
+#[test]
+fn touch_times_in_older_formats_still_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.jsonl");
+    let mut e = conversions(0, "signup_submitted", Some("Email"), true, 1).remove(0);
+    e.first_touch = e.last_touch.clone();
+    let line = serde_json::to_string(&e).unwrap();
+    let at = "2026-11-01T12:00:00.000Z";
+    assert!(line.contains(at), "{line}");
+    let old = [
+        line.replacen(at, "2026-11-01T12:00:00Z", 2),
+        line.replacen(at, "2026-11-01T12:00:00.123456789Z", 2),
+        line.replacen(at, "2026-11-01T13:00:00+01:00", 2),
+    ]
+    .join("\n");
+    std::fs::write(&path, old + "\n").unwrap();
+    let o = run_quiet(
+        vec![path],
+        ChecksConfig::default(),
+        ReportFormat::Json,
+        dir.path(),
+    );
+    assert_eq!(o.report.input.malformed, 0, "{:?}", o.report.input);
+    assert_eq!(o.report.days[0].conversions.direct.total, 3);
+}
+
 // ---------------------------------------------------------------- formats
 
 fn alerting_events() -> Vec<Event> {
@@ -545,7 +648,8 @@ fn json_output_has_the_documented_fields() {
             "alerts",
             "days",
             "parity",
-            "latency"
+            "latency",
+            "forms"
         ])
     );
     assert_eq!(
@@ -914,10 +1018,13 @@ fn exposed_metric_names() -> BTreeSet<String> {
     });
     let _ = m
         .conversions_unconfirmed_total
-        .get_or_create(&StatusLabels {
+        .get_or_create(&UnconfirmedLabels {
             event_name: s("x"),
-            class: s("x"),
+            reason: s("x"),
         });
+    let _ = m
+        .cacheable_cookie_responses_total
+        .get_or_create(&ActionLabel { action: s("x") });
     let _ = m
         .capture_oversize_total
         .get_or_create(&EventNameLabel { event_name: s("x") });

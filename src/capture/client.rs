@@ -24,9 +24,10 @@ pub struct Script {
 }
 
 impl Script {
-    pub fn build(prefix: &str, forms: &[crate::config::FormRule]) -> Script {
+    pub fn build(prefix: &str, forms: &[crate::config::Form]) -> Script {
         let rules: Vec<(&str, &str)> = forms
             .iter()
+            .map(|f| &f.rule)
             .filter(|f| f.method == "POST")
             .map(|f| (f.path.as_str(), f.event.as_str()))
             .collect();
@@ -155,7 +156,7 @@ impl Capture {
         let b: Beacon = serde_json::from_slice(body).map_err(|_| BeaconError::Shape)?;
         // Only names this deployment knows: a client must not be able to
         // grow metric label sets at will.
-        if !self.cfg.form.iter().any(|f| f.event == b.event_name)
+        if !self.cfg.form.iter().any(|f| f.rule.event == b.event_name)
             && !self.cfg.ingest.iter().any(|i| i.event == b.event_name)
         {
             return Err(BeaconError::UnknownEvent);

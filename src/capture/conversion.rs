@@ -1,25 +1,107 @@
 //! Conversions from the form posts the app already receives: the body is
 //! buffered (up to `proxy.max_capture_body`) and replayed byte for byte,
 //! the fields the rule names are normalized and hashed, and the event is
-//! emitted only once the app confirms with a 2xx or 3xx.
+//! emitted only once the app's answer passes the form's success rule
+//! ([`super::success`]). Every post also yields a `form_attempt` event,
+//! confirmed or not, so that attempts can be counted against conversions.
+//! Only a confirmed conversion is emitted, so only it reaches the dedupe
+//! sets: a failed attempt never holds the key its correction needs.
 
 use bytes::Bytes;
 use http::request::Parts;
-use http::{HeaderValue, StatusCode, header};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use super::identifier::{self, Kind, Normalized};
+use super::success::{self, HeadVerdict, Reason, Verdict};
 use super::visit::Visit;
 use super::{Capture, context, form};
-use crate::config::{FieldMode, FormRule};
-use crate::event::{AdMatch, Envelope};
+use crate::config::{Config, FieldMode, FormRule};
+use crate::event::{AdMatch, Client, Envelope, Event, FORM_ATTEMPT};
 use crate::identity::Purpose;
-use crate::metrics::{ConversionLabels, EventNameLabel, StatusLabels};
+use crate::metrics::{ConversionLabels, EventNameLabel, Metrics, UnconfirmedLabels};
+use crate::pipeline::EventQueue;
 
 /// A conversion waiting for the app's answer.
 #[derive(Debug)]
 pub struct Pending {
     envelope: Envelope,
+    /// Index of the form in `[[form]]`.
+    form: usize,
+    /// The path posted to: the default failure location.
+    path: String,
+    /// The event id of this post's `form_attempt` event, when the form
+    /// emits them.
+    attempt_id: Option<String>,
+}
+
+/// A response body being read for a `failure_body` rule: fed the body's
+/// data as it streams to the client, it decides once it holds
+/// `proxy.max_capture_body` bytes or the body ends. Dropped undecided
+/// (the client went away, the app reset the stream), the attempt is
+/// unconfirmed (`body_incomplete`).
+pub struct BodyCheck {
+    pending: Option<Pending>,
+    status: u16,
+    limit: usize,
+    prefix: Vec<u8>,
+    cfg: Arc<Config>,
+    metrics: Arc<Metrics>,
+    queue: EventQueue,
+}
+
+impl BodyCheck {
+    /// The next data of the body; true once the check has decided.
+    pub fn feed(&mut self, data: &[u8]) -> bool {
+        if self.pending.is_none() {
+            return true;
+        }
+        let room = self.limit.saturating_sub(self.prefix.len());
+        self.prefix.extend_from_slice(&data[..data.len().min(room)]);
+        if self.prefix.len() >= self.limit {
+            self.finish();
+        }
+        self.pending.is_none()
+    }
+
+    /// The body ended: decide on what was read.
+    pub fn finish(&mut self) {
+        let Some(pending) = self.pending.take() else {
+            return;
+        };
+        let verdict = match self.cfg.form.get(pending.form) {
+            Some(f) => success::decide_body(&f.success, &self.prefix),
+            None => Verdict::Confirmed,
+        };
+        self.prefix = Vec::new();
+        settle(
+            &self.metrics,
+            &self.queue,
+            pending,
+            Some(self.status),
+            verdict,
+        );
+    }
+
+    /// The body did not arrive whole.
+    pub fn abandon(&mut self) {
+        if let Some(pending) = self.pending.take() {
+            settle(
+                &self.metrics,
+                &self.queue,
+                pending,
+                Some(self.status),
+                Verdict::Unconfirmed(Reason::BodyIncomplete),
+            );
+        }
+    }
+}
+
+impl Drop for BodyCheck {
+    fn drop(&mut self) {
+        self.abandon();
+    }
 }
 
 /// What the request path read of a configured form's body.
@@ -54,13 +136,21 @@ impl Capture {
         context_header: Option<&HeaderValue>,
         ip: IpAddr,
     ) -> Pending {
+        let index = self.form_index_of(rule);
+        let content_type = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok());
         let fields = match body {
             FormBody::Complete(data) if data.len() <= self.cfg.proxy.max_capture_body => {
-                let content_type = parts
-                    .headers
-                    .get(header::CONTENT_TYPE)
-                    .and_then(|v| v.to_str().ok());
-                Some(parse_fields(rule, content_type, data))
+                let fields = parse_fields(rule, content_type, data);
+                if let (Some(f), Some(lead)) = (&fields, &rule.lead_id)
+                    && f.get(lead).is_none()
+                    && self.diagnostics.should_tell_missing_lead(index)
+                {
+                    self.tell_missing_lead(index, rule, content_type, data);
+                }
+                Some(fields)
             }
             _ => None,
         };
@@ -73,53 +163,141 @@ impl Capture {
                 })
                 .inc();
         }
+        let envelope = self.conversion_event(
+            rule,
+            v,
+            parts,
+            fields.flatten(),
+            context_header,
+            ip,
+            oversize,
+        );
+        let attempt_id = self
+            .cfg
+            .form
+            .get(index)
+            .is_none_or(|f| f.attempt_events)
+            .then(|| {
+                self.keys.hex(
+                    Purpose::EventId,
+                    &[
+                        FORM_ATTEMPT.as_bytes(),
+                        envelope.event.event_id.as_bytes(),
+                        crate::identity::cookie::new_id().as_bytes(),
+                    ],
+                )
+            });
         Pending {
-            envelope: self.conversion_event(
-                rule,
-                v,
-                parts,
-                fields.flatten(),
-                context_header,
-                ip,
-                oversize,
-            ),
+            envelope,
+            form: index,
+            path: parts.uri.path().to_string(),
+            attempt_id,
         }
     }
 
-    /// The app answered: 2xx/3xx emits the conversion, anything else is
-    /// counted and dropped.
-    pub fn confirm(&self, pending: Pending, status: StatusCode) {
-        let mut envelope = pending.envelope;
-        let name = envelope.event.event_name.clone();
-        if !(status.is_success() || status.is_redirection()) {
-            let class = if status.is_client_error() {
-                "4xx"
-            } else {
-                "5xx"
-            };
-            self.metrics
-                .conversions_unconfirmed_total
-                .get_or_create(&StatusLabels {
-                    event_name: name,
-                    class: class.into(),
+    /// Where `rule` is in `[[form]]`: `rule` is normally one of the
+    /// config's own ([`Capture::form`]); an equal one is looked up else.
+    fn form_index_of(&self, rule: &FormRule) -> usize {
+        let forms = &self.cfg.form;
+        forms
+            .iter()
+            .position(|f| std::ptr::eq(&f.rule, rule))
+            .or_else(|| {
+                forms.iter().position(|f| {
+                    f.rule.path == rule.path
+                        && f.rule.method == rule.method
+                        && f.rule.event == rule.event
                 })
-                .inc();
-            return;
-        }
-        envelope.event.status = Some(status.as_u16());
-        let valid = envelope
-            .event
-            .last_touch
-            .as_ref()
-            .is_some_and(|t| t.touch.valid);
-        self.metrics
-            .conversions_total
-            .get_or_create(&ConversionLabels {
-                event_name: name,
-                valid: valid.to_string(),
             })
-            .inc();
-        self.emit(envelope);
+            .unwrap_or(usize::MAX)
+    }
+
+    /// The post has no `lead_id` field: name the fields it has (the names
+    /// only) in one warning for this form.
+    fn tell_missing_lead(
+        &self,
+        index: usize,
+        rule: &FormRule,
+        content_type: Option<&str>,
+        data: &Bytes,
+    ) {
+        let Ok(all) = form::parse(content_type, data) else {
+            return;
+        };
+        let mut names: Vec<&str> = Vec::new();
+        for (name, _) in all.iter() {
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+        self.diagnostics.missing_lead(index, rule, &names);
+    }
+
+    /// The app answered. Decided on the head, the conversion is emitted
+    /// (or counted as unconfirmed) here; when the form's rule reads the
+    /// body, the returned [`BodyCheck`] decides as the body streams past.
+    /// The form's `success_header` is removed from `headers` either way:
+    /// it is for touchgate, not for the client.
+    pub fn answer(
+        &self,
+        pending: Pending,
+        status: StatusCode,
+        headers: &mut HeaderMap,
+    ) -> Option<BodyCheck> {
+        // A rule not from this config (a bench's) is judged by the default.
+        static DEFAULT: std::sync::LazyLock<success::SuccessRule> =
+            std::sync::LazyLock::new(success::SuccessRule::default);
+        let rule = self.success_rule(pending.form).unwrap_or(&DEFAULT);
+        let verdict = success::decide_head(rule, &pending.path, status.as_u16(), headers);
+        if let Some(h) = &rule.success_header {
+            headers.remove(&h.name);
+        }
+        match verdict {
+            HeadVerdict::Decided(v) => {
+                settle(
+                    &self.metrics,
+                    &self.queue,
+                    pending,
+                    Some(status.as_u16()),
+                    v,
+                );
+                None
+            }
+            HeadVerdict::NeedBody => Some(BodyCheck {
+                pending: Some(pending),
+                status: status.as_u16(),
+                limit: self.cfg.proxy.max_capture_body,
+                prefix: Vec::new(),
+                cfg: self.cfg.clone(),
+                metrics: self.metrics.clone(),
+                queue: self.queue.clone(),
+            }),
+        }
+    }
+
+    /// The app answered `status` with no headers and an empty body: the
+    /// decision on the status alone.
+    pub fn confirm(&self, pending: Pending, status: StatusCode) {
+        if let Some(mut check) = self.answer(pending, status, &mut HeaderMap::new()) {
+            check.finish();
+        }
+    }
+
+    /// The app gave no answer; touchgate answered `status` itself.
+    pub fn unanswered(&self, pending: Pending, status: StatusCode) {
+        settle(
+            &self.metrics,
+            &self.queue,
+            pending,
+            Some(status.as_u16()),
+            Verdict::Unconfirmed(Reason::UpstreamError),
+        );
+    }
+
+    /// Whether form `index` reads the response body, so the app is asked
+    /// for an unencoded one.
+    pub fn reads_response_body(&self, index: usize) -> bool {
+        self.success_rule(index).is_some_and(success::reads_body)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -250,6 +428,108 @@ impl Capture {
             event_source_url: envelope.event.page.as_ref().map(|p| p.url.clone()),
         }
     }
+}
+
+/// The verdict on one form post: the conversion emitted when confirmed
+/// (counted, with its status) or counted as unconfirmed, a debug line
+/// either way, and the post's `form_attempt` event.
+fn settle(
+    metrics: &Metrics,
+    queue: &EventQueue,
+    pending: Pending,
+    status: Option<u16>,
+    verdict: Verdict,
+) {
+    let Pending {
+        mut envelope,
+        attempt_id,
+        ..
+    } = pending;
+    let name = envelope.event.event_name.clone();
+    let attempt = attempt_id.map(|id| attempt_event(&envelope.event, id, status, verdict));
+    match verdict {
+        Verdict::Confirmed => {
+            envelope.event.status = status;
+            let valid = envelope
+                .event
+                .last_touch
+                .as_ref()
+                .is_some_and(|t| t.touch.valid);
+            tracing::debug!(
+                form = %name,
+                status,
+                event_id = %envelope.event.event_id,
+                "conversion confirmed"
+            );
+            metrics
+                .conversions_total
+                .get_or_create(&ConversionLabels {
+                    event_name: name,
+                    valid: valid.to_string(),
+                })
+                .inc();
+            super::emit_to(metrics, queue, envelope);
+        }
+        Verdict::Unconfirmed(reason) => {
+            tracing::debug!(
+                form = %name,
+                status,
+                reason = reason.as_str(),
+                "conversion not confirmed"
+            );
+            metrics
+                .conversions_unconfirmed_total
+                .get_or_create(&UnconfirmedLabels {
+                    event_name: name,
+                    reason: reason.as_str().into(),
+                })
+                .inc();
+        }
+    }
+    if let Some(attempt) = attempt {
+        super::emit_to(metrics, queue, Envelope::new(attempt));
+    }
+}
+
+/// One post to a form, confirmed or not: when and where (the device,
+/// session, touchpoint and page of the conversion), the app's status and
+/// the verdict. No lead, no field, no touch: only what counting attempts
+/// needs.
+fn attempt_event(conversion: &Event, id: String, status: Option<u16>, verdict: Verdict) -> Event {
+    let c = conversion;
+    let mut e = Event::new(
+        id,
+        FORM_ATTEMPT.to_string(),
+        c.origin,
+        c.occurred_at,
+        c.received_at,
+    );
+    e.device_id = c.device_id.clone();
+    e.session_id = c.session_id.clone();
+    e.touchpoint_id = c.touchpoint_id.clone();
+    e.page = c.page.clone();
+    e.consent = c.consent;
+    e.client = Client {
+        ip_prefix: None,
+        context: None,
+        user_agent: c.client.user_agent.clone(),
+    };
+    e.status = status;
+    let p = &mut e.properties;
+    p.insert("form_event".into(), c.event_name.clone().into());
+    p.insert(
+        "confirmed".into(),
+        matches!(verdict, Verdict::Confirmed).into(),
+    );
+    match verdict {
+        Verdict::Confirmed => {
+            p.insert("conversion_id".into(), c.event_id.clone().into());
+        }
+        Verdict::Unconfirmed(r) => {
+            p.insert("reason".into(), r.as_str().into());
+        }
+    }
+    e
 }
 
 /// `s` without its leading and trailing whitespace, in its own allocation

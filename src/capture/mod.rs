@@ -5,12 +5,15 @@
 //! not a navigation, not a form, no touchgate cookie — returns before any
 //! allocation.
 
+pub mod cache;
 pub mod client;
 pub mod consent;
 pub mod context;
 pub mod conversion;
+pub mod diagnose;
 pub mod form;
 pub mod identifier;
+pub mod success;
 pub mod user_agent;
 pub mod visit;
 
@@ -52,6 +55,8 @@ pub struct Capture {
     /// Whether an ad-platform sink is configured: only then are SHA-256
     /// match keys computed at all.
     pub ad_sinks: bool,
+    /// Misconfigured forms, told once each.
+    pub diagnostics: diagnose::Diagnostics,
     prefix: String,
     script: client::Script,
     script_path: String,
@@ -80,6 +85,7 @@ impl Capture {
             script_path: format!("{prefix}/c.js"),
             beacon_path: format!("{prefix}/b"),
             ad_sinks: cfg.sink.iter().any(|s| s.is_ad_platform()),
+            diagnostics: diagnose::Diagnostics::new(cfg.form.len()),
             cfg,
             keys,
             previous_keys,
@@ -100,7 +106,12 @@ impl Capture {
         }
         if method != Method::GET {
             if let Some(i) = self.form_index(method, path) {
+                self.diagnostics.matched(i);
                 return Class::Form(i);
+            }
+            if !self.cfg.form.is_empty() {
+                self.diagnostics
+                    .unmatched(&self.cfg.form, method.as_str(), path);
             }
             return Class::Pass;
         }
@@ -114,11 +125,16 @@ impl Capture {
         self.cfg
             .form
             .iter()
-            .position(|f| form_matches(f, method, path))
+            .position(|f| form_matches(&f.rule, method, path))
     }
 
     pub fn form(&self, index: usize) -> Option<&FormRule> {
-        self.cfg.form.get(index)
+        self.cfg.form.get(index).map(|f| &f.rule)
+    }
+
+    /// What success looks like for form `index`.
+    pub fn success_rule(&self, index: usize) -> Option<&success::SuccessRule> {
+        self.cfg.form.get(index).map(|f| &f.success)
     }
 
     /// The client's address, per `proxy.trusted_proxies`.
@@ -209,15 +225,21 @@ pub fn request_host(parts: &Parts) -> Option<&str> {
 impl Capture {
     /// Last line of defence, then the queue: the PII guard scans every
     /// string of the event and redacts what looks like PII.
-    pub fn emit(&self, mut envelope: crate::event::Envelope) {
-        for field in crate::privacy::guard(&mut envelope.event) {
-            self.metrics
-                .pii_redacted_total
-                .get_or_create(&crate::metrics::FieldLabel {
-                    field: field.to_string(),
-                })
-                .inc();
-        }
-        self.queue.emit(envelope);
+    pub fn emit(&self, envelope: crate::event::Envelope) {
+        emit_to(&self.metrics, &self.queue, envelope);
     }
+}
+
+/// [`Capture::emit`], for what decides after the request path returned
+/// (a response body being read for a conversion).
+fn emit_to(metrics: &Metrics, queue: &EventQueue, mut envelope: crate::event::Envelope) {
+    for field in crate::privacy::guard(&mut envelope.event) {
+        metrics
+            .pii_redacted_total
+            .get_or_create(&crate::metrics::FieldLabel {
+                field: field.to_string(),
+            })
+            .inc();
+    }
+    queue.emit(envelope);
 }

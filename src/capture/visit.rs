@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use time::OffsetDateTime;
 
 use super::{Capture, Class, consent};
-use crate::config::EventIp;
+use crate::config::{CacheableResponses, EventIp};
 use crate::event::{Client, Consent, Envelope, Event, Origin, Page, Touch, TouchAt};
 use crate::identity::Purpose;
 use crate::identity::cookie::{self, StoredTouch, Verified};
@@ -295,6 +295,35 @@ impl Capture {
         }
     }
 
+    /// The identity cookies on the response to this visit, unless a shared
+    /// cache may store it: then, per `identity.cacheable_responses`, the
+    /// response is made `Cache-Control: private` (and the cookies set), or
+    /// no cookie is set on it. Counted either way.
+    pub fn response_cookies(&self, v: &Visit, secure: bool, status: u16, headers: &mut HeaderMap) {
+        if !v.refresh {
+            return;
+        }
+        if super::cache::shared_cacheable(status, headers) {
+            let action = match self.cfg.identity.cacheable_responses {
+                CacheableResponses::Private => {
+                    super::cache::make_private(headers);
+                    "private"
+                }
+                CacheableResponses::Skip => "skip",
+            };
+            self.metrics
+                .cacheable_cookie_responses_total
+                .get_or_create(&crate::metrics::ActionLabel {
+                    action: action.into(),
+                })
+                .inc();
+            if action == "skip" {
+                return;
+            }
+        }
+        self.set_cookies(v, secure, headers);
+    }
+
     /// `Set-Cookie` for the identity cookies, on page loads and forms.
     pub fn set_cookies(&self, v: &Visit, secure: bool, headers: &mut HeaderMap) {
         if !v.refresh {
@@ -383,10 +412,13 @@ impl Capture {
 
 impl Visit {
     fn remember(&mut self, t: &Touch, fbclid: Option<String>, now: OffsetDateTime) {
+        // To the second, as the cookie keeps it: the landing event and every
+        // later event that reads the touch from its cookie give the same `at`.
+        let at = now.replace_nanosecond(0).unwrap_or(now);
         let stored = StoredTouch {
             touch: TouchAt {
                 touch: t.clone(),
-                at: now,
+                at,
             },
             fbclid,
         };

@@ -97,6 +97,7 @@ pub fn inventory(cfg: &Config) -> Inventory {
     let lead_fields: Vec<String> = cfg
         .form
         .iter()
+        .map(|f| &f.rule)
         .flat_map(|f| {
             f.lead_id
                 .iter()
@@ -168,9 +169,14 @@ pub fn inventory(cfg: &Config) -> Inventory {
             Form::Never,
             "not on any allowlist".into(),
         ),
+        (
+            "form_attempt events: device_id, session_id, touchpoint_id, page, client.user_agent, status, properties.form_event/confirmed/reason/conversion_id",
+            Form::Raw,
+            "one per post to a configured form, confirmed or not; no lead, no form field, no touch, no IP prefix; never sent to ad-platform sinks".into(),
+        ),
     ];
     let mut props = Vec::new();
-    for f in &cfg.form {
+    for f in cfg.form.iter().map(|f| &f.rule) {
         for field in &f.fields {
             let (form, note) = if crate::privacy::is_never_captured(&field.name) {
                 (Form::Never, "password/card/token-like name: refused")
@@ -328,9 +334,60 @@ pub struct DryRun {
     pub class: String,
     /// What the client gets back.
     pub response_status: u16,
+    /// The response head the client gets (cookies, `Cache-Control`).
+    pub response_headers: Vec<(String, String)>,
     /// What the app receives; `null` when touchgate answers itself.
     pub upstream_request: Option<UpstreamRequest>,
     pub events: Vec<serde_json::Value>,
+    /// Misconfiguration this request revealed (a form path it nearly
+    /// matched, a form without its `lead_id` field), as logged.
+    pub diagnostics: Vec<String>,
+}
+
+/// The app's answer in a dry run: a status, or a whole raw response.
+#[derive(Debug, Clone)]
+pub struct AppAnswer {
+    pub status: StatusCode,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl AppAnswer {
+    /// An answer with `status`, no header and no body.
+    pub fn status(status: u16) -> Result<AppAnswer, AuditError> {
+        let status = StatusCode::from_u16(status).map_err(|e| AuditError::Setup(e.to_string()))?;
+        Ok(AppAnswer {
+            status,
+            headers: http::HeaderMap::new(),
+            body: Bytes::new(),
+        })
+    }
+
+    /// A raw HTTP/1.1 response: status line, headers, blank line, body
+    /// (taken as it is: no chunked decoding).
+    pub fn parse(raw: &[u8]) -> Result<AppAnswer, AuditError> {
+        let mut headers = [httparse::EMPTY_HEADER; 128];
+        let mut resp = httparse::Response::new(&mut headers);
+        let head_len = match resp.parse(raw) {
+            Ok(httparse::Status::Complete(n)) => n,
+            Ok(httparse::Status::Partial) => {
+                return Err(AuditError::Setup(
+                    "--response: incomplete head (no blank line)".into(),
+                ));
+            }
+            Err(e) => return Err(AuditError::Setup(format!("--response: {e}"))),
+        };
+        let mut answer = AppAnswer::status(resp.code.unwrap_or(200))?;
+        for h in resp.headers.iter() {
+            let name = http::HeaderName::from_bytes(h.name.as_bytes())
+                .map_err(|e| AuditError::Setup(format!("--response: {e}")))?;
+            let value = http::HeaderValue::from_bytes(h.value)
+                .map_err(|e| AuditError::Setup(format!("--response: {e}")))?;
+            answer.headers.append(name, value);
+        }
+        answer.body = Bytes::copy_from_slice(&raw[head_len..]);
+        Ok(answer)
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -341,10 +398,10 @@ pub struct UpstreamRequest {
     pub body_bytes: usize,
 }
 
-/// The app of a dry run: records the request it would receive and
-/// answers `status` with no body.
+/// The app of a dry run: records the request it would receive and gives
+/// the answer it was told to.
 struct DryRunApp {
-    status: StatusCode,
+    answer: AppAnswer,
     seen: Mutex<Option<UpstreamRequest>>,
 }
 
@@ -376,8 +433,10 @@ impl Forward for DryRunApp {
             body_bytes,
         };
         *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(seen);
-        let mut r = http::Response::new(ProxyBody::Empty);
-        *r.status_mut() = self.status;
+        let a = &self.answer;
+        let mut r = http::Response::new(crate::request_path::body_from(a.body.clone()));
+        *r.status_mut() = a.status;
+        *r.headers_mut() = a.headers.clone();
         Ok(r)
     }
 }
@@ -385,11 +444,12 @@ impl Forward for DryRunApp {
 /// Run one raw HTTP/1.1 request through the request path
 /// ([`crate::request_path::serve`], the code that serves real traffic)
 /// with no network: classification, identity, touch, header rewriting,
-/// form capture, the PII guard, in front of an app that answers `status`.
+/// form capture, the success rule, the PII guard, in front of an app that
+/// gives `answer`.
 pub fn dry_run(
     cfg: Config,
     raw: &[u8],
-    status: u16,
+    answer: AppAnswer,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<DryRun, AuditError> {
     let mut headers = [httparse::EMPTY_HEADER; 128];
@@ -422,8 +482,7 @@ pub fn dry_run(
     let request = builder
         .body(crate::request_path::body_from(body))
         .map_err(|e| AuditError::Malformed(e.to_string()))?;
-    let status = StatusCode::from_u16(status).map_err(|e| AuditError::Setup(e.to_string()))?;
-    if status == StatusCode::SWITCHING_PROTOCOLS {
+    if answer.status == StatusCode::SWITCHING_PROTOCOLS {
         return Err(AuditError::Setup(
             "--status 101: a dry run has no connection to upgrade".into(),
         ));
@@ -453,7 +512,7 @@ pub fn dry_run(
             metrics,
         };
         let app = DryRunApp {
-            status,
+            answer,
             seen: Mutex::new(None),
         };
         let conn = ConnMeta {
@@ -462,6 +521,11 @@ pub fn dry_run(
             ambiguity: None,
         };
         let resp = crate::request_path::serve(&shared, &conn, &app, request).await;
+        let (head, body) = resp.into_parts();
+        // Read as the client would: a success rule that reads the body
+        // decides as it streams.
+        let _ = body.collect().await;
+        let diagnostics = shared.capture.diagnostics.notices();
         drop(shared);
         let mut events = Vec::new();
         while let Ok(item) = rx.try_recv() {
@@ -481,9 +545,20 @@ pub fn dry_run(
                 Class::Beacon => "client beacon",
             }
             .into(),
-            response_status: resp.status().as_u16(),
+            response_status: head.status.as_u16(),
+            response_headers: head
+                .headers
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.to_string(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
+                .collect(),
             upstream_request,
             events,
+            diagnostics,
         })
     })
 }

@@ -399,6 +399,18 @@ pub fn live_line(json: &str) -> Option<String> {
             short(&e.user_id),
             short(&e.lead_id)
         ),
+        Origin::Proxy if e.is_attempt() => {
+            let form = e
+                .properties
+                .get("form_event")
+                .and_then(|f| f.as_str())
+                .unwrap_or("-");
+            let status = e.status.map_or_else(|| "-".into(), |s| s.to_string());
+            match e.properties.get("reason").and_then(|r| r.as_str()) {
+                Some(reason) => format!("{form}  not confirmed ({reason})  status={status}"),
+                None => format!("{form}  confirmed  status={status}"),
+            }
+        }
         Origin::Proxy if e.event_name == "landing" => {
             let touch = e.touch.clone().unwrap_or_default();
             let path = e.page.as_ref().map_or("-", |p| p.path.as_str());
@@ -453,9 +465,9 @@ mod tests {
         assert_eq!(cfg.proxy.upstream, "http://127.0.0.1:3456");
         assert_eq!(cfg.spool.dir, data.join("spool"));
         assert_eq!(cfg.form.len(), 1);
-        assert_eq!(cfg.form[0].event, "signup_submitted");
-        assert_eq!(cfg.form[0].lead_id.as_deref(), Some("email"));
-        assert_eq!(cfg.form[0].natural_key, ["lead_id", "day"]);
+        assert_eq!(cfg.form[0].rule.event, "signup_submitted");
+        assert_eq!(cfg.form[0].rule.lead_id.as_deref(), Some("email"));
+        assert_eq!(cfg.form[0].rule.natural_key, ["lead_id", "day"]);
         assert_eq!(cfg.identity.secret_env, SECRET_ENV);
     }
 
@@ -555,6 +567,31 @@ mod tests {
         let line = live_line(&serde_json::to_string(&b).unwrap()).unwrap();
         assert!(line.contains("client beacon  cid=0b9e8f7a…"), "{line}");
         assert_eq!(live_line("not json"), None);
+    }
+
+    #[test]
+    fn live_line_of_a_form_attempt() {
+        let mut a = event("form_attempt", Origin::Proxy);
+        a.status = Some(400);
+        a.properties
+            .insert("form_event".into(), "signup_submitted".into());
+        a.properties.insert("confirmed".into(), false.into());
+        a.properties.insert("reason".into(), "status".into());
+        let line = live_line(&serde_json::to_string(&a).unwrap()).unwrap();
+        assert!(
+            line.contains(
+                "form_attempt       signup_submitted  not confirmed (status)  status=400"
+            ),
+            "{line}"
+        );
+        a.status = Some(303);
+        a.properties.remove("reason");
+        a.properties.insert("confirmed".into(), true.into());
+        let line = live_line(&serde_json::to_string(&a).unwrap()).unwrap();
+        assert!(
+            line.contains("signup_submitted  confirmed  status=303"),
+            "{line}"
+        );
     }
 
     #[test]

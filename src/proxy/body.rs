@@ -14,6 +14,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use super::upstream::UpstreamBody;
+use crate::capture::conversion::BodyCheck;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -39,6 +40,67 @@ pub enum ProxyBody {
         prefix: VecDeque<Bytes>,
         rest: Box<ProxyBody>,
     },
+    /// The app's answer to a form whose success is read from the body:
+    /// streamed on unchanged while its start is shown to the check.
+    Checked(Box<Checked>),
+}
+
+/// A body and the conversion check reading it ([`checked`]).
+pub struct Checked {
+    inner: ProxyBody,
+    check: BodyCheck,
+    decided: bool,
+}
+
+/// `body`, with `check` fed its data as it passes.
+pub fn checked(body: ProxyBody, check: BodyCheck) -> ProxyBody {
+    ProxyBody::Checked(Box::new(Checked {
+        inner: body,
+        check,
+        decided: false,
+    }))
+}
+
+impl Checked {
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if self.decided {
+            return polled;
+        }
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.decided = self.check.feed(data);
+                }
+                if !self.decided && self.inner.is_end_stream() {
+                    self.finish();
+                }
+            }
+            Poll::Ready(None) => self.finish(),
+            Poll::Ready(Some(Err(_))) => {
+                self.check.abandon();
+                self.decided = true;
+            }
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn finish(&mut self) {
+        self.check.finish();
+        self.decided = true;
+    }
+}
+
+impl Drop for Checked {
+    /// A body hyper never polled to its end because it knew the end (an
+    /// empty or fully read body) is complete; any other is not, and the
+    /// check's own drop says so.
+    fn drop(&mut self) {
+        if !self.decided && self.inner.is_end_stream() {
+            self.finish();
+        }
+    }
 }
 
 pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
@@ -78,6 +140,7 @@ impl Body for ProxyBody {
                 }
                 Pin::new(rest.as_mut()).poll_frame(cx)
             }
+            ProxyBody::Checked(c) => c.poll_frame(cx),
         }
     }
 
@@ -89,6 +152,7 @@ impl Body for ProxyBody {
             ProxyBody::Upstream(b) => b.is_end_stream(),
             ProxyBody::Replay { data, trailers } => data.is_none() && trailers.is_none(),
             ProxyBody::Prefixed { prefix, rest } => prefix.is_empty() && rest.is_end_stream(),
+            ProxyBody::Checked(c) => c.inner.is_end_stream(),
         }
     }
 
@@ -119,6 +183,7 @@ impl Body for ProxyBody {
                 }
                 hint
             }
+            ProxyBody::Checked(c) => c.inner.size_hint(),
         }
     }
 }

@@ -554,7 +554,12 @@ impl Ga4MpSink {
         self
     }
 
+    /// Form attempts are touchgate's own bookkeeping: never sent, not
+    /// even with `all_events`.
     fn ga4_name<'a>(&'a self, event: &'a Event) -> Option<&'a str> {
+        if event.is_attempt() {
+            return None;
+        }
         match self.events.get(&event.event_name) {
             Some(n) => Some(n),
             None if self.all_events => Some(&event.event_name),
@@ -868,5 +873,30 @@ mod tests {
         )
         .unwrap();
         assert!(ok.validate(&|_| Some("s".into())).is_empty());
+    }
+
+    #[tokio::test]
+    async fn form_attempts_are_never_sent() {
+        let cfg: Ga4MpSinkConfig = toml::from_str(
+            "measurement_id = \"G-ABC123\"\napi_secret_env = \"S\"\nall_events = true\nevents = { form_attempt = \"generate_lead\" }\n",
+        )
+        .unwrap();
+        let sink = Ga4MpSink::new(
+            &cfg,
+            &|_| Some("s".into()),
+            &Keys::derive(b"0123456789abcdef"),
+        )
+        .unwrap();
+        let mut e = Event::new(
+            "a1".into(),
+            crate::event::FORM_ATTEMPT.into(),
+            Origin::Proxy,
+            NOW,
+            NOW,
+        );
+        assert!(!sink.accepts(&Envelope::new(e.clone())));
+        assert!(sink.check(&Envelope::new(e.clone())).is_err());
+        e.event_name = "signup_submitted".into();
+        assert!(sink.accepts(&Envelope::new(e)));
     }
 }

@@ -428,7 +428,12 @@ impl MetaCapiSink {
         self
     }
 
+    /// Form attempts are touchgate's own bookkeeping: never sent, even
+    /// when mapped.
     fn meta_name(&self, event: &Event) -> Option<&str> {
+        if event.is_attempt() {
+            return None;
+        }
         self.events.get(&event.event_name).map(String::as_str)
     }
 }
@@ -655,5 +660,19 @@ mod tests {
                 .iter()
                 .any(|(k, _)| k == "events")
         );
+    }
+
+    #[tokio::test]
+    async fn form_attempts_are_never_sent() {
+        let cfg: MetaCapiSinkConfig = toml::from_str(
+            "pixel_id = \"123\"\naccess_token_env = \"T\"\nevents = { signup_submitted = \"Lead\", form_attempt = \"Lead\" }\n",
+        )
+        .unwrap();
+        let sink = MetaCapiSink::new(&cfg, &|_| Some("t".into())).unwrap();
+        let mut attempt = envelope(NOW);
+        attempt.event.event_name = crate::event::FORM_ATTEMPT.into();
+        assert!(!sink.accepts(&attempt));
+        assert!(sink.check(&attempt).is_err());
+        assert!(sink.accepts(&envelope(NOW)));
     }
 }

@@ -56,6 +56,19 @@ impl Redis {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// Every key in the server (`redis-cli KEYS *`).
+    pub fn keys(&self) -> Vec<String> {
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string(), "--raw", "KEYS", "*"])
+            .output()
+            .expect("redis-cli is installed with redis-server");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();

@@ -109,6 +109,9 @@ async fn handle(
         body: body.clone(),
         trailers: trailers.clone(),
     });
+    if let Some(status) = headers.get("x-answer-status") {
+        return Ok(scripted_answer(status, &headers));
+    }
     if let Some(code) = path.strip_prefix("/status/") {
         let code: u16 = code.parse().unwrap_or(200);
         let mut r = Response::new(full(format!("status {code}\n")));
@@ -156,6 +159,65 @@ async fn handle(
     Ok(Response::new(
         http_body_util::StreamBody::new(stream).boxed(),
     ))
+}
+
+/// The answer a test asks for in the request's own headers (touchgate
+/// forwards them): `x-answer-status: 302`, `x-answer-header: name: value`
+/// (repeatable), `x-answer-body: part|part|…` (each part one frame,
+/// `x-answer-delay-ms` apart; `x-answer-pad: N` appends N bytes of `.` to
+/// the first part).
+fn scripted_answer(status: &http::HeaderValue, headers: &http::HeaderMap) -> Response<Body> {
+    let status = status
+        .to_str()
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .unwrap_or(StatusCode::OK);
+    let text = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let delay = Duration::from_millis(
+        text("x-answer-delay-ms")
+            .and_then(|d| d.parse().ok())
+            .unwrap_or(0),
+    );
+    let mut parts: Vec<String> = text("x-answer-body")
+        .map(|b| b.split('|').map(str::to_string).collect())
+        .unwrap_or_default();
+    if let Some(pad) = text("x-answer-pad").and_then(|n| n.parse::<usize>().ok()) {
+        if parts.is_empty() {
+            parts.push(String::new());
+        }
+        parts[0].push_str(&".".repeat(pad));
+    }
+    let stream = futures_util::stream::unfold(
+        (parts.into_iter(), true),
+        move |(mut it, first)| async move {
+            let part = it.next()?;
+            if !first {
+                tokio::time::sleep(delay).await;
+            }
+            let frame: Result<http_body::Frame<Bytes>, hyper::Error> =
+                Ok(http_body::Frame::data(Bytes::from(part)));
+            Some((frame, (it, false)))
+        },
+    );
+    let mut r = Response::new(http_body_util::StreamBody::new(stream).boxed());
+    *r.status_mut() = status;
+    for v in headers.get_all("x-answer-header") {
+        if let Some((name, value)) = v.to_str().ok().and_then(|v| v.split_once(':'))
+            && let (Ok(n), Ok(v)) = (
+                http::HeaderName::from_bytes(name.trim().as_bytes()),
+                http::HeaderValue::from_str(value.trim()),
+            )
+        {
+            r.headers_mut().append(n, v);
+        }
+    }
+    r
 }
 
 fn websocket(req: &mut Request<Incoming>) -> Response<Body> {
@@ -273,13 +335,38 @@ impl Site {
         format!("http://{}{}", self.tg.proxy_addr, path)
     }
 
+    /// The events on disk, without the `form_attempt` events every form
+    /// post adds ([`Site::attempts`]).
     pub fn events(&self) -> Vec<serde_json::Value> {
+        self.all_events()
+            .into_iter()
+            .filter(|e| e["event_name"] != "form_attempt")
+            .collect()
+    }
+
+    /// The `form_attempt` events on disk.
+    pub fn attempts(&self) -> Vec<serde_json::Value> {
+        self.all_events()
+            .into_iter()
+            .filter(|e| e["event_name"] == "form_attempt")
+            .collect()
+    }
+
+    pub fn all_events(&self) -> Vec<serde_json::Value> {
         events(&self.dir.path().join("events.jsonl"))
     }
 
     pub async fn wait_events(&self, n: usize) -> Vec<serde_json::Value> {
         eventually(&format!("{n} events on disk"), || self.events().len() >= n).await;
         self.events()
+    }
+
+    pub async fn wait_attempts(&self, n: usize) -> Vec<serde_json::Value> {
+        eventually(&format!("{n} form attempts on disk"), || {
+            self.attempts().len() >= n
+        })
+        .await;
+        self.attempts()
     }
 }
 

@@ -23,6 +23,21 @@ pub struct Aggregate {
     pub days: BTreeMap<Date, DayAggregate>,
     /// Over every day.
     pub latency: Latency,
+    /// Attempts and conversions per form event name, over every day.
+    pub forms: BTreeMap<String, FormCounts>,
+}
+
+/// One form's posts over the period: every `form_attempt` event names its
+/// form (`properties.form_event`) and says whether the app confirmed it.
+#[derive(Debug, Default, Clone)]
+pub struct FormCounts {
+    pub attempts: u64,
+    pub confirmed: u64,
+    /// Unconfirmed attempts per reason (`properties.reason`).
+    pub unconfirmed: BTreeMap<String, u64>,
+    /// Conversion events of this name (after dedupe: a confirmed repeat of
+    /// the same lead is one conversion).
+    pub conversions: u64,
 }
 
 #[derive(Debug, Default)]
@@ -60,11 +75,15 @@ pub enum Kind {
     Ingest,
     /// `origin = beacon`.
     Beacon,
+    /// `origin = proxy`, `event_name = form_attempt`: one post to a form,
+    /// confirmed or not; not a conversion.
+    Attempt,
 }
 
 pub fn kind(e: &Event) -> Kind {
     match e.origin {
         Origin::Proxy if e.event_name == LANDING => Kind::Landing,
+        Origin::Proxy if e.is_attempt() => Kind::Attempt,
         Origin::Proxy => Kind::Conversion,
         Origin::Ingest => Kind::Ingest,
         Origin::Beacon => Kind::Beacon,
@@ -107,6 +126,24 @@ impl Aggregate {
                 day.conversions_direct += u64::from(direct);
                 day.conversions_valid += u64::from(valid);
                 bump(&mut day.server, &e.event_name);
+                form_entry(&mut self.forms, &e.event_name).conversions += 1;
+            }
+            Kind::Attempt => {
+                day.events_proxy += 1;
+                let prop = |k: &str| e.properties.get(k);
+                let form = prop("form_event")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("(unknown)");
+                let f = form_entry(&mut self.forms, form);
+                f.attempts += 1;
+                if prop("confirmed").and_then(|v| v.as_bool()) == Some(true) {
+                    f.confirmed += 1;
+                } else {
+                    let reason = prop("reason")
+                        .and_then(|v| v.as_str())
+                        .unwrap_or("(unknown)");
+                    bump(&mut f.unconfirmed, reason);
+                }
             }
             Kind::Ingest => day.events_ingest += 1,
             Kind::Beacon => {
@@ -118,6 +155,17 @@ impl Aggregate {
         day.latency.record(latency_ms);
         self.latency.record(latency_ms);
     }
+}
+
+/// The counts of form `name`, within the same bound as the daily maps
+/// (the names come from event files).
+fn form_entry<'a>(forms: &'a mut BTreeMap<String, FormCounts>, name: &str) -> &'a mut FormCounts {
+    let key = if forms.contains_key(name) || forms.len() < MAX_KEYS_PER_DAY {
+        name
+    } else {
+        OTHER
+    };
+    forms.entry(key.to_string()).or_default()
 }
 
 fn bump(map: &mut BTreeMap<String, u64>, key: &str) {

@@ -38,6 +38,26 @@ pub struct Report {
     pub parity: Vec<ParityTotal>,
     /// Delivery latency over the whole period.
     pub latency: LatencyReport,
+    /// Attempts per confirmed conversion, per form, over the whole period.
+    pub forms: Vec<FormReport>,
+}
+
+/// One form over the period, from its `form_attempt` events.
+#[derive(Debug, Clone, Serialize)]
+pub struct FormReport {
+    pub event_name: String,
+    /// Posts to the form.
+    pub attempts: u64,
+    /// Posts the app confirmed by the form's success rule.
+    pub confirmed: u64,
+    /// Posts it did not, per reason.
+    pub unconfirmed: BTreeMap<String, u64>,
+    /// `attempts / confirmed`: how many posts one confirmed conversion
+    /// takes; null without a confirmed post.
+    pub attempts_per_confirmed: Option<f64>,
+    /// Conversion events of this name in the files (deduplicated: a
+    /// confirmed repeat of the same lead is not a second one).
+    pub conversions: u64,
 }
 
 /// `[checks]` of the configuration, as the report applied them.
@@ -429,6 +449,21 @@ pub fn evaluate(agg: &Aggregate, input: InputSummary, checks: &ChecksConfig) -> 
             p
         })
         .collect();
+    // Only forms with attempts: files written before touchgate counted
+    // attempts hold conversions without them, and no ratio.
+    let forms = agg
+        .forms
+        .iter()
+        .filter(|(_, f)| f.attempts > 0)
+        .map(|(name, f)| FormReport {
+            event_name: name.clone(),
+            attempts: f.attempts,
+            confirmed: f.confirmed,
+            unconfirmed: f.unconfirmed.clone(),
+            attempts_per_confirmed: ratio(f.attempts, f.confirmed),
+            conversions: f.conversions,
+        })
+        .collect();
     Report {
         schema: REPORT_SCHEMA,
         alert: !alerts.is_empty(),
@@ -438,5 +473,6 @@ pub fn evaluate(agg: &Aggregate, input: InputSummary, checks: &ChecksConfig) -> 
         days,
         parity,
         latency: LatencyReport::from(&agg.latency),
+        forms,
     }
 }

@@ -579,6 +579,35 @@ fn tables(o: &mut String, r: &Report, channels: &[(String, &str)]) {
     o.push_str("</tbody></table></section>\n");
 
     o.push_str(
+        "<section><h2>Form attempts per confirmed conversion</h2><table id=\"forms\"><thead><tr><th>form</th><th>attempts</th><th>confirmed</th><th>attempts/confirmed</th><th>conversions</th><th>unconfirmed by reason</th></tr></thead><tbody>",
+    );
+    for f in &r.forms {
+        o.push_str("<tr>");
+        td_text(o, &f.event_name, false);
+        td(o, &f.attempts.to_string(), false);
+        td(o, &f.confirmed.to_string(), false);
+        td(
+            o,
+            &f.attempts_per_confirmed
+                .map_or("-".into(), |r| format!("{r:.2}")),
+            false,
+        );
+        td(o, &f.conversions.to_string(), false);
+        let reasons: Vec<String> = f
+            .unconfirmed
+            .iter()
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect();
+        td_text(o, &reasons.join(", "), false);
+        o.push_str("</tr>");
+    }
+    o.push_str("</tbody></table>");
+    if r.forms.is_empty() {
+        o.push_str("<p class=\"note\">No form_attempt events in these files.</p>");
+    }
+    o.push_str("</section>\n");
+
+    o.push_str(
         "<section><h2>Input</h2><table id=\"input\"><thead><tr><th>file</th><th>gzip</th><th>lines</th><th>events</th><th>malformed</th><th>error</th></tr></thead><tbody>",
     );
     for f in &r.input.files {

@@ -168,6 +168,42 @@ pub fn render(r: &Report) -> String {
         push_table(&mut out, table);
     }
 
+    section(
+        &mut out,
+        "Form attempts per confirmed conversion (form_attempt events), whole period",
+    );
+    if r.forms.is_empty() {
+        let _ = writeln!(out, "no form_attempt events in these files");
+    } else {
+        let mut table = new_table_left(
+            &[
+                "form",
+                "attempts",
+                "confirmed",
+                "attempts/confirmed",
+                "conversions",
+                "unconfirmed by reason",
+            ],
+            1,
+        );
+        for f in &r.forms {
+            let reasons: Vec<String> = f
+                .unconfirmed
+                .iter()
+                .map(|(k, n)| format!("{} {n}", terminal_safe(k)))
+                .collect();
+            table.add_row(vec![
+                terminal_safe(&f.event_name),
+                f.attempts.to_string(),
+                f.confirmed.to_string(),
+                ratio(f.attempts_per_confirmed),
+                f.conversions.to_string(),
+                reasons.join(", "),
+            ]);
+        }
+        push_table(&mut out, table);
+    }
+
     section(&mut out, "Input");
     let mut table = new_table_left(
         &["file", "gzip", "lines", "events", "malformed", "error"],
