@@ -23,11 +23,12 @@ fn touchgate(args: &[&str]) -> Command {
     cmd
 }
 
-/// Runs to the end with `stdin` as input; the exit code and both outputs.
-fn run(args: &[&str], stdin: &[u8]) -> (i32, String, String) {
+/// Runs to the end with `stdin` as input and `stdout` as its stdout; the
+/// exit code and both outputs.
+fn run_with(args: &[&str], stdin: &[u8], stdout: Stdio) -> (Option<i32>, String, String) {
     let mut child = touchgate(args)
         .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
+        .stdout(stdout)
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -42,10 +43,15 @@ fn run(args: &[&str], stdin: &[u8]) -> (i32, String, String) {
         stderr,
     } = child.wait_with_output().unwrap();
     (
-        status.code().expect("exited, not killed"),
+        status.code(),
         String::from_utf8_lossy(&stdout).into_owned(),
         String::from_utf8_lossy(&stderr).into_owned(),
     )
+}
+
+fn run(args: &[&str], stdin: &[u8]) -> (i32, String, String) {
+    let (code, stdout, stderr) = run_with(args, stdin, Stdio::piped());
+    (code.expect("exited, not killed"), stdout, stderr)
 }
 
 fn code(args: &[&str]) -> i32 {
@@ -301,20 +307,8 @@ fn demo_exits_1_when_it_cannot_start_and_0_after_sigterm() {
 fn with_stdout_closed(args: &[&str], stdin: &[u8]) -> (Option<i32>, String) {
     let (reader, writer) = std::io::pipe().unwrap();
     drop(reader);
-    let mut child = touchgate(args)
-        .stdin(Stdio::piped())
-        .stdout(writer)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut input = child.stdin.take().unwrap();
-    let _ = input.write_all(stdin);
-    drop(input);
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let (code, _, stderr) = run_with(args, stdin, writer.into());
+    (code, stderr)
 }
 
 #[test]
