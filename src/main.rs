@@ -1,7 +1,13 @@
 //! The `touchgate` command line: parse, load, hand over to the library.
+//!
+//! Output goes through a locked stdout with `write!`, never `print!`: a
+//! reader that goes away (`touchgate audit … | head -1`) makes the next write
+//! fail with `BrokenPipe`, and the command then ends quietly with status 0,
+//! as ripgrep does, instead of panicking.
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -11,7 +17,9 @@ use touchgate::config::{self, Config};
 #[command(
     name = "touchgate",
     version,
-    about = "Reverse-proxy sidecar for server-side marketing touchpoint capture"
+    about = "Reverse-proxy sidecar for server-side marketing touchpoint capture",
+    after_help = "Exit status: each command's --help says its own. A usage error exits 2; a \
+                  closed stdout (`| head`) ends any command quietly with 0."
 )]
 struct Cli {
     /// Log format on stderr (level from RUST_LOG, default info).
@@ -36,25 +44,43 @@ enum LogFormat {
 #[derive(Subcommand)]
 enum Command {
     /// Serve: proxy, admin listener, pipeline and sinks.
+    #[command(
+        after_help = "Exit status: 0 after a clean drain on SIGTERM or SIGINT; 1 when it \
+                      cannot start or stops on an error (an address in use, a sink that \
+                      cannot be built); 2 when the config cannot be read or is invalid."
+    )]
     Run {
         /// Defaults to $TOUCHGATE_CONFIG, then config/touchgate.toml.
         #[arg(long)]
         config: Option<PathBuf>,
     },
     /// Try touchgate in one command: the proxy in front of a built-in sample app.
+    #[command(
+        after_help = "Exit status: 0 after Ctrl-C (SIGINT) or SIGTERM; 1 when it cannot \
+                      start (an address in use, a data directory it cannot create)."
+    )]
     Demo {
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: std::net::SocketAddr,
         #[arg(long, default_value = "touchgate-data")]
         data_dir: PathBuf,
     },
-    /// Validate a config file without binding anything (exit 2 on problems).
+    /// Validate a config file without binding anything.
+    #[command(
+        after_help = "Exit status: 0 when the config is valid; 2 when it cannot be read or \
+                      has problems, one `PATH:LINE: key.path: message` line each on stderr."
+    )]
     CheckConfig {
         #[arg(long)]
         config: Option<PathBuf>,
     },
     /// The data inventory (every field that can leave, and how), or a dry
     /// run of one raw HTTP/1.1 request through the pipeline.
+    #[command(
+        after_help = "Exit status: 0; 2 when the config is invalid or the --request is not \
+                      a well-formed HTTP/1.1 request; 1 when the config or the request \
+                      file cannot be read."
+    )]
     Audit {
         #[arg(long)]
         config: Option<PathBuf>,
@@ -74,6 +100,11 @@ enum Command {
         format: AuditFormat,
     },
     /// Add the touchgate sidecar to every pod template in Kubernetes YAML.
+    #[command(
+        after_help = "Exit status: 0; 2 on input it cannot patch (invalid YAML, a pod \
+                      template without containers, a port or name the sidecar needs is \
+                      taken…); 1 when the file cannot be read."
+    )]
     Inject {
         /// YAML file, or - for stdin (the default).
         #[arg(default_value = "-")]
@@ -92,7 +123,12 @@ enum Command {
         #[arg(long)]
         secret: Option<String>,
     },
-    /// The operational checks over event files (exit 1 when one is in alert).
+    /// The operational checks over event files.
+    #[command(
+        after_help = "Exit status: 0 when no check is in alert; 1 when one is; 2 on input \
+                      it cannot use (no event file, a path it cannot read, an invalid \
+                      --config) or an --out file it cannot write."
+    )]
     Report {
         /// Event files (JSON lines, .gz too) or directories of them.
         #[arg(long, num_args = 1.., required = true)]
@@ -128,6 +164,28 @@ fn init_logs(format: LogFormat) {
     }
 }
 
+/// Write `text` to stdout. A `BrokenPipe` error is the reader gone, which
+/// [`main`] turns into a quiet exit.
+fn emit(text: &str) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.flush()
+}
+
+/// Whether `e` or one of its causes is a write to a closed pipe.
+fn is_broken_pipe(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        if c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+        {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
+}
+
 /// Load a config or print its problems (one per line) and exit 2.
 fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
     Config::load(path).map_err(|e| {
@@ -141,6 +199,8 @@ fn main() -> ExitCode {
     init_logs(cli.log_format);
     match run(cli.command) {
         Ok(code) => code,
+        // The reader has what it wanted (`| head`): not a failure.
+        Err(e) if is_broken_pipe(e.as_ref()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("touchgate: {e:#}");
             ExitCode::FAILURE
@@ -159,7 +219,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                     for line in cfg.warning_lines(&path.display().to_string(), &text) {
                         eprintln!("{line}");
                     }
-                    println!("{}: ok", path.display());
+                    emit(&format!("{}: ok\n", path.display()))?;
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(code) => Ok(code),
@@ -207,8 +267,10 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 None => {
                     let inv = touchgate::cli::audit::inventory(&cfg);
                     match format {
-                        AuditFormat::Text => print!("{}", touchgate::cli::audit::render_text(&inv)),
-                        AuditFormat::Json => println!("{}", serde_json::to_string_pretty(&inv)?),
+                        AuditFormat::Text => emit(&touchgate::cli::audit::render_text(&inv))?,
+                        AuditFormat::Json => {
+                            emit(&(serde_json::to_string_pretty(&inv)? + "\n"))?;
+                        }
                     }
                     Ok(ExitCode::SUCCESS)
                 }
@@ -240,7 +302,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                     };
                     match touchgate::cli::audit::dry_run(cfg, &raw, answer, &env) {
                         Ok(run) => {
-                            println!("{}", serde_json::to_string_pretty(&run)?);
+                            emit(&(serde_json::to_string_pretty(&run)? + "\n"))?;
                             Ok(ExitCode::SUCCESS)
                         }
                         Err(e) => {
@@ -285,7 +347,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             }
             match touchgate::cli::inject::inject(&input, &opts) {
                 Ok(out) => {
-                    print!("{out}");
+                    emit(&out)?;
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(e) => {
@@ -316,6 +378,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             match touchgate::cli::report::run(&args) {
                 Ok(outcome) if outcome.alert => Ok(ExitCode::from(1)),
                 Ok(_) => Ok(ExitCode::SUCCESS),
+                Err(e) if is_broken_pipe(&e) => Ok(ExitCode::SUCCESS),
                 Err(e) => {
                     eprintln!("touchgate report: {e}");
                     Ok(ExitCode::from(2))

@@ -16,7 +16,7 @@ use crate::capture::{Capture, Class};
 use crate::config::{Config, EventIp, FieldMode, ForwardIp};
 use crate::identity::Keys;
 use crate::metrics::Metrics;
-use crate::pipeline::{EventQueue, Item};
+use crate::pipeline::{EventQueue, QueueItem};
 use crate::proxy::body::ProxyBody;
 use crate::proxy::smuggling::{AmbiguousHeads, HeadTracker};
 use crate::proxy::upstream::{Upstream, UpstreamError};
@@ -529,7 +529,7 @@ pub fn dry_run(
         drop(shared);
         let mut events = Vec::new();
         while let Ok(item) = rx.try_recv() {
-            if let Item::Event(e) = item {
+            if let QueueItem::Event(e) = item {
                 events.push(
                     serde_json::to_value(&e.event).map_err(|e| AuditError::Setup(e.to_string()))?,
                 );

@@ -14,7 +14,7 @@ use crate::metrics::Metrics;
 // The large variant is the common one; boxing it would add an allocation
 // per event to spare the rare ingest batch a few hundred bytes.
 #[allow(clippy::large_enum_variant)]
-pub enum Item {
+pub enum QueueItem {
     /// From the request path: emit and forget.
     Event(Envelope),
     /// From ingest, which answers per line: the stage replies with the
@@ -25,22 +25,27 @@ pub enum Item {
     },
 }
 
+/// The name `benches/capture.rs` and `benches/delivery.rs` import the
+/// queue item by.
+#[doc(hidden)]
+pub use self::QueueItem as Item;
+
 /// The handle producers hold.
 #[derive(Clone)]
 pub struct EventQueue {
-    tx: mpsc::Sender<Item>,
+    tx: mpsc::Sender<QueueItem>,
     metrics: Arc<Metrics>,
 }
 
 impl EventQueue {
-    pub fn new(capacity: usize, metrics: Arc<Metrics>) -> (EventQueue, mpsc::Receiver<Item>) {
+    pub fn new(capacity: usize, metrics: Arc<Metrics>) -> (EventQueue, mpsc::Receiver<QueueItem>) {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         (EventQueue { tx, metrics }, rx)
     }
 
     /// Never waits: a full queue drops the event and counts it.
     pub fn emit(&self, envelope: Envelope) {
-        match self.tx.try_send(Item::Event(envelope)) {
+        match self.tx.try_send(QueueItem::Event(envelope)) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => self.metrics.dropped("queue_full"),
             Err(mpsc::error::TrySendError::Closed(_)) => self.metrics.dropped("shutdown"),
@@ -51,7 +56,10 @@ impl EventQueue {
     /// the verdicts. `None` if the pipeline is shutting down.
     pub async fn submit_checked(&self, events: Vec<Envelope>) -> Option<Vec<Seen>> {
         let (reply, verdicts) = oneshot::channel();
-        self.tx.send(Item::Checked { events, reply }).await.ok()?;
+        self.tx
+            .send(QueueItem::Checked { events, reply })
+            .await
+            .ok()?;
         verdicts.await.ok()
     }
 }
@@ -115,14 +123,14 @@ impl Output for SpoolOutput {
 /// Redis round trip per batch), count what is emitted, append. Ends when
 /// every queue handle is dropped and the queue is empty.
 pub async fn run(
-    mut rx: mpsc::Receiver<Item>,
+    mut rx: mpsc::Receiver<QueueItem>,
     mut dedupe: Dedupe,
     mut out: Box<dyn Output>,
     metrics: Arc<Metrics>,
 ) {
     const BATCH: usize = 512;
     const LINGER: std::time::Duration = std::time::Duration::from_millis(2);
-    let mut items: Vec<Item> = Vec::with_capacity(BATCH);
+    let mut items: Vec<QueueItem> = Vec::with_capacity(BATCH);
     let tick = out.tick_interval();
     loop {
         let received = tokio::select! {
@@ -156,8 +164,8 @@ pub async fn run(
         let mut replies = Vec::new();
         for item in items.drain(..) {
             match item {
-                Item::Event(e) => batch.push(e),
-                Item::Checked { events, reply } => {
+                QueueItem::Event(e) => batch.push(e),
+                QueueItem::Checked { events, reply } => {
                     replies.push((batch.len(), events.len(), reply));
                     batch.extend(events);
                 }

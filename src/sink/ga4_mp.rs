@@ -43,7 +43,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 use time::OffsetDateTime;
 
-use super::ad_http::{self, HttpClient};
+use super::ad_platform;
+use super::http_client::{self, HttpClient, StatusClass};
 use super::{DeliveryConfig, Sink, SinkBuildError, SinkError};
 use crate::event::{Envelope, Event};
 use crate::identity::{Keys, Purpose};
@@ -180,7 +181,7 @@ impl Ga4MpSinkConfig {
             Some(_) => {}
         }
         if let Some(e) = &self.endpoint
-            && let Err(m) = ad_http::base_url(e)
+            && let Err(m) = ad_platform::base_url(e)
         {
             bad("endpoint", m);
         }
@@ -496,7 +497,6 @@ pub struct Ga4MpSink {
     all_events: bool,
     shape: Shape,
     keys: Keys,
-    timeout: Duration,
     client: HttpClient,
     delivered: Mutex<RecentIds>,
 }
@@ -516,7 +516,7 @@ impl Ga4MpSink {
         env: &dyn Fn(&str) -> Option<String>,
         keys: &Keys,
     ) -> Result<Ga4MpSink, SinkBuildError> {
-        let (secret, base) = ad_http::build_parts(
+        let (secret, base) = ad_platform::build_parts(
             cfg.validate(env),
             "api_secret_env",
             env(&cfg.api_secret_env),
@@ -538,8 +538,8 @@ impl Ga4MpSink {
                 engagement_time_msec: cfg.engagement_time_msec,
             },
             keys: keys.clone(),
-            timeout: cfg.timeout,
-            client: ad_http::client()?,
+            client: HttpClient::new(cfg.timeout)
+                .map_err(|e| SinkBuildError::Client(format!("TLS setup: {e}")))?,
             delivered: Mutex::new(RecentIds {
                 set: HashSet::new(),
                 order: VecDeque::new(),
@@ -644,14 +644,13 @@ impl Sink for Ga4MpSink {
             let bodies =
                 request_bodies(user, events).map_err(|message| SinkError::Rejected { message })?;
             for (body, range) in bodies {
-                let answer =
-                    ad_http::post_json(&self.client, &self.uri, body, self.timeout).await?;
-                if !answer.status.is_success() {
+                let answer = self.client.post_json(&self.uri, body).await?;
+                if answer.class() != StatusClass::Delivered {
                     return Err(SinkError::Rejected {
                         message: format!(
                             "GA4 answered HTTP {}: {}",
                             answer.status,
-                            ad_http::snippet(&answer.body)
+                            http_client::snippet(&answer.body)
                         ),
                     });
                 }

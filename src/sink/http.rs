@@ -8,24 +8,22 @@
 //! names). 2xx acknowledges the batch; 408, 429, 5xx, timeouts and
 //! connection errors are retried (honouring `Retry-After`, seconds or
 //! HTTP-date); any other status rejects the batch to the dead-letter file.
-//! HTTPS uses rustls with the Mozilla roots (webpki-roots), HTTP/2 when the
-//! collector offers it.
+//! The client is the one every HTTP sink shares (`http_client.rs`): rustls
+//! with the Mozilla roots (webpki-roots), HTTP/2 when the collector offers
+//! it.
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER};
-use http::{HeaderMap, Request, StatusCode, Uri};
-use http_body_util::{BodyExt, Full, Limited};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use http::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderName, HeaderValue};
+use http::{HeaderMap, Request, Uri};
+use http_body_util::Full;
 use serde::Deserialize;
 
+use super::http_client::{HttpClient, StatusClass};
 use super::{DeliveryConfig, RawEvent, Sink, SinkError};
 use crate::event::Envelope;
 
@@ -192,8 +190,7 @@ pub struct HttpSink {
     uri: Uri,
     headers: HeaderMap,
     gzip: bool,
-    timeout: Duration,
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    client: HttpClient,
 }
 
 impl HttpSink {
@@ -231,26 +228,12 @@ impl HttpSink {
                 .map_err(|_| config_err("headers", "not a valid header name"))?;
             headers.insert(name, value);
         }
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(cfg.timeout));
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())?
-            .https_or_http()
-            .enable_http1()
-            .enable_http2()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build(https);
         Ok(HttpSink {
             name: cfg.sink_name(),
             uri,
             headers,
             gzip: cfg.gzip,
-            timeout: cfg.timeout,
-            client,
+            client: HttpClient::new(cfg.timeout)?,
         })
     }
 
@@ -297,25 +280,6 @@ impl HttpSink {
     }
 }
 
-/// `Retry-After`: delay-seconds or an HTTP-date.
-pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
-    let v = value.trim();
-    if let Ok(secs) = v.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = httpdate::parse_http_date(v).ok()?;
-    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
-}
-
-/// What a status means for the batch.
-pub fn classify(status: StatusCode) -> Option<bool> {
-    match status.as_u16() {
-        200..=299 => None,
-        408 | 429 | 500..=599 => Some(true),
-        _ => Some(false),
-    }
-}
-
 #[async_trait]
 impl Sink for HttpSink {
     fn name(&self) -> &str {
@@ -353,52 +317,13 @@ impl HttpSink {
         if self.gzip {
             h.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
         }
-        let exchange = async {
-            let resp = self
-                .client
-                .request(req)
-                .await
-                .map_err(|e| SinkError::Retryable {
-                    message: format!("request failed: {e}"),
-                    retry_after: None,
-                })?;
-            let status = resp.status();
-            let retry_after = resp
-                .headers()
-                .get(RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| parse_retry_after(v, SystemTime::now()));
-            // Read the answer to reuse the connection; keep a little of it
-            // for the log.
-            let text = match Limited::new(resp.into_body(), 64 << 10).collect().await {
-                Ok(b) => {
-                    let b = b.to_bytes();
-                    String::from_utf8_lossy(&b[..b.len().min(300)]).into_owned()
-                }
-                Err(_) => String::new(),
-            };
-            Ok::<_, SinkError>((status, retry_after, text))
-        };
-        let (status, retry_after, text) = match tokio::time::timeout(self.timeout, exchange).await {
-            Ok(r) => r?,
-            Err(_) => {
-                return Err(SinkError::Retryable {
-                    message: format!(
-                        "no answer within {}",
-                        humantime::format_duration(self.timeout)
-                    ),
-                    retry_after: None,
-                });
-            }
-        };
-        let message = format!("HTTP {status}: {}", text.trim());
-        match classify(status) {
-            None => Ok(()),
-            Some(true) => Err(SinkError::Retryable {
-                message,
-                retry_after,
-            }),
-            Some(false) => Err(SinkError::Rejected { message }),
+        let answer = self.client.send(req).await?;
+        match answer.class() {
+            StatusClass::Delivered => Ok(()),
+            StatusClass::Retry => Err(answer.retry()),
+            // Other 4xx dead-letter the batch, refused credentials included
+            // (README, "Delivery").
+            StatusClass::Fatal | StatusClass::DeadLetter => Err(answer.reject()),
         }
     }
 }
@@ -406,44 +331,6 @@ impl HttpSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn retry_after_seconds_and_dates() {
-        let now = httpdate::parse_http_date("Sun, 29 Nov 2026 10:00:00 GMT").unwrap();
-        assert_eq!(parse_retry_after("7", now), Some(Duration::from_secs(7)));
-        assert_eq!(
-            parse_retry_after("Sun, 29 Nov 2026 10:00:30 GMT", now),
-            Some(Duration::from_secs(30))
-        );
-        assert_eq!(
-            parse_retry_after("Sun, 29 Nov 2026 09:00:00 GMT", now),
-            Some(Duration::ZERO)
-        );
-        assert_eq!(parse_retry_after("soon", now), None);
-    }
-
-    #[test]
-    fn statuses() {
-        for (code, want) in [
-            (200, None),
-            (204, None),
-            (408, Some(true)),
-            (429, Some(true)),
-            (500, Some(true)),
-            (503, Some(true)),
-            (400, Some(false)),
-            (401, Some(false)),
-            (404, Some(false)),
-            (413, Some(false)),
-            (301, Some(false)),
-        ] {
-            assert_eq!(
-                classify(StatusCode::from_u16(code).unwrap()),
-                want,
-                "{code}"
-            );
-        }
-    }
 
     #[test]
     fn validation() {

@@ -23,7 +23,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 use time::OffsetDateTime;
 
-use super::ad_http::{self, HttpClient};
+use super::ad_platform;
+use super::http_client::{self, HttpClient, StatusClass};
 use super::{DeliveryConfig, Sink, SinkBuildError, SinkError};
 use crate::event::{Envelope, Event};
 
@@ -100,7 +101,7 @@ impl MetaCapiSinkConfig {
             Some(_) => {}
         }
         if let Some(e) = &self.endpoint
-            && let Err(m) = ad_http::base_url(e)
+            && let Err(m) = ad_platform::base_url(e)
         {
             bad("endpoint", m);
         }
@@ -362,7 +363,10 @@ fn judge(status: http::StatusCode, body: &[u8], sent: usize) -> Result<(), SinkE
             }
             m
         }
-        None => format!("Meta answered HTTP {status}: {}", ad_http::snippet(body)),
+        None => format!(
+            "Meta answered HTTP {status}: {}",
+            http_client::snippet(body)
+        ),
     };
     let retry = match &error {
         Some(e) => {
@@ -371,9 +375,9 @@ fn judge(status: http::StatusCode, body: &[u8], sent: usize) -> Result<(), SinkE
                     .is_some_and(|c| TRANSIENT_CODES.contains(&c) || c == TOKEN_ERROR_CODE)
         }
         None => false,
-    } || matches!(status.as_u16(), 401 | 403);
+    } || http_client::classify(status) == StatusClass::Fatal;
     if retry {
-        Err(ad_http::retryable(message))
+        Err(http_client::retryable(message))
     } else {
         Err(SinkError::Rejected { message })
     }
@@ -385,7 +389,6 @@ pub struct MetaCapiSink {
     access_token: String,
     events: BTreeMap<String, String>,
     test_event_code: Option<String>,
-    timeout: Duration,
     client: HttpClient,
 }
 
@@ -403,7 +406,7 @@ impl MetaCapiSink {
         cfg: &MetaCapiSinkConfig,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<MetaCapiSink, SinkBuildError> {
-        let (access_token, base) = ad_http::build_parts(
+        let (access_token, base) = ad_platform::build_parts(
             cfg.validate(env),
             "access_token_env",
             env(&cfg.access_token_env),
@@ -416,8 +419,8 @@ impl MetaCapiSink {
             access_token,
             events: cfg.events.clone(),
             test_event_code: cfg.test_event_code.clone(),
-            timeout: cfg.timeout,
-            client: ad_http::client()?,
+            client: HttpClient::new(cfg.timeout)
+                .map_err(|e| SinkBuildError::Client(format!("TLS setup: {e}")))?,
         })
     }
 
@@ -486,7 +489,7 @@ impl Sink for MetaCapiSink {
             .map_err(|e| SinkError::Rejected {
                 message: format!("cannot encode the request: {e}"),
             })?;
-            let answer = ad_http::post_json(&self.client, &self.uri, body, self.timeout).await?;
+            let answer = self.client.post_json(&self.uri, body).await?;
             judge(answer.status, &answer.body, chunk.len())?;
         }
         Ok(())

@@ -10,11 +10,12 @@ use std::time::Duration;
 use crate::event::Envelope;
 pub use crate::pipeline::spool::RawEvent;
 
-mod ad_http;
+mod ad_platform;
 pub mod delivery;
 pub mod file;
 pub mod ga4_mp;
 pub mod http;
+mod http_client;
 pub mod kafka;
 pub mod meta_capi;
 pub mod postgres;

@@ -191,11 +191,11 @@ fn legend<'a>(o: &mut String, items: impl IntoIterator<Item = (&'a str, &'a str)
 }
 
 /// The plot area and the x slot of each of `n` categories.
-struct Frame {
+struct PlotArea {
     n: usize,
 }
 
-impl Frame {
+impl PlotArea {
     fn plot_w(&self) -> f64 {
         W - LEFT - RIGHT
     }
@@ -223,7 +223,7 @@ fn svg_open(o: &mut String, id: &str, label: &str) {
 }
 
 /// Horizontal grid lines and y labels for a 0..max axis.
-fn y_axis(o: &mut String, f: &Frame, max: f64, label: impl Fn(f64) -> String) {
+fn y_axis(o: &mut String, f: &PlotArea, max: f64, label: impl Fn(f64) -> String) {
     for i in 0..=4 {
         let v = max * f64::from(i) / 4.0;
         let y = f.y(v, max);
@@ -246,7 +246,7 @@ fn y_axis(o: &mut String, f: &Frame, max: f64, label: impl Fn(f64) -> String) {
 }
 
 /// Day labels under the slots, thinned to about a dozen.
-fn day_labels(o: &mut String, f: &Frame, r: &Report) {
+fn day_labels(o: &mut String, f: &PlotArea, r: &Report) {
     let step = r.days.len().div_ceil(12).max(1);
     for (i, d) in r.days.iter().enumerate() {
         if i % step == 0 {
@@ -291,7 +291,7 @@ fn channel_mix_chart(o: &mut String, r: &Report, channels: &[(String, &str)]) {
         "chart-channel-mix",
         "Landings per day, stacked by channel",
     );
-    let f = Frame { n: r.days.len() };
+    let f = PlotArea { n: r.days.len() };
     let peak = r.days.iter().map(|d| d.landings.total).max().unwrap_or(0);
     if peak == 0 {
         no_data(o, "No landings in these files.");
@@ -330,7 +330,7 @@ fn direct_share_chart(o: &mut String, r: &Report) {
         "chart-direct-share",
         "Direct share per day, with its threshold",
     );
-    let f = Frame { n: r.days.len() };
+    let f = PlotArea { n: r.days.len() };
     if r.days.is_empty() {
         no_data(o, "No events in these files.");
         o.push_str("</svg>");
@@ -406,7 +406,7 @@ fn parity_chart(o: &mut String, r: &Report) {
         "chart-parity",
         "Client beacons / server events per event name, with its threshold",
     );
-    let f = Frame { n: r.parity.len() };
+    let f = PlotArea { n: r.parity.len() };
     if r.parity.is_empty() {
         no_data(o, "No beacons in these files: parity not checked.");
         o.push_str("</svg>");
