@@ -2,18 +2,25 @@
 //! needs whole.
 //!
 //! One enum for every body touchgate sends, in either direction, so that
-//! no request or response pays for a boxed trait object.
+//! no request or response pays for a boxed trait object. The app's
+//! response body drives its upstream connection as it is read, so that
+//! connection's type ([`Conn`]) lives here too; the pool it returns to is
+//! `upstream.rs`'s, behind [`ConnHome`], so neither file imports the other
+//! both ways.
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{HeaderMap, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use hyper::client::conn::http1;
 use std::collections::VecDeque;
+use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use tokio::sync::OwnedSemaphorePermit;
 
-use super::upstream::UpstreamBody;
 use crate::capture::conversion::BodyCheck;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -272,4 +279,135 @@ pub fn text_response(status: StatusCode, text: &'static str, close: bool) -> Res
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     r
+}
+
+// --- The upstream connection a response body drives ---------------------
+
+/// hyper's `UpgradeableConnection` cannot be named outside hyper.
+pub(super) type Driver = Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>;
+
+/// One connection to the app: the handle to send on, and the future that
+/// does its I/O, polled by whoever uses the connection.
+pub(super) struct Conn {
+    pub(super) send: http1::SendRequest<ProxyBody>,
+    /// `None` once the connection has ended.
+    pub(super) driver: Option<Driver>,
+    /// Held for the connection's life when connections are bounded.
+    pub(super) _permit: Option<Permit>,
+    pub(super) reused: bool,
+}
+
+impl Conn {
+    /// Drive the connection's I/O; `true` once it has ended.
+    pub(super) fn poll_driver(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(d) = self.driver.as_mut() else {
+            return true;
+        };
+        match d.as_mut().poll(cx) {
+            Poll::Pending => false,
+            Poll::Ready(r) => {
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "upstream connection ended");
+                }
+                self.driver = None;
+                true
+            }
+        }
+    }
+
+    /// Whether it can take another request now. Polls once without a
+    /// waker, so that a close, or bytes the app sent unasked, is seen.
+    pub(super) fn reusable(&mut self) -> bool {
+        !self.poll_driver(&mut Context::from_waker(Waker::noop()))
+            && self.send.is_ready()
+            && !self.send.is_closed()
+    }
+}
+
+/// One of `proxy.upstream_max_connections`; its release wakes a request
+/// waiting for a connection.
+pub(super) struct Permit {
+    pub(super) _permit: OwnedSemaphorePermit,
+    pub(super) freed: Arc<tokio::sync::Notify>,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.freed.notify_one();
+    }
+}
+
+/// Where a connection goes back to once a response body has been read to
+/// its end (the upstream pool). A trait here, so that this file, which
+/// the pool's connections are typed by, does not depend on the pool.
+pub(super) trait ConnHome: Send + Sync {
+    fn put(&self, conn: Conn);
+}
+
+struct Lease {
+    conn: Conn,
+    home: Arc<dyn ConnHome>,
+}
+
+/// The app's response body. Reading it drives its connection; once it has
+/// been read to its end the connection goes back to the pool, and dropped
+/// before that, it closes the connection, which is how the app learns that
+/// the client went away.
+pub struct UpstreamBody {
+    body: Incoming,
+    lease: Option<Lease>,
+    /// The body said it ended (a chunked body's end shows only in its
+    /// frames, not in `is_end_stream`).
+    ended: bool,
+}
+
+impl UpstreamBody {
+    pub(super) fn new(body: Incoming, conn: Conn, home: Arc<dyn ConnHome>) -> UpstreamBody {
+        UpstreamBody {
+            body,
+            lease: Some(Lease { conn, home }),
+            ended: false,
+        }
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = bytes::Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<bytes::Bytes>, BoxError>>> {
+        let this = &mut *self;
+        if let Some(lease) = this.lease.as_mut() {
+            lease.conn.poll_driver(cx);
+        }
+        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        match &polled {
+            // Trailers are the last frame: a reader may stop there.
+            Poll::Ready(None) => this.ended = true,
+            Poll::Ready(Some(Ok(f))) if f.is_trailers() => this.ended = true,
+            _ => {}
+        }
+        polled.map_err(BoxError::from)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for UpstreamBody {
+    fn drop(&mut self) {
+        if let Some(lease) = self.lease.take()
+            && (self.ended || self.body.is_end_stream())
+        {
+            lease.home.put(lease.conn);
+        }
+    }
 }

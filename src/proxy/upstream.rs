@@ -16,20 +16,18 @@
 
 use http::uri::{Authority, PathAndQuery};
 use http::{Method, Request, Response, StatusCode, Uri};
-use http_body::{Body, Frame, SizeHint};
+use http_body::Body;
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use std::future::{Future, poll_fn};
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
-use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 use tokio::net::TcpStream;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
-use super::body::{BoxError, ProxyBody};
+use super::body::{Conn, ConnHome, Permit, ProxyBody, UpstreamBody};
 use crate::config::ProxyConfig;
 
 #[derive(Debug, thiserror::Error)]
@@ -116,59 +114,6 @@ impl Target {
     }
 }
 
-type Driver = Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>;
-
-/// One connection to the app: the handle to send on, and the future that
-/// does its I/O, polled by whoever uses the connection.
-struct Conn {
-    send: http1::SendRequest<ProxyBody>,
-    /// `None` once the connection has ended.
-    driver: Option<Driver>,
-    /// Held for the connection's life when connections are bounded.
-    _permit: Option<Permit>,
-    reused: bool,
-}
-
-impl Conn {
-    /// Drive the connection's I/O; `true` once it has ended.
-    fn poll_driver(&mut self, cx: &mut Context<'_>) -> bool {
-        let Some(d) = self.driver.as_mut() else {
-            return true;
-        };
-        match d.as_mut().poll(cx) {
-            Poll::Pending => false,
-            Poll::Ready(r) => {
-                if let Err(e) = r {
-                    tracing::debug!(error = %e, "upstream connection ended");
-                }
-                self.driver = None;
-                true
-            }
-        }
-    }
-
-    /// Whether it can take another request now. Polls once without a
-    /// waker, so that a close, or bytes the app sent unasked, is seen.
-    fn reusable(&mut self) -> bool {
-        !self.poll_driver(&mut Context::from_waker(Waker::noop()))
-            && self.send.is_ready()
-            && !self.send.is_closed()
-    }
-}
-
-/// One of `proxy.upstream_max_connections`; its release wakes a request
-/// waiting for a connection.
-struct Permit {
-    _permit: OwnedSemaphorePermit,
-    freed: Arc<tokio::sync::Notify>,
-}
-
-impl Drop for Permit {
-    fn drop(&mut self) {
-        self.freed.notify_one();
-    }
-}
-
 struct Idle {
     conn: Conn,
     since: Instant,
@@ -182,6 +127,12 @@ struct Pool {
     freed: Arc<tokio::sync::Notify>,
     max_idle: usize,
     idle_timeout: Duration,
+}
+
+impl ConnHome for Pool {
+    fn put(&self, conn: Conn) {
+        self.put_idle(conn);
+    }
 }
 
 impl Pool {
@@ -202,7 +153,7 @@ impl Pool {
         }
     }
 
-    fn put(&self, mut conn: Conn) {
+    fn put_idle(&self, mut conn: Conn) {
         if self.max_idle == 0 || !conn.reusable() {
             return;
         }
@@ -394,16 +345,7 @@ impl Upstream {
             }
             return Ok(resp.map(|_| ProxyBody::Empty));
         }
-        Ok(resp.map(|body| {
-            ProxyBody::Upstream(UpstreamBody {
-                body,
-                lease: Some(Lease {
-                    conn,
-                    pool: self.pool.clone(),
-                }),
-                ended: false,
-            })
-        }))
+        Ok(resp.map(|body| ProxyBody::Upstream(UpstreamBody::new(body, conn, self.pool.clone()))))
     }
 
     /// Whether the app accepts TCP connections now (for `/readyz`).
@@ -497,64 +439,6 @@ fn head_copy(req: &Request<ProxyBody>) -> Request<ProxyBody> {
     *copy.version_mut() = req.version();
     *copy.headers_mut() = req.headers().clone();
     copy
-}
-
-struct Lease {
-    conn: Conn,
-    pool: Arc<Pool>,
-}
-
-/// The app's response body. Reading it drives its connection; once it has
-/// been read to its end the connection goes back to the pool, and dropped
-/// before that, it closes the connection, which is how the app learns that
-/// the client went away.
-pub struct UpstreamBody {
-    body: Incoming,
-    lease: Option<Lease>,
-    /// The body said it ended (a chunked body's end shows only in its
-    /// frames, not in `is_end_stream`).
-    ended: bool,
-}
-
-impl Body for UpstreamBody {
-    type Data = bytes::Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<bytes::Bytes>, BoxError>>> {
-        let this = &mut *self;
-        if let Some(lease) = this.lease.as_mut() {
-            lease.conn.poll_driver(cx);
-        }
-        let polled = Pin::new(&mut this.body).poll_frame(cx);
-        match &polled {
-            // Trailers are the last frame: a reader may stop there.
-            Poll::Ready(None) => this.ended = true,
-            Poll::Ready(Some(Ok(f))) if f.is_trailers() => this.ended = true,
-            _ => {}
-        }
-        polled.map_err(BoxError::from)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
-    }
-}
-
-impl Drop for UpstreamBody {
-    fn drop(&mut self) {
-        if let Some(lease) = self.lease.take()
-            && (self.ended || self.body.is_end_stream())
-        {
-            lease.pool.put(lease.conn);
-        }
-    }
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
