@@ -355,8 +355,8 @@ async fn http2_over_tls_with_alpn() {
     assert_eq!(seen.headers.get("x-forwarded-proto").unwrap(), "https");
     assert_eq!(seen.headers.get("via").unwrap(), "2 touchgate");
 
-    // HTTP/1.1 by ALPN over the same listener (the direct path unless it
-    // is turned off), two requests on one TLS connection.
+    // HTTP/1.1 by ALPN over the same listener, two requests on one TLS
+    // connection.
     let tls = trusting(&cert);
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
