@@ -420,16 +420,7 @@ impl Forward for DryRunApp {
         let seen = UpstreamRequest {
             method: parts.method.to_string(),
             uri: parts.uri.to_string(),
-            headers: parts
-                .headers
-                .iter()
-                .map(|(k, v)| {
-                    (
-                        k.to_string(),
-                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                    )
-                })
-                .collect(),
+            headers: header_pairs(&parts.headers),
             body_bytes,
         };
         *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(seen);
@@ -546,19 +537,23 @@ pub fn dry_run(
             }
             .into(),
             response_status: head.status.as_u16(),
-            response_headers: head
-                .headers
-                .iter()
-                .map(|(k, v)| {
-                    (
-                        k.to_string(),
-                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                    )
-                })
-                .collect(),
+            response_headers: header_pairs(&head.headers),
             upstream_request,
             events,
             diagnostics,
         })
     })
+}
+
+/// Header lines as (name, value) text, for the JSON a dry run prints.
+fn header_pairs(headers: &http::HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect()
 }
