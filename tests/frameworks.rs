@@ -297,6 +297,28 @@ struct Row {
     emitted: bool,
 }
 
+/// The table being filled: one row per post, with whether it emitted a
+/// conversion (the count of conversions went up once its attempt arrived).
+#[derive(Default)]
+struct Ledger {
+    rows: Vec<Row>,
+    posts: usize,
+    seen: usize,
+}
+
+impl Ledger {
+    async fn record(&mut self, site: &Site, submission: &'static str, answered: String) {
+        self.posts += 1;
+        let ev = settled(site, self.posts).await;
+        self.rows.push(Row {
+            submission,
+            answered,
+            emitted: ev.len() > self.seen,
+        });
+        self.seen = ev.len();
+    }
+}
+
 /// The conversions and attempts after `n` more posts: waits for the
 /// attempts, then lets a stray conversion show up before counting.
 async fn settled(site: &Site, attempts: usize) -> Vec<Value> {
@@ -551,9 +573,7 @@ async fn flask_wtf_post_redirect_get_counts_only_the_valid_signup() {
     let app = App::start("flask");
     let api = "[[form]]\npath = \"/api/leads\"\nevent = \"lead_created\"\nlead_id = \"email\"\nnatural_key = [\"lead_id\", \"day\"]\n";
     let site = front(&app, &format!("{}\n{api}", readme_rule("Flask-WTF"))).await;
-    let mut rows = Vec::new();
-    let mut seen = 0;
-    let mut posts = 0;
+    let mut ledger = Ledger::default();
 
     let mut jar = Jar::default();
     let page = browse(&site, &mut jar, "GET", "/signup", None).await;
@@ -581,14 +601,9 @@ async fn flask_wtf_post_redirect_get_counts_only_the_valid_signup() {
         "{}",
         again.body
     );
-    posts += 1;
-    let ev = settled(&site, posts).await;
-    rows.push(Row {
-        submission: "Flask-WTF signup, invalid",
-        answered: answered(&invalid),
-        emitted: ev.len() > seen,
-    });
-    seen = ev.len();
+    ledger
+        .record(&site, "Flask-WTF signup, invalid", answered(&invalid))
+        .await;
     let valid = browse(
         &site,
         &mut jar,
@@ -605,14 +620,13 @@ async fn flask_wtf_post_redirect_get_counts_only_the_valid_signup() {
         (valid.status, valid.location.as_deref()),
         (302, Some("/thanks"))
     );
-    posts += 1;
-    let ev = settled(&site, posts).await;
-    rows.push(Row {
-        submission: "Flask-WTF signup, valid, just after",
-        answered: answered(&valid),
-        emitted: ev.len() > seen,
-    });
-    seen = ev.len();
+    ledger
+        .record(
+            &site,
+            "Flask-WTF signup, valid, just after",
+            answered(&valid),
+        )
+        .await;
 
     let mut bot = Jar::default();
     let forged = browse(
@@ -627,14 +641,13 @@ async fn flask_wtf_post_redirect_get_counts_only_the_valid_signup() {
         (forged.status, forged.location.as_deref()),
         (302, Some("/signup"))
     );
-    posts += 1;
-    let ev = settled(&site, posts).await;
-    rows.push(Row {
-        submission: "Flask-WTF signup without a CSRF token (a bot)",
-        answered: answered(&forged),
-        emitted: ev.len() > seen,
-    });
-    seen = ev.len();
+    ledger
+        .record(
+            &site,
+            "Flask-WTF signup without a CSRF token (a bot)",
+            answered(&forged),
+        )
+        .await;
 
     for (submission, body, status) in [
         ("JSON API, invalid", r#"{"email": "x"}"#, 422),
@@ -648,23 +661,16 @@ async fn flask_wtf_post_redirect_get_counts_only_the_valid_signup() {
         )
         .await;
         assert_eq!(p.status, status);
-        posts += 1;
-        let ev = settled(&site, posts).await;
-        rows.push(Row {
-            submission,
-            answered: status.to_string(),
-            emitted: ev.len() > seen,
-        });
-        seen = ev.len();
+        ledger.record(&site, submission, status.to_string()).await;
     }
 
     let table = print_table(
         "Flask 3.1 + Flask-WTF 1.3 behind touchgate, README rule",
-        &rows,
+        &ledger.rows,
     );
-    let emitted: Vec<bool> = rows.iter().map(|r| r.emitted).collect();
+    let emitted: Vec<bool> = ledger.rows.iter().map(|r| r.emitted).collect();
     assert_eq!(emitted, [false, true, false, false, true], "{table}");
-    let ev = settled(&site, posts).await;
+    let ev = settled(&site, ledger.posts).await;
     let got: Vec<(&str, u64)> = ev
         .iter()
         .map(|e| {
