@@ -173,18 +173,25 @@ impl Pool {
     /// Drop expired and closed connections, so that their sockets do not
     /// wait for the next request to be freed.
     fn sweep(&self) {
+        // Taken out, so that polling each connection (a read each) and
+        // closing the expired ones happen without the lock that requests
+        // take their connections under.
+        let idle = std::mem::take(&mut *self.lock());
         let now = Instant::now();
-        let expired: Vec<Idle> = {
-            let mut idle = self.lock();
-            let (keep, gone): (Vec<Idle>, Vec<Idle>) = std::mem::take(&mut *idle)
-                .into_iter()
-                .partition(|i| now.duration_since(i.since) < self.idle_timeout);
-            *idle = keep;
-            gone
-        };
-        drop(expired);
+        let mut keep: Vec<Idle> = idle
+            .into_iter()
+            .filter_map(|mut i| {
+                (now.duration_since(i.since) < self.idle_timeout && i.conn.reusable()).then_some(i)
+            })
+            .collect();
         let mut idle = self.lock();
-        idle.retain_mut(|i| i.conn.reusable());
+        // Those put back meanwhile are newer: they stay at the end.
+        keep.append(&mut idle);
+        let over = keep.len().saturating_sub(self.max_idle);
+        let oldest: Vec<Idle> = keep.drain(..over).collect();
+        *idle = keep;
+        drop(idle);
+        drop(oldest);
     }
 
     fn len(&self) -> usize {
