@@ -157,16 +157,14 @@ impl Pool {
         if self.max_idle == 0 || !conn.reusable() {
             return;
         }
+        let since = Instant::now();
         let mut idle = self.lock();
-        if idle.len() >= self.max_idle {
-            // The oldest is the likeliest to be closed by the app first.
-            idle.remove(0);
-        }
-        idle.push(Idle {
-            conn,
-            since: Instant::now(),
-        });
+        // The oldest is the likeliest to be closed by the app first; it is
+        // closed after the lock is released.
+        let oldest = (idle.len() >= self.max_idle).then(|| idle.remove(0));
+        idle.push(Idle { conn, since });
         drop(idle);
+        drop(oldest);
         self.freed.notify_one();
     }
 
