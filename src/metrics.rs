@@ -85,6 +85,7 @@ pub struct Metrics {
     pub request_duration_seconds: Histogram,
     pub upstream_errors_total: Family<KindLabel, Counter>,
     pub connections_open: Gauge,
+    pub connections_idle: Gauge,
     pub connections_rejected_total: Counter,
     pub events_total: Family<EventLabels, Counter>,
     pub events_duplicate_total: Family<EventNameLabel, Counter>,
@@ -120,6 +121,7 @@ impl Metrics {
             request_duration_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
             upstream_errors_total: Family::default(),
             connections_open: Gauge::default(),
+            connections_idle: Gauge::default(),
             connections_rejected_total: Counter::default(),
             events_total: Family::default(),
             events_duplicate_total: Family::default(),
@@ -161,6 +163,11 @@ impl Metrics {
             "touchgate_connections_open",
             "Open public connections",
             m.connections_open.clone(),
+        );
+        r.register(
+            "touchgate_connections_idle",
+            "Open HTTP/1.1 connections idle between requests and holding no request buffers",
+            m.connections_idle.clone(),
         );
         r.register(
             "touchgate_connections_rejected",

@@ -32,6 +32,8 @@ enum Then {
     BeforeBody(&'static [u8]),
     /// Answer nothing; note when the connection is closed.
     Hold,
+    /// Answer in pieces, pausing before each one after the first.
+    Pieces(&'static [&'static [u8]], Duration),
 }
 
 #[derive(Clone, Default)]
@@ -156,6 +158,16 @@ async fn scripted() -> (SocketAddr, Script) {
                             tokio::time::sleep(d).await;
                             if conn.write_all(b).await.is_err() {
                                 return;
+                            }
+                        }
+                        Some(Then::Pieces(pieces, pause)) => {
+                            for (i, piece) in pieces.iter().enumerate() {
+                                if i > 0 {
+                                    tokio::time::sleep(pause).await;
+                                }
+                                if conn.write_all(piece).await.is_err() {
+                                    return;
+                                }
                             }
                         }
                         Some(Then::Close | Then::BeforeBody(_) | Then::Hold) | None => return,
@@ -961,4 +973,90 @@ async fn at_the_connection_bound_requests_wait_for_a_free_connection() {
     assert!(head.starts_with("HTTP/1.1 503"), "{head}");
     assert_eq!(body, b"upstream connection limit reached\n");
     assert_eq!(script.connections(), 1);
+}
+
+/// Waits (bounded) until `touchgate_connections_idle` is `n`.
+async fn idle_connections_become(tg: &touchgate::app::Running, n: i64) {
+    for _ in 0..200 {
+        if tg.metrics.connections_idle.get() == n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!(
+        "touchgate_connections_idle stayed {} instead of {n}",
+        tg.metrics.connections_idle.get()
+    );
+}
+
+#[tokio::test]
+async fn an_idle_connection_gives_back_its_buffers_and_serves_what_comes_next() {
+    let (up, script) = scripted().await;
+    let (tg, _d) = proxy(up, "").await;
+    let mut c = Client::connect(tg.proxy_addr).await;
+    c.s.set_nodelay(true).unwrap();
+    script.push(Then::Answer(OK_HELLO));
+    c.send(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert_eq!(c.response(false).await.1, b"hello");
+    idle_connections_become(&tg, 1).await;
+    // A head that starts while idle and ends after a pause longer than
+    // the idle wait: the connection is busy from its first byte.
+    script.push(Then::Answer(OK_HELLO));
+    c.send(b"GET /b HT").await;
+    idle_connections_become(&tg, 0).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(tg.metrics.connections_idle.get(), 0);
+    c.send(b"TP/1.1\r\nHost: x\r\n\r\n").await;
+    assert_eq!(c.response(false).await.1, b"hello");
+    idle_connections_become(&tg, 1).await;
+    // Two pipelined requests on the idle connection.
+    script.push(Then::Answer(OK_HELLO));
+    script.push(Then::Answer(OK_HELLO));
+    c.send(b"GET /c HTTP/1.1\r\nHost: x\r\n\r\nGET /d HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
+    assert_eq!(c.response(false).await.1, b"hello");
+    assert_eq!(c.response(false).await.1, b"hello");
+    // A response whose body pauses longer than the idle wait is relayed
+    // whole and keeps the connection.
+    script.push(Then::Pieces(
+        &[
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\none\r\n",
+            b"3\r\ntwo\r\n0\r\n\r\n",
+        ],
+        Duration::from_millis(400),
+    ));
+    c.send(b"GET /e HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert_eq!(
+        tg.metrics.connections_idle.get(),
+        0,
+        "idle while a response body is still being relayed"
+    );
+    assert_eq!(dechunk(&c.response(false).await.1), b"onetwo");
+    idle_connections_become(&tg, 1).await;
+    script.push(Then::Answer(OK_HELLO));
+    c.send(b"GET /f HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert_eq!(c.response(false).await.1, b"hello");
+    let targets: Vec<String> = script
+        .heads()
+        .iter()
+        .map(|h| h.split(' ').nth(1).unwrap().to_string())
+        .collect();
+    assert_eq!(targets, ["/a", "/b", "/c", "/d", "/e", "/f"]);
+    // An idle connection closes at once on drain, and the client's close
+    // of another one is noticed.
+    idle_connections_become(&tg, 1).await;
+    let mut other = Client::connect(tg.proxy_addr).await;
+    script.push(Then::Answer(OK_HELLO));
+    other.send(b"GET /g HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert_eq!(other.response(false).await.1, b"hello");
+    idle_connections_become(&tg, 2).await;
+    drop(other);
+    idle_connections_become(&tg, 1).await;
+    let drained = tokio::spawn(tg.drain(Duration::ZERO));
+    assert!(c.closed().await);
+    tokio::time::timeout(Duration::from_secs(5), drained)
+        .await
+        .expect("drain finished")
+        .unwrap();
 }

@@ -136,6 +136,12 @@ impl HeadTracker {
         self.state == State::Head && !self.head.is_empty()
     }
 
+    /// Every byte read so far belongs to complete requests: the next byte
+    /// starts a new request head.
+    pub fn between_requests(&self) -> bool {
+        self.state == State::Head && self.head.is_empty()
+    }
+
     pub fn feed(&mut self, mut buf: &[u8]) {
         while !buf.is_empty() {
             match self.state {
