@@ -2,11 +2,10 @@
 //! at 1,000,000 entries, counted two ways: heap bytes allocated (a
 //! counting global allocator) and resident memory (`VmRSS`), each before
 //! and after filling the set, and the heap's peak. Then 30,000,000 more
-//! inserts past capacity must not allocate: the set is bounded. (When the
-//! set was hashbrown's, its tombstones made it double its table after
-//! about 12 million ids; 500,000 did not show it.) The RSS of the empty set
-//! is near zero: its table is allocated zeroed and touched only as ids
-//! arrive.
+//! inserts past capacity must not allocate: the set is bounded (a table
+//! with tombstones would have to rebuild itself every few million ids, and
+//! 500,000 would not show it). The empty set holds one small table; the
+//! table and the ring grow as ids arrive, up to what the bound needs.
 //!
 //! `cargo bench --bench dedupe_memory` (not criterion: one measurement,
 //! printed). Target: ≤ 64 bytes per entry.
@@ -118,7 +117,7 @@ fn main() {
 
     println!("dedupe LocalSet, max_entries = {N}");
     println!(
-        "  heap allocated, empty (allocated once at start): {heap_empty} bytes = {:.1} B/entry",
+        "  heap allocated, empty (the first small table):   {heap_empty} bytes = {:.1} B/entry",
         per(heap_empty)
     );
     println!(

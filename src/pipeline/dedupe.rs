@@ -3,15 +3,17 @@
 //!
 //! Memory: the local set holds a 64-bit keyed fingerprint of each id in an
 //! open-addressing table ([`KeyTable`]) of a power of two of 8-byte slots,
-//! at most three quarters full with `max_entries` plus one, plus a FIFO
-//! ring of (fingerprint, expiry) pairs (16 bytes): about 33 bytes per entry
-//! at the default 1,000,000 entries (≈ 32 MB), and at most about 37 for
-//! any bound. Both are allocated once and never grow. Two different ids
-//! share a fingerprint with probability 2⁻⁶⁴ (a false duplicate about
-//! once in 10¹³ events at a full million), and the fingerprint key is
-//! random per process, so no client can choose ids that collide. The table's memory is requested zeroed (all-zero is an empty
-//! slot), so the kernel provides its pages as ids first land on them: an
-//! idle sidecar does not pay for the set it has not used.
+//! at most three quarters full, plus a FIFO ring of (fingerprint, expiry)
+//! pairs (12 bytes). Both grow with the ids the window holds, up to the
+//! size `max_entries` plus one needs, and never beyond: about 33 bytes per
+//! entry at the default 1,000,000 entries (≈ 32 MB), and at most about 37
+//! for any bound. They start small because a hashed table is touched all
+//! over by its first few thousand ids: sized for the bound from the start,
+//! it would be wholly resident in a sidecar whose window holds a fraction
+//! of it. Two different ids share a fingerprint with probability 2⁻⁶⁴ (a
+//! false duplicate about once in 10¹³ events at a full million), and the
+//! fingerprint key is random per process, so no client can choose ids
+//! that collide.
 //! Because the window is the same for every id, ids expire in the order
 //! they were inserted, so the ring's front is always the next to expire.
 
@@ -39,9 +41,10 @@ pub fn key_of(event_id: &str) -> Key {
     k
 }
 
-/// A set of 64-bit keys with a fixed number of slots: linear probing,
-/// and backward-shift deletion, so a removal leaves no tombstone and the
-/// table never needs rebuilding or growing however many ids pass through.
+/// A set of 64-bit keys: linear probing, and backward-shift deletion, so a
+/// removal leaves no tombstone and the table is rebuilt only to double,
+/// never more often however many ids pass through, and never past the
+/// slots its bound needs.
 /// (hashbrown's set, used before, left tombstones that forced a rebuild
 /// every ~11 million ids, and initialised its 2 MB of control bytes at
 /// start.) Slots are hashed with a per-process random SipHash key, so ids a
@@ -51,23 +54,45 @@ struct KeyTable {
     /// 0 is an empty slot; the all-zero key itself is `has_zero`.
     slots: Box<[u64]>,
     mask: usize,
+    /// The most slots the bound needs.
+    max_slots: usize,
     len: usize,
     has_zero: bool,
     hasher: RandomState,
 }
 
 impl KeyTable {
+    /// Slots to start with: a few pages.
+    const FIRST_SLOTS: usize = 1024;
+
     /// Room for `max_len` keys at most three quarters full, where linear
     /// probing still finds a key in a probe or two (4 slots a cache line).
     fn with_max_len(max_len: usize) -> KeyTable {
-        let slots = (max_len.saturating_mul(4) / 3 + 2).next_power_of_two();
+        let max_slots = (max_len.saturating_mul(4) / 3 + 2).next_power_of_two();
+        let slots = max_slots.min(Self::FIRST_SLOTS);
         KeyTable {
-            // `vec![0; n]` allocates zeroed memory without writing it.
             slots: vec![0u64; slots].into_boxed_slice(),
             mask: slots - 1,
+            max_slots,
             len: 0,
             has_zero: false,
             hasher: RandomState::new(),
+        }
+    }
+
+    /// Doubles the slots (up to `max_slots`) once one more key would fill
+    /// them past three quarters.
+    fn make_room(&mut self) {
+        let slots = self.slots.len();
+        if slots >= self.max_slots || 4 * (self.len + 1) <= 3 * slots {
+            return;
+        }
+        let old = std::mem::replace(&mut self.slots, vec![0u64; slots * 2].into_boxed_slice());
+        self.mask = slots * 2 - 1;
+        for key in old.iter().copied().filter(|&k| k != 0) {
+            if let Err(Some(empty)) = self.probe(key) {
+                self.slots[empty] = key;
+            }
         }
     }
 
@@ -79,7 +104,7 @@ impl KeyTable {
         self.len == 0
     }
 
-    /// Number of slots (fixed at creation).
+    /// Number of slots now.
     #[cfg(test)]
     fn slots(&self) -> usize {
         self.slots.len()
@@ -113,6 +138,10 @@ impl KeyTable {
             self.len += usize::from(new);
             return new;
         }
+        if self.probe(key).is_ok() {
+            return false;
+        }
+        self.make_room();
         match self.probe(key) {
             Ok(_) => false,
             Err(Some(empty)) => {
@@ -166,12 +195,21 @@ impl KeyTable {
     }
 }
 
+/// A fingerprint and when it expires (seconds since the set's epoch),
+/// packed: 12 bytes instead of 16 for each id of the window.
+#[derive(Clone, Copy)]
+#[repr(C, packed(4))]
+struct RingEntry {
+    key: u64,
+    expires: u32,
+}
+
 pub struct LocalSet {
     window: Duration,
     max_entries: usize,
     epoch: Instant,
     set: KeyTable,
-    ring: VecDeque<(u64, u32)>,
+    ring: VecDeque<RingEntry>,
     /// Keys the fingerprints.
     fingerprint: RandomState,
 }
@@ -185,7 +223,9 @@ impl LocalSet {
             epoch: Instant::now(),
             // The set holds one id over the bound until the oldest leaves.
             set: KeyTable::with_max_len(max_entries + 1),
-            ring: VecDeque::with_capacity(max_entries),
+            // Grows with the window, as the set does: a ring allocated for
+            // the bound would have its head walk through all of it.
+            ring: VecDeque::new(),
             fingerprint: RandomState::new(),
         }
     }
@@ -206,7 +246,7 @@ impl LocalSet {
     pub fn check_and_insert(&mut self, key: Key, now: Instant) -> Seen {
         let key = self.fingerprint(key);
         let now_s = now.saturating_duration_since(self.epoch).as_secs() as u32;
-        while let Some(&(k, expires)) = self.ring.front() {
+        while let Some(&RingEntry { key: k, expires }) = self.ring.front() {
             if expires > now_s {
                 break;
             }
@@ -219,13 +259,13 @@ impl LocalSet {
             return Seen::Duplicate;
         }
         if self.ring.len() >= self.max_entries
-            && let Some((old, _)) = self.ring.pop_front()
+            && let Some(RingEntry { key: old, .. }) = self.ring.pop_front()
         {
             // Full: the oldest id leaves the window early.
             self.set.remove(old);
         }
         let expires = now_s.saturating_add(self.window.as_secs().max(1) as u32);
-        self.ring.push_back((key, expires));
+        self.ring.push_back(RingEntry { key, expires });
         Seen::New
     }
 }
@@ -374,7 +414,7 @@ mod tests {
             1, 3, 7, 14, 28, 100, 917, 1791, 1792, 1800, 3071, 3072, 3583,
         ] {
             let mut s = LocalSet::new(Duration::from_secs(3600), n);
-            let slots = s.set.slots();
+            let slots = s.set.max_slots;
             assert!(4 * (n + 1) <= 3 * slots, "bound {n}: at most 3/4 full");
             let t0 = s.epoch;
             let key = |i: u64| {
@@ -390,8 +430,9 @@ mod tests {
                     "bound {n}, id {i}"
                 );
                 assert!(s.len() <= n);
+                assert!(4 * s.set.len() <= 3 * s.set.slots());
             }
-            assert_eq!(s.set.slots(), slots);
+            assert!(s.set.slots() <= slots);
             for i in total - n as u64..total {
                 assert!(
                     s.set.contains(s.fingerprint(key(i))),
@@ -440,26 +481,41 @@ mod tests {
             .unwrap();
     }
 
-    /// The table's memory is not touched until ids land on it: of the
-    /// 16 MiB of slots of a set for the default million entries, only the
-    /// page the allocator writes its header into is resident
-    /// (`/proc/self/pagemap`, bit 63: page present).
-    #[cfg(target_os = "linux")]
+    /// The table starts at a few pages and doubles as the window fills,
+    /// rehashing every key it holds; it stops at the bound's size.
     #[test]
-    fn an_unused_table_is_not_resident() {
-        use std::io::{Read, Seek, SeekFrom};
-        let set = LocalSet::new(Duration::from_secs(60), 1_000_000);
-        assert_eq!(set.set.slots(), 1 << 21);
-        let start = set.set.slots.as_ptr() as usize;
-        let pages = set.set.slots() * 8 / 4096;
-        let mut pagemap = std::fs::File::open("/proc/self/pagemap").expect("pagemap");
-        pagemap
-            .seek(SeekFrom::Start((start / 4096 * 8) as u64))
-            .expect("seek");
-        let mut entries = vec![0u8; pages * 8];
-        pagemap.read_exact(&mut entries).expect("read");
-        let present = entries.chunks_exact(8).filter(|e| e[7] & 0x80 != 0).count();
-        assert!(present <= 2, "{present} of {pages} pages resident");
+    fn the_table_grows_with_the_window_and_keeps_every_key() {
+        let mut s = LocalSet::new(Duration::from_secs(60), 1_000_000);
+        assert_eq!(s.set.slots(), KeyTable::FIRST_SLOTS);
+        let t0 = s.epoch;
+        let key = |i: u64| {
+            let mut k = [0u8; 16];
+            k[8..].copy_from_slice(&i.wrapping_mul(0x9e37_79b9_7f4a_7c15).to_le_bytes());
+            k
+        };
+        for i in 0..10_000 {
+            assert_eq!(s.check_and_insert(key(i), t0), Seen::New, "id {i}");
+        }
+        // 10,000 keys at most three quarters full: 16,384 slots, not 2²¹.
+        assert_eq!(s.set.slots(), 16_384);
+        for i in 0..10_000 {
+            assert_eq!(s.check_and_insert(key(i), t0), Seen::Duplicate, "id {i}");
+        }
+        let mut table = KeyTable::with_max_len(3000);
+        assert_eq!(table.max_slots, 4096);
+        for k in 0..3000u64 {
+            assert!(table.insert(k.wrapping_mul(0x2545_f491_4f6c_dd1d)));
+        }
+        assert_eq!(table.slots(), 4096);
+        for k in (0..3000u64).step_by(2) {
+            assert!(table.remove(k.wrapping_mul(0x2545_f491_4f6c_dd1d)));
+        }
+        for k in 0..3000u64 {
+            assert_eq!(
+                table.contains(k.wrapping_mul(0x2545_f491_4f6c_dd1d)),
+                k % 2 == 1
+            );
+        }
     }
 
     #[test]
