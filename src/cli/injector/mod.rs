@@ -65,7 +65,8 @@ pub async fn run(args: &InjectorArgs) -> Result<(), InjectorError> {
                 source,
             })?;
     let options: InjectOptions = args.sidecar.options();
-    tracing::info!(listen = %args.listen, image = %options.image, "injector serving");
+    let bound = listener.local_addr().unwrap_or(args.listen);
+    tracing::info!(listen = %bound, image = %options.image, "injector serving");
     let injector = Arc::new(server::Injector {
         options,
         certs: Arc::new(certs),
