@@ -545,3 +545,86 @@ fn bad_certificate_files_stop_it_with_status_1() {
         assert!(help.contains(option), "{option}: {help}");
     }
 }
+
+fn manifest(path: &str) -> Vec<Value> {
+    let text = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("deploy/kubernetes/injector")
+            .join(path),
+    )
+    .unwrap();
+    serde_norway::Deserializer::from_str(&text)
+        .map(|doc| {
+            let yaml: serde_norway::Value = serde::Deserialize::deserialize(doc).unwrap();
+            serde_json::to_value(yaml).unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn the_manifests_register_the_webhook_as_the_injector_serves_it() {
+    let config = &manifest("base/webhook.yaml")[0];
+    assert_eq!(config["kind"], "MutatingWebhookConfiguration");
+    assert_eq!(
+        config["metadata"]["annotations"]["cert-manager.io/inject-ca-from"],
+        "touchgate-system/touchgate-injector"
+    );
+    let hook = &config["webhooks"][0];
+    assert_eq!(hook["failurePolicy"], "Ignore");
+    assert_eq!(hook["sideEffects"], "None");
+    assert_eq!(hook["admissionReviewVersions"], json!(["v1"]));
+    assert!(hook["timeoutSeconds"].as_i64().unwrap() <= 10);
+    assert_eq!(
+        hook["namespaceSelector"],
+        json!({"matchLabels": {"touchgate.io/inject": "enabled"}})
+    );
+    assert_eq!(hook["rules"][0]["resources"], json!(["pods"]));
+    assert_eq!(hook["rules"][0]["operations"], json!(["CREATE"]));
+    assert_eq!(hook["clientConfig"]["service"]["path"], "/mutate");
+
+    // The Deployment's arguments are ones the injector takes, and its
+    // Service and certificate name the same things.
+    let docs = manifest("base/injector.yaml");
+    let deployment = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    let args: Vec<&str> = container["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    let help = Command::new(env!("CARGO_BIN_EXE_touchgate"))
+        .args(&args)
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert_eq!(
+        help.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&help.stderr)
+    );
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(container["readinessProbe"]["httpGet"]["scheme"], "HTTPS");
+    let service = docs.iter().find(|d| d["kind"] == "Service").unwrap();
+    assert_eq!(
+        service["metadata"]["name"],
+        hook["clientConfig"]["service"]["name"]
+    );
+    assert_eq!(
+        service["spec"]["ports"][0]["port"],
+        hook["clientConfig"]["service"]["port"]
+    );
+    let certs = manifest("cert-manager.yaml");
+    let certificate = certs.iter().find(|d| d["kind"] == "Certificate").unwrap();
+    assert_eq!(
+        certificate["spec"]["secretName"],
+        deployment["spec"]["template"]["spec"]["volumes"][0]["secret"]["secretName"]
+    );
+    assert!(
+        certificate["spec"]["dnsNames"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("touchgate-injector.touchgate-system.svc"))
+    );
+}
