@@ -328,6 +328,84 @@ mod tests {
         }
     }
 
+    fn port() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        (
+            proptest::option::of(prop::sample::select(vec![
+                "http",
+                "web",
+                "metrics",
+                "tg-app",
+                "touchgate",
+            ])),
+            prop::sample::select(vec![3000i64, 5000, 8080, 9901, 0, 70000]),
+        )
+            .prop_map(|(name, number)| match name {
+                Some(name) => json!({"name": name, "containerPort": number}),
+                None => json!({"containerPort": number}),
+            })
+    }
+
+    fn container() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        (
+            prop::sample::select(vec!["app", "web", "touchgate"]),
+            prop::collection::vec(port(), 0..3),
+            proptest::option::of(prop::sample::select(vec!["http", "web"])),
+        )
+            .prop_map(|(name, ports, probe)| {
+                let mut c = json!({"name": name, "image": "x", "ports": ports});
+                if let Some(probe) = probe {
+                    c["readinessProbe"] = json!({"httpGet": {"path": "/", "port": probe}});
+                }
+                c
+            })
+    }
+
+    proptest::proptest! {
+        /// Any pod of these parts is answered, allowed, and a patch applied
+        /// to it gives what `patch_pod_spec` makes of it.
+        #[test]
+        fn the_patch_applied_is_patch_pod_spec(
+            containers in proptest::collection::vec(container(), 0..3),
+            init in proptest::option::of(proptest::collection::vec(container(), 0..2)),
+            app_port in proptest::option::of(proptest::sample::select(vec!["http", "3000", "web"])),
+            grace in proptest::option::of(0i64..100),
+        ) {
+            let mut annotations = json!({});
+            if let Some(p) = app_port {
+                annotations[ANNOTATION_APP_PORT] = Value::from(p);
+            }
+            let mut object = pod(annotations);
+            object["spec"]["containers"] = Value::from(containers);
+            if let Some(init) = init {
+                object["spec"]["initContainers"] = Value::from(init);
+            }
+            if let Some(grace) = grace {
+                object["spec"]["terminationGracePeriodSeconds"] = Value::from(grace);
+            }
+            let opts = InjectOptions::default();
+            let out = review(&review_of(object.clone(), "CREATE"), &opts).unwrap();
+            let response = &out.review["response"];
+            proptest::prop_assert_eq!(&response["uid"], "u-1");
+            proptest::prop_assert_eq!(&response["allowed"], true);
+            if let Some(patch) = response.get("patch").and_then(Value::as_str) {
+                let ops: json_patch::Patch =
+                    serde_json::from_slice(&B64.decode(patch).unwrap()).unwrap();
+                let mut patched = object.clone();
+                json_patch::patch(&mut patched, &ops).unwrap();
+                let opts = with_overrides(&opts, object["metadata"]["annotations"].as_object()).unwrap();
+                let Ok(PodPatch::Injected { spec, .. }) = patch_pod_spec(&object["spec"], &opts) else {
+                    panic!("a patch for a pod patch_pod_spec does not inject");
+                };
+                proptest::prop_assert_eq!(&patched["spec"], &spec);
+                proptest::prop_assert_eq!(&patched["metadata"], &object["metadata"]);
+            } else {
+                proptest::prop_assert!(out.decision != Decision::Injected);
+            }
+        }
+    }
+
     #[test]
     fn bodies_that_are_not_reviews_are_errors() {
         let opts = InjectOptions::default();
