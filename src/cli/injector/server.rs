@@ -168,6 +168,8 @@ async fn mutate(
         }
         Err(e) => {
             tracing::warn!(%peer, error = %e, "bad review");
+            // Every kind of bad body is the client's fault; a new kind must
+            // choose its status here.
             let status = match e {
                 ReviewError::Json(_) | ReviewError::NotAReview(_) | ReviewError::NoUid => {
                     StatusCode::BAD_REQUEST
