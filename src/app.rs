@@ -282,7 +282,8 @@ pub async fn serve_until_signal(
     Ok(())
 }
 
-async fn wait_for_signal() {
+/// Wait for SIGTERM or SIGINT.
+pub async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),

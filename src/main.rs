@@ -109,20 +109,17 @@ enum Command {
         /// YAML file, or - for stdin (the default).
         #[arg(default_value = "-")]
         file: String,
-        /// The classic sidecar form (a regular container) instead of a
-        /// native sidecar (initContainers with restartPolicy: Always).
-        #[arg(long)]
-        classic: bool,
-        /// The app's container port (name or number) to route through touchgate.
-        #[arg(long)]
-        app_port: Option<touchgate::cli::inject::AppPort>,
-        #[arg(long)]
-        image: Option<String>,
-        #[arg(long)]
-        config_map: Option<String>,
-        #[arg(long)]
-        secret: Option<String>,
+        #[command(flatten)]
+        sidecar: touchgate::cli::inject::SidecarArgs,
     },
+    /// Inject the sidecar into new pods: a Kubernetes mutating admission
+    /// webhook (POST /mutate, GET /healthz) over TLS.
+    #[command(
+        after_help = "Exit status: 0 after SIGTERM or SIGINT, once in-flight reviews are \
+                      answered; 1 when it cannot start (a certificate or key it cannot \
+                      load, an address in use)."
+    )]
+    Injector(touchgate::cli::injector::InjectorArgs),
     /// The operational checks over event files.
     #[command(
         after_help = "Exit status: 0 when no check is in alert; 1 when one is; 2 on input \
@@ -313,14 +310,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        Command::Inject {
-            file,
-            classic,
-            app_port,
-            image,
-            config_map,
-            secret,
-        } => {
+        Command::Inject { file, sidecar } => {
             use std::io::Read;
             let mut input = String::new();
             if file == "-" {
@@ -331,21 +321,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 input =
                     std::fs::read_to_string(&file).with_context(|| format!("reading {file}"))?;
             }
-            let mut opts = touchgate::cli::inject::InjectOptions {
-                classic,
-                app_port,
-                ..Default::default()
-            };
-            if let Some(i) = image {
-                opts.image = i;
-            }
-            if let Some(c) = config_map {
-                opts.config_map = c;
-            }
-            if let Some(s) = secret {
-                opts.secret = s;
-            }
-            match touchgate::cli::inject::inject(&input, &opts) {
+            match touchgate::cli::inject::inject(&input, &sidecar.options()) {
                 Ok(out) => {
                     emit(&out)?;
                     Ok(ExitCode::SUCCESS)
@@ -384,6 +360,11 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                     Ok(ExitCode::from(2))
                 }
             }
+        }
+        Command::Injector(args) => {
+            let rt = tokio::runtime::Runtime::new().context("starting the runtime")?;
+            rt.block_on(touchgate::cli::injector::run(&args))?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Demo { listen, data_dir } => {
             let rt = tokio::runtime::Runtime::new().context("starting the runtime")?;

@@ -187,11 +187,22 @@ fn target_ports(service: &Value) -> Vec<Value> {
 
 #[test]
 fn services_are_rewired_by_port_name_and_number() {
-    // By name: `http` is the app port, `metrics` another port of the app.
+    // By name: `http` is the app port, whose name touchgate's port takes
+    // (the app's becomes `tg-app`), so the Service is left as it was;
+    // `metrics` is another port of the app.
     let docs = documents(&inject(&read("deployment.yaml"), &opts(false)).unwrap());
     assert_eq!(
         target_ports(find(&docs, "Service", "shop")),
-        vec![Value::from("touchgate"), Value::from("metrics")]
+        vec![Value::from("http"), Value::from("metrics")]
+    );
+    let spec = &find(&docs, "Deployment", "shop")["spec"]["template"]["spec"];
+    assert_eq!(spec["initContainers"][0]["ports"][0]["name"], "http");
+    assert_eq!(spec["containers"][0]["ports"][0]["name"], "tg-app");
+    assert_eq!(spec["containers"][0]["ports"][1]["name"], "metrics");
+    // The app's own probe named its port: it follows the rename.
+    assert_eq!(
+        spec["containers"][0]["readinessProbe"]["httpGet"]["port"],
+        "tg-app"
     );
     // By number; the same labels in another namespace are other pods; a
     // headless Service is left alone.
@@ -218,7 +229,8 @@ fn services_are_rewired_by_port_name_and_number() {
         vec![Value::Null]
     );
     // A number that is the number of the named app port, and the default
-    // targetPort (= port); then by name in a List.
+    // targetPort (= port): pointed at the name touchgate's port took; then
+    // by name in a List, which needs no change.
     let options = InjectOptions {
         app_port: Some(AppPort::Name("web".into())),
         ..opts(true)
@@ -226,12 +238,12 @@ fn services_are_rewired_by_port_name_and_number() {
     let docs = documents(&inject(&read("pod.yaml"), &options).unwrap());
     assert_eq!(
         target_ports(find(&docs, "Service", "landing")),
-        vec![Value::from("touchgate"), Value::from("touchgate")]
+        vec![Value::from("web"), Value::from("web")]
     );
     let docs = documents(&inject(&read("list.yaml"), &opts(false)).unwrap());
     assert_eq!(
         target_ports(find(&docs, "Service", "signup")),
-        vec![Value::from("touchgate")]
+        vec![Value::from("http")]
     );
 }
 
@@ -248,7 +260,15 @@ fn a_service_beside_an_already_injected_pod_is_rewired() {
     let docs = documents(&again);
     assert_eq!(
         target_ports(find(&docs, "Service", "shop")),
-        vec![Value::from("touchgate"), Value::from("metrics")]
+        vec![Value::from("http"), Value::from("metrics")]
+    );
+    // By number, beside the injected pod: pointed at the name touchgate's
+    // port carries.
+    let by_number = service.replace("targetPort: http", "targetPort: 3000");
+    let docs = documents(&inject(&format!("{workload}---\n{by_number}"), &opts(false)).unwrap());
+    assert_eq!(
+        target_ports(find(&docs, "Service", "shop")),
+        vec![Value::from("http"), Value::from("metrics")]
     );
     assert!(
         again.starts_with(workload),
@@ -288,7 +308,8 @@ fn the_sidecar_is_native_by_default_and_classic_on_request() {
             sidecar["args"],
             serde_json::json!(["run", "--config", "/etc/touchgate/touchgate.toml"])
         );
-        assert_eq!(sidecar["ports"][0]["name"], "touchgate");
+        // The app port's name, which Services target.
+        assert_eq!(sidecar["ports"][0]["name"], "http");
         assert_eq!(sidecar["ports"][0]["containerPort"], 8080);
         assert_eq!(sidecar["ports"][1]["name"], "tg-admin");
         assert_eq!(sidecar["ports"][1]["containerPort"], 9901);
@@ -613,8 +634,10 @@ fn the_kubernetes_examples_are_the_output_of_inject() {
         for doc in &docs {
             validate(doc).unwrap_or_else(|e| panic!("{file}: {e}"));
         }
+        // The Service targets the app's port name, which touchgate's port
+        // takes over: it is left as it was.
         let service = find(&docs, "Service", "shop");
-        assert_eq!(target_ports(service), vec![Value::from("touchgate")]);
+        assert_eq!(target_ports(service), vec![Value::from("http")]);
         // The ConfigMap's config is valid, listens where the sidecar's ports
         // and probes expect, and keeps its spool on the emptyDir.
         let toml = find(&docs, "ConfigMap", "touchgate-config")["data"]["touchgate.toml"]

@@ -3,4 +3,5 @@
 pub mod audit;
 pub mod demo;
 pub mod inject;
+pub mod injector;
 pub mod report;

@@ -35,6 +35,9 @@ use yaml::{Chunk, Loaded, Node};
 pub const CONTAINER_NAME: &str = "touchgate";
 pub const PROXY_PORT_NAME: &str = "touchgate";
 pub const ADMIN_PORT_NAME: &str = "tg-admin";
+/// The new name of the app's port when touchgate takes over its name, so
+/// that Services and NetworkPolicies naming the port reach touchgate.
+pub const APP_PORT_NAME: &str = "tg-app";
 pub const PROXY_PORT: u16 = 8080;
 pub const ADMIN_PORT: u16 = 9901;
 pub const CONFIG_VOLUME: &str = "touchgate-config";
@@ -146,6 +149,42 @@ impl InjectOptions {
         self.drain_delay = proxy.drain_delay;
         self.drain_timeout = proxy.drain_timeout;
         self
+    }
+}
+
+/// The sidecar options of `touchgate inject` and `touchgate injector`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct SidecarArgs {
+    /// The classic sidecar form (a regular container) instead of a native
+    /// sidecar (initContainers with restartPolicy: Always).
+    #[arg(long)]
+    pub classic: bool,
+    /// The app's container port (name or number) to route through touchgate.
+    #[arg(long)]
+    pub app_port: Option<AppPort>,
+    #[arg(long)]
+    pub image: Option<String>,
+    #[arg(long)]
+    pub config_map: Option<String>,
+    #[arg(long)]
+    pub secret: Option<String>,
+}
+
+impl SidecarArgs {
+    /// The options these arguments give, defaults for the rest.
+    pub fn options(&self) -> InjectOptions {
+        let defaults = InjectOptions::default();
+        InjectOptions {
+            classic: self.classic,
+            app_port: self.app_port.clone(),
+            image: self.image.clone().unwrap_or(defaults.image.clone()),
+            config_map: self
+                .config_map
+                .clone()
+                .unwrap_or(defaults.config_map.clone()),
+            secret: self.secret.clone().unwrap_or(defaults.secret.clone()),
+            ..defaults
+        }
     }
 }
 
@@ -452,12 +491,17 @@ fn string_map(node: Option<&Node>) -> Vec<(String, String)> {
 // ---------------------------------------------------------------------------
 // Pod specs
 
-/// The app's port in a pod: its number, and its name when a container
-/// declares it.
+/// The app's port in a pod: its number, its name when a container declares
+/// it, and the name of touchgate's port that traffic for it must go to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppPortOfPod {
+    /// The name Services target the app by: the app port's name before
+    /// injection (touchgate's port carries it after).
     pub name: Option<String>,
     pub number: u16,
+    /// The name of touchgate's proxy port: the app port's former name, or
+    /// [`PROXY_PORT_NAME`] when the app port had none.
+    pub proxy_name: String,
 }
 
 /// What [`patch_pod_spec`] made of a pod spec.
@@ -556,7 +600,10 @@ pub fn patch_pod_spec(spec: &Value, opts: &InjectOptions) -> Result<PodPatch, Po
         // `containers` was found above, so the spec is an object.
         return Err("the pod spec is not a mapping".into());
     };
-    let sidecar = json(&sidecar_container(opts, port.number))?;
+    if let Some(name) = &port.name {
+        take_port_name(fields, name)?;
+    }
+    let sidecar = json(&sidecar_container(opts, port.number, &port.proxy_name))?;
     if opts.classic {
         push(fields, "containers", [sidecar]);
     } else {
@@ -583,6 +630,57 @@ pub fn patch_pod_spec(spec: &Value, opts: &InjectOptions) -> Result<PodPatch, Po
         spec: patched,
         port,
     })
+}
+
+/// Rename the app's port `name` to [`APP_PORT_NAME`], in its declaration and
+/// wherever its own container's probes and hooks name it (a named probe port
+/// is looked up in the container's own ports), so that touchgate's port can
+/// carry `name`: a Service or NetworkPolicy naming it then reaches touchgate
+/// unchanged.
+fn take_port_name(
+    fields: &mut serde_json::Map<String, Value>,
+    name: &str,
+) -> Result<(), PodSpecError> {
+    let Some(Value::Array(containers)) = fields.get_mut("containers") else {
+        return Err("containers is not a list".into());
+    };
+    let declares = |c: &Value| {
+        declared_ports(c)
+            .iter()
+            .any(|(n, _)| n.as_deref() == Some(name))
+    };
+    let Some(app) = containers.iter_mut().find(|c| declares(c)) else {
+        return Err(format!("containers: no container declares a port named {name:?}").into());
+    };
+    if let Some(Value::Array(ports)) = app.get_mut("ports") {
+        for p in ports {
+            if p.get("name").and_then(Value::as_str) == Some(name) {
+                p["name"] = Value::from(APP_PORT_NAME);
+            }
+        }
+    }
+    for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
+        rename_handler_port(app.get_mut(probe), name);
+    }
+    if let Some(lifecycle) = app.get_mut("lifecycle") {
+        for hook in ["postStart", "preStop"] {
+            rename_handler_port(lifecycle.get_mut(hook), name);
+        }
+    }
+    Ok(())
+}
+
+/// Point a probe's or hook's `httpGet`/`tcpSocket` port named `name` at
+/// [`APP_PORT_NAME`].
+fn rename_handler_port(handler: Option<&mut Value>, name: &str) {
+    let Some(handler) = handler else { return };
+    for action in ["httpGet", "tcpSocket"] {
+        if let Some(port) = handler.get_mut(action).and_then(|a| a.get_mut("port"))
+            && port.as_str() == Some(name)
+        {
+            *port = Value::from(APP_PORT_NAME);
+        }
+    }
 }
 
 /// Append `items` to the list at `key`, or make it the list.
@@ -645,7 +743,11 @@ fn container_name(c: &Value) -> &str {
 }
 
 fn app_port(containers: &[Value], wanted: Option<&AppPort>) -> Result<AppPortOfPod, String> {
-    let found = |name, number| AppPortOfPod { name, number };
+    let found = |name: Option<String>, number| AppPortOfPod {
+        proxy_name: name.clone().unwrap_or_else(|| PROXY_PORT_NAME.into()),
+        name,
+        number,
+    };
     match wanted {
         None => {
             let first = &containers[0];
@@ -715,7 +817,7 @@ fn check_conflicts(containers: &[Value], init: &[Value], app_port: u16) -> Resul
                          listens on (containers of a pod share its ports)"
                     ));
                 }
-                if let Some(name @ (PROXY_PORT_NAME | ADMIN_PORT_NAME)) =
+                if let Some(name @ (PROXY_PORT_NAME | ADMIN_PORT_NAME | APP_PORT_NAME)) =
                     p.get("name").and_then(Value::as_str)
                 {
                     return Err(format!(
@@ -729,8 +831,14 @@ fn check_conflicts(containers: &[Value], init: &[Value], app_port: u16) -> Resul
     Ok(())
 }
 
-/// The app port of a pod injected earlier, from the sidecar's upstream.
+/// The app port of a pod injected earlier, from the sidecar's upstream, and
+/// the name of the sidecar's proxy port.
 fn existing_app_port(sidecar: &Value, containers: &[Value]) -> Option<AppPortOfPod> {
+    let proxy_name = declared_ports(sidecar)
+        .into_iter()
+        .find(|(_, n)| *n == Some(PROXY_PORT))
+        .and_then(|(name, _)| name)
+        .unwrap_or_else(|| PROXY_PORT_NAME.into());
     let upstream = sidecar
         .get("env")?
         .as_array()?
@@ -744,13 +852,23 @@ fn existing_app_port(sidecar: &Value, containers: &[Value]) -> Option<AppPortOfP
         .trim_end_matches('/')
         .parse()
         .ok()?;
-    app_port(containers, Some(&AppPort::Number(number))).ok()
+    let app = app_port(containers, Some(&AppPort::Number(number))).ok()?;
+    Some(if app.name.as_deref() == Some(APP_PORT_NAME) {
+        // touchgate took over the app port's name: Services target that.
+        AppPortOfPod {
+            name: Some(proxy_name.clone()),
+            number,
+            proxy_name,
+        }
+    } else {
+        AppPortOfPod { proxy_name, ..app }
+    })
 }
 
 /// The sidecar: touchgate in front of the app on `app_port`, its config
 /// from the ConfigMap, its secrets from the Secret, its spool on an
 /// `emptyDir`, probed on the admin port.
-fn sidecar_container(opts: &InjectOptions, app_port: u16) -> Container {
+fn sidecar_container(opts: &InjectOptions, app_port: u16, proxy_name: &str) -> Container {
     let probe = |path: &str, period: i32, failures: i32| Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.into()),
@@ -783,7 +901,7 @@ fn sidecar_container(opts: &InjectOptions, app_port: u16) -> Container {
             format!("{CONFIG_DIR}/touchgate.toml"),
         ]),
         ports: Some(vec![
-            port(PROXY_PORT_NAME, PROXY_PORT),
+            port(proxy_name, PROXY_PORT),
             port(ADMIN_PORT_NAME, ADMIN_PORT),
         ]),
         env: Some(vec![
@@ -936,16 +1054,20 @@ fn rewire_service(obj: &mut Node, targets: &[AppTarget]) -> bool {
     let mut changed = false;
     for port in ports.iter_mut() {
         let target = port.get("targetPort").or_else(|| port.get("port"));
-        let hits = selected.iter().any(|t| match target {
+        // A target by the name touchgate's port carries reaches it already.
+        let hit = selected.iter().find(|t| match target {
             Some(Node::Int(n)) => *n == i64::from(t.port.number),
-            Some(Node::Str(name)) => t.port.name.as_deref() == Some(name.as_str()),
+            Some(Node::Str(name)) => {
+                t.port.name.as_deref() == Some(name.as_str()) && *name != t.port.proxy_name
+            }
             _ => false,
         });
-        if hits {
+        if let Some(t) = hit {
+            let to = yaml::s(&t.port.proxy_name);
             if port.get("targetPort").is_some() {
-                port.set("targetPort", yaml::s(PROXY_PORT_NAME));
+                port.set("targetPort", to);
             } else {
-                port.insert_after("port", "targetPort", yaml::s(PROXY_PORT_NAME));
+                port.insert_after("port", "targetPort", to);
             }
             changed = true;
         }
@@ -990,12 +1112,17 @@ mod tests {
             port,
             AppPortOfPod {
                 name: Some("http".into()),
-                number: 3000
+                number: 3000,
+                proxy_name: "http".into(),
             }
         );
-        // What an admission webhook's JSON patch would hold: the app's
-        // container and volume as they were, the rest added.
-        assert_eq!(patched["containers"], spec["containers"]);
+        // What an admission webhook's JSON patch holds: the app's container
+        // as it was but for its port's name, which touchgate's port takes;
+        // its volume as it was, the rest added.
+        let mut app = spec["containers"].clone();
+        app[0]["ports"][0]["name"] = Value::from(APP_PORT_NAME);
+        assert_eq!(patched["containers"], app);
+        assert_eq!(patched["initContainers"][0]["ports"][0]["name"], "http");
         assert_eq!(patched["volumes"][0], spec["volumes"][0]);
         assert_eq!(patched["initContainers"][0]["name"], CONTAINER_NAME);
         assert_eq!(patched["volumes"][1]["name"], CONFIG_VOLUME);
@@ -1016,7 +1143,7 @@ mod tests {
 
     #[test]
     fn the_sidecar_as_json_keeps_the_key_order_its_type_writes() {
-        let sidecar = sidecar_container(&InjectOptions::default(), 3000);
+        let sidecar = sidecar_container(&InjectOptions::default(), 3000, PROXY_PORT_NAME);
         let direct = serde_json::to_string(&sidecar).unwrap();
         let through_value = serde_json::to_string(&json(&sidecar).unwrap()).unwrap();
         assert_eq!(through_value, direct);
