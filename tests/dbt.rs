@@ -463,7 +463,7 @@ fn expected(channels: &[&str], touches: &[OffsetDateTime], converted: OffsetDate
         })
         .collect();
     let total: f64 = weights.iter().sum();
-    for i in 0..n {
+    for (i, weight) in weights.iter().enumerate() {
         add("linear", i, 1.0 / n as f64);
         let position = match (n, i) {
             (1, _) => 1.0,
@@ -473,7 +473,7 @@ fn expected(channels: &[&str], touches: &[OffsetDateTime], converted: OffsetDate
             _ => 0.2 / (n - 2) as f64,
         };
         add("position_based", i, position);
-        add("time_decay", i, weights[i] / total);
+        add("time_decay", i, weight / total);
     }
     out
 }

@@ -1,5 +1,6 @@
 {# Every landing touch: the visit's channel, source, medium and campaign,
-   with its device, session and person, at the time of the landing. #}
+   with its device, session and person, at the time of the landing. A
+   landing carries no lead or user: its person is its device's. #}
 select
   e.event_id as touchpoint_event_id,
   e.touchpoint_id,
@@ -7,7 +8,7 @@ select
   e.event_day,
   e.device_id,
   e.session_id,
-  {{ tg_person_id() }} as person_id,
+  person_device.person_id,
   e.channel,
   e.source,
   e.medium,
@@ -20,5 +21,6 @@ select
   e.page_path,
   e.referrer_host
 from {{ ref('tg_events') }} as e
-{{ tg_person_joins('e') }}
+left join {{ ref('tg_identities') }} as person_device
+  on person_device.identifier_type = 'device' and person_device.identifier = e.device_id
 where e.origin = 'proxy' and e.event_name = 'landing'
