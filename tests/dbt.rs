@@ -551,7 +551,7 @@ async fn dbt_builds_journeys_and_attribution_on_duckdb_and_postgres() {
     let now = OffsetDateTime::now_utc();
     let days = |d: i64| now - time::Duration::days(d);
 
-    let mut ada = Browser::default(); // three landings over ten days, then a signup
+    let mut ada = Browser::default(); // one landing 100 days back, three in ten days, a signup
     let mut bob = Browser::default(); // submits the signup form twice
     let mut cy_phone = Browser::default(); // a lead on one device...
     let mut cy_laptop = Browser::default(); // ...who converts on another
@@ -566,6 +566,13 @@ async fn dbt_builds_journeys_and_attribution_on_duckdb_and_postgres() {
         None,
     )
     .await;
+    tg.stop();
+
+    // Outside the 90-day attribution window of Ada's signup: no credit,
+    // though her tg_ft cookie keeps it as her first touch.
+    let tg = cap.start(100, true);
+    ada.land(&tg.proxy, "/", Some("https://news.example.org/story"))
+        .await;
     tg.stop();
 
     let tg = cap.start(10, true);
@@ -701,18 +708,20 @@ async fn dbt_builds_journeys_and_attribution_on_duckdb_and_postgres() {
     assert_eq!(cy_signup["lead_id"], cy_newsletter["lead_id"]);
 
     let ada_landings = landings_of(&written, &[&ada_device]);
-    assert_eq!(ada_landings.len(), 3);
+    assert_eq!(ada_landings.len(), 4);
+    assert_eq!(ada_signup["first_touch"]["channel"], "Referral");
+    let ada_landings = &ada_landings[1..];
     let touch_times = |l: &[&Value]| l.iter().map(|e| at(&e["occurred_at"])).collect::<Vec<_>>();
     let cy_landings = landings_of(&written, &[&cy_phone_device, &cy_laptop_device]);
     assert_eq!(cy_landings.len(), 2);
 
     let mut want: Vec<(&str, &Value, Credits)> = vec![
         (
-            "Ada: three landings over a week, then a signup",
+            "Ada: three landings in the window over ten days, then a signup",
             ada_signup,
             expected(
                 &["Paid Search", "Organic Search", "Direct"],
-                &touch_times(&ada_landings),
+                &touch_times(ada_landings),
                 at(&ada_signup["occurred_at"]),
             ),
         ),
