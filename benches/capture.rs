@@ -30,7 +30,7 @@ use touchgate::config::Config;
 use touchgate::identity::Keys;
 use touchgate::metrics::Metrics;
 use touchgate::pipeline::dedupe::{self, LocalSet, Seen};
-use touchgate::pipeline::{EventQueue, Item};
+use touchgate::pipeline::{EventQueue, QueueItem};
 
 const SECRET: &str = "bench-secret-0123456789abcdef0123456789";
 const CONFIG: &str = r#"
@@ -48,7 +48,7 @@ const CHROME: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.
 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
 const PEER: IpAddr = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 7));
 
-fn capture() -> (Capture, mpsc::Receiver<Item>) {
+fn capture() -> (Capture, mpsc::Receiver<QueueItem>) {
     let env = |k: &str| (k == "TOUCHGATE_SECRET").then(|| SECRET.to_string());
     let cfg = Config::parse("bench.toml", CONFIG, &env).expect("bench config");
     let metrics = Arc::new(Metrics::new());
@@ -69,10 +69,10 @@ fn parts(method: Method, uri: &str, headers: &[(&str, &str)]) -> Parts {
 }
 
 /// Serialize what the queue holds, as the spool writer does.
-fn drain(rx: &mut mpsc::Receiver<Item>) -> usize {
+fn drain(rx: &mut mpsc::Receiver<QueueItem>) -> usize {
     let mut bytes = 0;
     while let Ok(item) = rx.try_recv() {
-        if let Item::Event(envelope) = item {
+        if let QueueItem::Event(envelope) = item {
             bytes += serde_json::to_vec(&envelope.event)
                 .map(|v| v.len())
                 .unwrap_or(0);
@@ -82,7 +82,7 @@ fn drain(rx: &mut mpsc::Receiver<Item>) -> usize {
 }
 
 /// The `Cookie` header of a visitor who landed from paid search before.
-fn returning_cookie(cap: &Capture, rx: &mut mpsc::Receiver<Item>) -> String {
+fn returning_cookie(cap: &Capture, rx: &mut mpsc::Receiver<QueueItem>) -> String {
     let p = parts(Method::GET, LANDING, &[("sec-fetch-dest", "document")]);
     let class = cap.classify(&p.method, p.uri.path(), &p.headers);
     let v = cap
@@ -225,7 +225,7 @@ fn bench(c: &mut Criterion) {
                 cap.confirm(pending, StatusCode::OK);
                 let mut seen = Seen::Duplicate;
                 while let Ok(item) = rx.try_recv() {
-                    if let Item::Event(envelope) = item {
+                    if let QueueItem::Event(envelope) = item {
                         seen = set.check_and_insert(
                             dedupe::key_of(&envelope.event.event_id),
                             Instant::now(),

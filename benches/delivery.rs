@@ -26,7 +26,7 @@ use touchgate::config::{FsyncPolicy, SpoolConfig};
 use touchgate::event::{Client, Envelope, Event, Origin, Page, Touch, TouchAt};
 use touchgate::metrics::Metrics;
 use touchgate::pipeline::dedupe::Dedupe;
-use touchgate::pipeline::{self, Item, SpoolOutput, spool};
+use touchgate::pipeline::{self, QueueItem, SpoolOutput, spool};
 use touchgate::sink::delivery::{dead_letter_path, run_sink};
 use touchgate::sink::file::{FileSink, FileSinkConfig};
 use touchgate::sink::http::{HttpSink, HttpSinkConfig};
@@ -231,7 +231,7 @@ async fn spool_and_file(n: usize, spool_fsync: FsyncPolicy, producers: usize) {
         drop(tx);
         writer.await.unwrap().unwrap();
     } else {
-        let (tx, rx) = tokio::sync::mpsc::channel::<spool::Frame>(16_384);
+        let (tx, rx) = tokio::sync::mpsc::channel::<spool::FramedRecord>(16_384);
         let writer = tokio::spawn(spool::run_writer(w, rx, 4096));
         let per = n.div_ceil(producers);
         let mut chunks = Vec::new();
@@ -246,7 +246,7 @@ async fn spool_and_file(n: usize, spool_fsync: FsyncPolicy, producers: usize) {
                 let tx = tx.clone();
                 tokio::spawn(async move {
                     for e in chunk {
-                        let f = spool::Frame::encode(&e).unwrap();
+                        let f = spool::FramedRecord::encode(&e).unwrap();
                         drop(e);
                         if tx.send(f).await.is_err() {
                             break;
@@ -313,7 +313,7 @@ async fn pipeline_and_file(n: usize, producers: usize) {
     let (start, cpu0) = (Instant::now(), cpu_seconds());
     // The queue's own sender, awaited when full: the proxy's `emit` would
     // drop instead, and a bench must not measure drops.
-    let (tx, rx) = tokio::sync::mpsc::channel::<Item>(16_384);
+    let (tx, rx) = tokio::sync::mpsc::channel::<QueueItem>(16_384);
     let stage = tokio::spawn(pipeline::run(
         rx,
         Dedupe::local(Duration::from_secs(24 * 3600), 1_000_000),
@@ -329,7 +329,7 @@ async fn pipeline_and_file(n: usize, producers: usize) {
         let tx = tx.clone();
         tasks.push(tokio::spawn(async move {
             for e in chunk {
-                if tx.send(Item::Event(e)).await.is_err() {
+                if tx.send(QueueItem::Event(e)).await.is_err() {
                     break;
                 }
             }

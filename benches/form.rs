@@ -209,7 +209,7 @@ fn bench(c: &mut Criterion) {
             )
             .unwrap();
             let lead = identifier::normalize(fields.get("email").unwrap(), Id::GB).unwrap();
-            assert_eq!(lead.kind, identifier::Kind::Phone);
+            assert_eq!(lead.kind, identifier::IdentifierKind::Phone);
             keys.hex(Purpose::Identifier, &[lead.value.as_bytes()])
         })
     });

@@ -43,7 +43,7 @@ pub struct Config {
     #[serde(default)]
     pub checks: ChecksConfig,
     #[serde(default)]
-    pub form: Vec<Form>,
+    pub form: Vec<FormConfig>,
     #[serde(default)]
     pub ingest: Vec<IngestRule>,
     #[serde(default)]
@@ -135,6 +135,40 @@ impl Default for ProxyConfig {
     }
 }
 
+impl ProxyConfig {
+    fn validate(&self, out: &mut Problems) {
+        match self.upstream.parse::<http::Uri>() {
+            Ok(uri)
+                if uri.scheme_str() == Some("http")
+                    && uri.authority().is_some()
+                    && matches!(uri.path(), "" | "/") => {}
+            Ok(_) => out.bad(
+                "proxy.upstream",
+                "must be http://HOST:PORT (plain HTTP to the app beside touchgate, no path)",
+            ),
+            Err(e) => out.bad("proxy.upstream", format!("not a URI: {e}")),
+        }
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) => out.bad("proxy.tls_key", "tls_cert is set but tls_key is not"),
+            (None, Some(_)) => out.bad("proxy.tls_cert", "tls_key is set but tls_cert is not"),
+            (Some(c), Some(k)) => {
+                for (key, p) in [("proxy.tls_cert", c), ("proxy.tls_key", k)] {
+                    if !p.is_file() {
+                        out.bad(key, format!("{} is not a readable file", p.display()));
+                    }
+                }
+            }
+            (None, None) => {}
+        }
+        if self.max_header_bytes < 8192 {
+            out.bad("proxy.max_header_bytes", "must be at least 8192");
+        }
+        if self.max_connections == 0 {
+            out.bad("proxy.max_connections", "must be at least 1");
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
@@ -151,6 +185,14 @@ impl Default for AdminConfig {
             ingest_token_env: "TOUCHGATE_INGEST_TOKEN".into(),
             max_ingest_body: 4 * 1024 * 1024,
             max_ingest_lines: 10_000,
+        }
+    }
+}
+
+impl AdminConfig {
+    fn validate(&self, proxy: &ProxyConfig, out: &mut Problems) {
+        if proxy.listen == self.listen && proxy.listen.port() != 0 {
+            out.bad("admin.listen", "must differ from proxy.listen");
         }
     }
 }
@@ -200,6 +242,44 @@ impl Default for IdentityConfig {
     }
 }
 
+impl IdentityConfig {
+    fn validate(&self, env: &dyn Fn(&str) -> Option<String>, out: &mut Problems) {
+        match env(&self.secret_env) {
+            None => out.bad(
+                "identity.secret_env",
+                format!(
+                    "environment variable {} is not set (the secret signs cookies and keys hashes; use 32+ random bytes)",
+                    self.secret_env
+                ),
+            ),
+            Some(s) if s.len() < 16 => out.bad(
+                "identity.secret_env",
+                format!("{} is shorter than 16 bytes", self.secret_env),
+            ),
+            Some(_) => {}
+        }
+        if let Some(prev) = &self.previous_secret_env
+            && env(prev).is_none()
+        {
+            out.bad(
+                "identity.previous_secret_env",
+                format!("environment variable {prev} is not set"),
+            );
+        }
+        if self
+            .phone_country
+            .to_uppercase()
+            .parse::<phonenumber::country::Id>()
+            .is_err()
+        {
+            out.bad(
+                "identity.phone_country",
+                format!("{:?} is not an ISO 3166 country code", self.phone_country),
+            );
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClientConfig {
@@ -211,6 +291,18 @@ impl Default for ClientConfig {
     fn default() -> Self {
         ClientConfig {
             path_prefix: "/_tg".into(),
+        }
+    }
+}
+
+impl ClientConfig {
+    fn validate(&self, out: &mut Problems) {
+        let prefix = &self.path_prefix;
+        if !prefix.starts_with('/') || prefix.len() < 2 || prefix.ends_with('/') {
+            out.bad(
+                "client.path_prefix",
+                "must start with / and not end with / (e.g. /_tg)",
+            );
         }
     }
 }
@@ -302,6 +394,14 @@ impl Default for QueueConfig {
     }
 }
 
+impl QueueConfig {
+    fn validate(&self, out: &mut Problems) {
+        if self.capacity == 0 {
+            out.bad("queue.capacity", "must be at least 1");
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DedupeConfig {
@@ -326,6 +426,37 @@ impl Default for DedupeConfig {
             redis_url_env: None,
             redis_timeout: Duration::from_millis(50),
         }
+    }
+}
+
+impl DedupeConfig {
+    fn validate(&self, env: &dyn Fn(&str) -> Option<String>, out: &mut Problems) {
+        if self.redis_url.is_some() && self.redis_url_env.is_some() {
+            out.bad(
+                "dedupe.redis_url_env",
+                "set redis_url or redis_url_env, not both",
+            );
+        }
+        if let Some(u) = self.redis_url(env).as_deref()
+            && redis::parse_redis_url(u).is_none()
+        {
+            out.bad("dedupe.redis_url", "not a redis:// URL");
+        }
+        if let Some(k) = &self.redis_url_env
+            && env(k).is_none()
+        {
+            out.bad(
+                "dedupe.redis_url_env",
+                format!("environment variable {k} is not set"),
+            );
+        }
+    }
+
+    /// `redis_url`, or the variable `redis_url_env` names.
+    pub fn redis_url(&self, env: &dyn Fn(&str) -> Option<String>) -> Option<String> {
+        self.redis_url
+            .clone()
+            .or_else(|| self.redis_url_env.as_deref().and_then(env))
     }
 }
 
@@ -355,6 +486,20 @@ impl Default for ChecksConfig {
     }
 }
 
+impl ChecksConfig {
+    fn validate(&self, out: &mut Problems) {
+        for (name, v) in [
+            ("checks.direct_share_max", self.direct_share_max),
+            ("checks.valid_share_min", self.valid_share_min),
+            ("checks.parity_min", self.parity_min),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                out.bad(name, "must be between 0 and 1");
+            }
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FieldMode {
@@ -372,7 +517,7 @@ pub struct FieldRule {
 }
 
 /// What a conversion captures from a form post: which requests, which
-/// fields. (What success looks like is [`Form::success`].)
+/// fields. (What success looks like is [`FormConfig::success`].)
 #[derive(Debug, Clone)]
 pub struct FormRule {
     /// Exact path, or a prefix ending in `*`.
@@ -392,7 +537,7 @@ pub struct FormRule {
 /// patterns are compiled here, once, as the config is read.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(from = "FormTable")]
-pub struct Form {
+pub struct FormConfig {
     pub rule: FormRule,
     pub success: SuccessRule,
     /// Emit a `form_attempt` event for every post (`attempt_events`).
@@ -427,9 +572,9 @@ fn yes() -> bool {
     true
 }
 
-impl From<FormTable> for Form {
-    fn from(t: FormTable) -> Form {
-        Form {
+impl From<FormTable> for FormConfig {
+    fn from(t: FormTable) -> FormConfig {
+        FormConfig {
             rule: FormRule {
                 path: t.path,
                 method: t.method,
@@ -451,6 +596,69 @@ impl From<FormTable> for Form {
     }
 }
 
+impl FormConfig {
+    /// The checks on `form[i]` itself (its fields are checked by
+    /// [`FormRule::validate_fields`]).
+    fn validate(&self, i: usize, out: &mut Problems) {
+        let f = &self.rule;
+        let at = |k: &str| format!("form[{i}].{k}");
+        if !f.path.starts_with('/') {
+            out.bad(at("path"), "must start with /");
+        }
+        if f.path[..f.path.len().saturating_sub(1)].contains('*') {
+            out.bad(at("path"), "* is allowed only at the end (a prefix)");
+        }
+        if f.method.parse::<http::Method>().is_err() || f.method != f.method.to_uppercase() {
+            out.bad(at("method"), "must be an uppercase HTTP method");
+        }
+        validate_event_name(&f.event, at("event"), out);
+        if let Some(s) = self
+            .success
+            .status
+            .iter()
+            .find(|s| !(200..=599).contains(*s))
+        {
+            out.bad(
+                at("success_status"),
+                format!("{s} is not a final HTTP status (200-599)"),
+            );
+        }
+        for part in &f.natural_key {
+            let ok = match part.as_str() {
+                "lead_id" => f.lead_id.is_some(),
+                "user_id" => f.user_id.is_some(),
+                "day" => true,
+                p => is_field_part(p),
+            };
+            if !ok {
+                out.bad(
+                    at("natural_key"),
+                    format!(
+                        "{part:?}: parts are lead_id, user_id (when the form names them), day, field:NAME"
+                    ),
+                );
+            }
+        }
+    }
+}
+
+impl FormRule {
+    /// A field the rule names must not be one touchgate never captures.
+    fn validate_fields(&self, i: usize, out: &mut Problems) {
+        for (j, field) in self.fields.iter().enumerate() {
+            if crate::privacy::is_never_captured(&field.name) {
+                out.bad(
+                    format!("form[{i}].fields[{j}].name"),
+                    format!(
+                        "{:?} looks like a password, card, token or secret field: such fields are never captured",
+                        field.name
+                    ),
+                );
+            }
+        }
+    }
+}
+
 fn default_form_method() -> String {
     "POST".into()
 }
@@ -463,12 +671,74 @@ pub struct IngestRule {
     pub natural_key: Vec<String>,
 }
 
+impl IngestRule {
+    fn validate(&self, i: usize, out: &mut Problems) {
+        validate_event_name(&self.event, format!("ingest[{i}].event"), out);
+        for part in &self.natural_key {
+            let ok = matches!(part.as_str(), "lead_id" | "user_id" | "device_id" | "day")
+                || is_field_part(part);
+            if !ok {
+                out.bad(
+                    format!("ingest[{i}].natural_key"),
+                    format!(
+                        "{part:?}: parts are lead_id, user_id, device_id, day, field:NAME (a property)"
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// Sink names key metrics, spool cursors and dead-letter files.
+fn validate_sink_names(sinks: &[SinkConfig], out: &mut Problems) {
+    let mut names = std::collections::HashSet::new();
+    for i in 0..sinks.len() {
+        let name = crate::sink::unique_name(sinks, i);
+        if !names.insert(name.clone()) {
+            out.bad(
+                format!("sink[{i}].name"),
+                format!(
+                    "sink name {name:?} is used twice (names key metrics, spool cursors and dead-letter files)"
+                ),
+            );
+        }
+    }
+}
+
+/// The event name of a form or ingest rule.
+fn validate_event_name(event: &str, key: String, out: &mut Problems) {
+    if !valid_event_name(event) {
+        out.bad(key, EVENT_NAME_RULE);
+    } else if RESERVED_EVENT_NAMES.contains(&event) {
+        out.bad(key, format!("{event:?} is touchgate's own event name"));
+    }
+}
+
+/// `field:NAME` in a natural key.
+fn is_field_part(part: &str) -> bool {
+    part.strip_prefix("field:").is_some_and(|n| !n.is_empty())
+}
+
 /// One problem with a config file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
     pub line: Option<usize>,
     pub key: String,
     pub message: String,
+}
+
+/// What `validate` and `warnings` collect, in the order found.
+#[derive(Debug, Default)]
+pub(crate) struct Problems(Vec<Problem>);
+
+impl Problems {
+    pub(crate) fn bad(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Problem {
+            line: None,
+            key: key.into(),
+            message: message.into(),
+        });
+    }
 }
 
 /// Why a config file could not be used: one line per problem.
@@ -565,258 +835,40 @@ impl Config {
     }
 
     /// Semantic checks the types cannot express. Every problem is returned,
-    /// not just the first.
+    /// not just the first, in the order of the sections.
     pub fn validate(&self, env: &dyn Fn(&str) -> Option<String>) -> Vec<Problem> {
-        let mut out = Vec::new();
-        let mut bad = |key: String, message: String| {
-            out.push(Problem {
-                line: None,
-                key,
-                message,
-            })
-        };
-        match self.proxy.upstream.parse::<http::Uri>() {
-            Ok(uri)
-                if uri.scheme_str() == Some("http")
-                    && uri.authority().is_some()
-                    && matches!(uri.path(), "" | "/") => {}
-            Ok(_) => bad(
-                "proxy.upstream".into(),
-                "must be http://HOST:PORT (plain HTTP to the app beside touchgate, no path)".into(),
-            ),
-            Err(e) => bad("proxy.upstream".into(), format!("not a URI: {e}")),
-        }
-        match (&self.proxy.tls_cert, &self.proxy.tls_key) {
-            (Some(_), None) => bad(
-                "proxy.tls_key".into(),
-                "tls_cert is set but tls_key is not".into(),
-            ),
-            (None, Some(_)) => bad(
-                "proxy.tls_cert".into(),
-                "tls_key is set but tls_cert is not".into(),
-            ),
-            (Some(c), Some(k)) => {
-                for (key, p) in [("proxy.tls_cert", c), ("proxy.tls_key", k)] {
-                    if !p.is_file() {
-                        bad(
-                            key.into(),
-                            format!("{} is not a readable file", p.display()),
-                        );
-                    }
-                }
-            }
-            (None, None) => {}
-        }
-        if self.proxy.max_header_bytes < 8192 {
-            bad(
-                "proxy.max_header_bytes".into(),
-                "must be at least 8192".into(),
-            );
-        }
-        if self.proxy.max_connections == 0 {
-            bad("proxy.max_connections".into(), "must be at least 1".into());
-        }
-        if self.proxy.listen == self.admin.listen && self.proxy.listen.port() != 0 {
-            bad(
-                "admin.listen".into(),
-                "must differ from proxy.listen".into(),
-            );
-        }
-        match env(&self.identity.secret_env) {
-            None => bad(
-                "identity.secret_env".into(),
-                format!(
-                    "environment variable {} is not set (the secret signs cookies and keys hashes; use 32+ random bytes)",
-                    self.identity.secret_env
-                ),
-            ),
-            Some(s) if s.len() < 16 => bad(
-                "identity.secret_env".into(),
-                format!("{} is shorter than 16 bytes", self.identity.secret_env),
-            ),
-            Some(_) => {}
-        }
-        if let Some(prev) = &self.identity.previous_secret_env
-            && env(prev).is_none()
-        {
-            bad(
-                "identity.previous_secret_env".into(),
-                format!("environment variable {prev} is not set"),
-            );
-        }
-        if self
-            .identity
-            .phone_country
-            .to_uppercase()
-            .parse::<phonenumber::country::Id>()
-            .is_err()
-        {
-            bad(
-                "identity.phone_country".into(),
-                format!(
-                    "{:?} is not an ISO 3166 country code",
-                    self.identity.phone_country
-                ),
-            );
-        }
-        let prefix = &self.client.path_prefix;
-        if !prefix.starts_with('/') || prefix.len() < 2 || prefix.ends_with('/') {
-            bad(
-                "client.path_prefix".into(),
-                "must start with / and not end with / (e.g. /_tg)".into(),
-            );
-        }
-        if self.queue.capacity == 0 {
-            bad("queue.capacity".into(), "must be at least 1".into());
-        }
-        if self.spool.segment_bytes == 0 || self.spool.max_bytes < self.spool.segment_bytes {
-            bad(
-                "spool.max_bytes".into(),
-                "must be at least spool.segment_bytes".into(),
-            );
-        }
-        if self.dedupe.redis_url.is_some() && self.dedupe.redis_url_env.is_some() {
-            bad(
-                "dedupe.redis_url_env".into(),
-                "set redis_url or redis_url_env, not both".into(),
-            );
-        }
-        if let Some(u) = self.redis_url(env).as_deref()
-            && redis::parse_redis_url(u).is_none()
-        {
-            bad("dedupe.redis_url".into(), "not a redis:// URL".into());
-        }
-        if let Some(k) = &self.dedupe.redis_url_env
-            && env(k).is_none()
-        {
-            bad(
-                "dedupe.redis_url_env".into(),
-                format!("environment variable {k} is not set"),
-            );
-        }
-        for (name, v) in [
-            ("checks.direct_share_max", self.checks.direct_share_max),
-            ("checks.valid_share_min", self.checks.valid_share_min),
-            ("checks.parity_min", self.checks.parity_min),
-        ] {
-            if !(0.0..=1.0).contains(&v) {
-                bad(name.into(), "must be between 0 and 1".into());
-            }
+        let mut out = Problems::default();
+        self.proxy.validate(&mut out);
+        self.admin.validate(&self.proxy, &mut out);
+        self.identity.validate(env, &mut out);
+        self.client.validate(&mut out);
+        self.queue.validate(&mut out);
+        self.spool.validate(&mut out);
+        self.dedupe.validate(env, &mut out);
+        self.checks.validate(&mut out);
+        for (i, form) in self.form.iter().enumerate() {
+            form.validate(i, &mut out);
         }
         for (i, form) in self.form.iter().enumerate() {
-            let f = &form.rule;
-            let at = |k: &str| format!("form[{i}].{k}");
-            if !f.path.starts_with('/') {
-                bad(at("path"), "must start with /".into());
-            }
-            if f.path[..f.path.len().saturating_sub(1)].contains('*') {
-                bad(at("path"), "* is allowed only at the end (a prefix)".into());
-            }
-            if f.method.parse::<http::Method>().is_err() || f.method != f.method.to_uppercase() {
-                bad(at("method"), "must be an uppercase HTTP method".into());
-            }
-            if !valid_event_name(&f.event) {
-                bad(at("event"), EVENT_NAME_RULE.into());
-            } else if RESERVED_EVENT_NAMES.contains(&f.event.as_str()) {
-                bad(
-                    at("event"),
-                    format!("{:?} is touchgate's own event name", f.event),
-                );
-            }
-            if let Some(s) = form
-                .success
-                .status
-                .iter()
-                .find(|s| !(200..=599).contains(*s))
-            {
-                bad(
-                    at("success_status"),
-                    format!("{s} is not a final HTTP status (200-599)"),
-                );
-            }
-            for part in &f.natural_key {
-                let ok = match part.as_str() {
-                    "lead_id" => f.lead_id.is_some(),
-                    "user_id" => f.user_id.is_some(),
-                    "day" => true,
-                    p => p.strip_prefix("field:").is_some_and(|n| !n.is_empty()),
-                };
-                if !ok {
-                    bad(
-                        at("natural_key"),
-                        format!(
-                            "{part:?}: parts are lead_id, user_id (when the form names them), day, field:NAME"
-                        ),
-                    );
-                }
-            }
+            form.rule.validate_fields(i, &mut out);
         }
-        for (i, f) in self.form.iter().enumerate() {
-            for (j, field) in f.rule.fields.iter().enumerate() {
-                if crate::privacy::is_never_captured(&field.name) {
-                    bad(
-                        format!("form[{i}].fields[{j}].name"),
-                        format!(
-                            "{:?} looks like a password, card, token or secret field: such fields are never captured",
-                            field.name
-                        ),
-                    );
-                }
-            }
-        }
-        let mut names = std::collections::HashSet::new();
-        for i in 0..self.sink.len() {
-            let name = crate::sink::unique_name(&self.sink, i);
-            if !names.insert(name.clone()) {
-                bad(
-                    format!("sink[{i}].name"),
-                    format!(
-                        "sink name {name:?} is used twice (names key metrics, spool cursors and dead-letter files)"
-                    ),
-                );
-            }
-        }
-        for (i, r) in self.ingest.iter().enumerate() {
-            if !valid_event_name(&r.event) {
-                bad(format!("ingest[{i}].event"), EVENT_NAME_RULE.into());
-            } else if RESERVED_EVENT_NAMES.contains(&r.event.as_str()) {
-                bad(
-                    format!("ingest[{i}].event"),
-                    format!("{:?} is touchgate's own event name", r.event),
-                );
-            }
-            for part in &r.natural_key {
-                let ok = matches!(part.as_str(), "lead_id" | "user_id" | "device_id" | "day")
-                    || part.strip_prefix("field:").is_some_and(|n| !n.is_empty());
-                if !ok {
-                    bad(
-                        format!("ingest[{i}].natural_key"),
-                        format!(
-                            "{part:?}: parts are lead_id, user_id, device_id, day, field:NAME (a property)"
-                        ),
-                    );
-                }
-            }
+        validate_sink_names(&self.sink, &mut out);
+        for (i, rule) in self.ingest.iter().enumerate() {
+            rule.validate(i, &mut out);
         }
         for (i, s) in self.sink.iter().enumerate() {
             for (key, message) in s.validate(env) {
-                bad(format!("sink[{i}].{key}"), message);
+                out.bad(format!("sink[{i}].{key}"), message);
             }
         }
-        out
+        out.0
     }
 
     /// Settings that are valid but almost certainly not what was meant:
     /// `check-config` prints them and still exits 0, `run` logs them.
     pub fn warnings(&self) -> Vec<Problem> {
-        let mut out = Vec::new();
-        let mut warn = |key: String, message: String| {
-            out.push(Problem {
-                line: None,
-                key,
-                message,
-            })
-        };
+        let mut out = Problems::default();
+        let mut warn = |key: String, message: String| out.bad(key, message);
         for (i, form) in self.form.iter().enumerate() {
             let (f, s) = (&form.rule, &form.success);
             let at = |k: &str| format!("form[{i}].{k}");
@@ -877,7 +929,7 @@ impl Config {
                 );
             }
         }
-        out
+        out.0
     }
 
     /// [`Config::warnings`] as `PATH:LINE: key: warning: message` lines.
@@ -898,10 +950,7 @@ impl Config {
     }
 
     pub fn redis_url(&self, env: &dyn Fn(&str) -> Option<String>) -> Option<String> {
-        self.dedupe
-            .redis_url
-            .clone()
-            .or_else(|| self.dedupe.redis_url_env.as_deref().and_then(env))
+        self.dedupe.redis_url(env)
     }
 }
 
@@ -941,37 +990,38 @@ fn line_of_offset(text: &str, offset: usize) -> usize {
 /// exists, so a problem with a missing key points at its table.
 fn line_of_key(doc: &toml_edit::Document<&str>, text: &str, key: &str) -> Option<usize> {
     use toml_edit::{Item, Value};
-    enum Node<'a> {
+    enum TomlNode<'a> {
         Item(&'a Item),
         Table(&'a toml_edit::Table),
         Value(&'a Value),
     }
-    let mut node = Node::Table(doc.as_table());
+    let mut node = TomlNode::Table(doc.as_table());
     let mut span = None;
     for seg in split_path(key) {
         let table = match node {
-            Node::Item(Item::Table(t)) | Node::Table(t) => Some(t),
+            TomlNode::Item(Item::Table(t)) | TomlNode::Table(t) => Some(t),
             _ => None,
         };
         let next = match (seg, table, &node) {
             (Seg::Key(k), Some(t), _) => t
                 .get_key_value(k)
-                .map(|(key, it)| (key.span(), Node::Item(it))),
+                .map(|(key, it)| (key.span(), TomlNode::Item(it))),
             (
                 Seg::Key(k),
                 None,
-                Node::Item(Item::Value(Value::InlineTable(t))) | Node::Value(Value::InlineTable(t)),
+                TomlNode::Item(Item::Value(Value::InlineTable(t)))
+                | TomlNode::Value(Value::InlineTable(t)),
             ) => t
                 .get_key_value(k)
-                .map(|(key, v)| (key.span(), Node::Item(v))),
-            (Seg::Index(i), _, Node::Item(Item::ArrayOfTables(a))) => {
-                a.get(i).map(|t| (t.span(), Node::Table(t)))
+                .map(|(key, v)| (key.span(), TomlNode::Item(v))),
+            (Seg::Index(i), _, TomlNode::Item(Item::ArrayOfTables(a))) => {
+                a.get(i).map(|t| (t.span(), TomlNode::Table(t)))
             }
             (
                 Seg::Index(i),
                 _,
-                Node::Item(Item::Value(Value::Array(a))) | Node::Value(Value::Array(a)),
-            ) => a.get(i).map(|v| (v.span(), Node::Value(v))),
+                TomlNode::Item(Item::Value(Value::Array(a))) | TomlNode::Value(Value::Array(a)),
+            ) => a.get(i).map(|v| (v.span(), TomlNode::Value(v))),
             _ => None,
         };
         match next {

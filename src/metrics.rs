@@ -276,11 +276,15 @@ impl Metrics {
     }
 
     pub fn dropped(&self, reason: &str) {
+        self.dropped_many(reason, 1);
+    }
+
+    pub fn dropped_many(&self, reason: &str, events: u64) {
         self.events_dropped_total
             .get_or_create(&ReasonLabel {
                 reason: reason.to_string(),
             })
-            .inc();
+            .inc_by(events);
     }
 
     pub fn sink(&self, sink: &str) -> SinkLabel {

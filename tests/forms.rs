@@ -6,7 +6,7 @@ use proptest::prelude::*;
 use serde_json::json;
 use touchgate::capture::context::{self, ContextError};
 use touchgate::capture::form::{self, FormError, MAX_FIELDS, MAX_VALUE};
-use touchgate::capture::identifier::{Kind, normalize, sha256_hex};
+use touchgate::capture::identifier::{IdentifierKind, normalize, sha256_hex};
 
 const URLENCODED: &str = "application/x-www-form-urlencoded";
 
@@ -437,7 +437,7 @@ fn context_size_boundary() {
 // --------------------------------------------------------------- identifiers
 
 /// Raw input, default country, expected kind and value (None: rejected).
-type Case = (&'static str, Id, Option<(Kind, &'static str)>);
+type Case = (&'static str, Id, Option<(IdentifierKind, &'static str)>);
 
 #[test]
 fn identifiers_normalize() {
@@ -445,69 +445,116 @@ fn identifiers_normalize() {
         (
             "  Bob.Smith+Promo@Example.COM ",
             Id::US,
-            Some((Kind::Email, "bob.smith+promo@example.com")),
+            Some((IdentifierKind::Email, "bob.smith+promo@example.com")),
         ),
         (
             "b.o.b@gmail.com",
             Id::US,
-            Some((Kind::Email, "b.o.b@gmail.com")),
+            Some((IdentifierKind::Email, "b.o.b@gmail.com")),
         ),
         (
             "JOSÉ@Exämple.com",
             Id::US,
-            Some((Kind::Email, "josé@exämple.com")),
+            Some((IdentifierKind::Email, "josé@exämple.com")),
         ),
-        ("(415) 555-2671", Id::US, Some((Kind::Phone, "14155552671"))),
-        ("415.555.2671", Id::US, Some((Kind::Phone, "14155552671"))),
-        ("4155552671", Id::US, Some((Kind::Phone, "14155552671"))),
+        (
+            "(415) 555-2671",
+            Id::US,
+            Some((IdentifierKind::Phone, "14155552671")),
+        ),
+        (
+            "415.555.2671",
+            Id::US,
+            Some((IdentifierKind::Phone, "14155552671")),
+        ),
+        (
+            "4155552671",
+            Id::US,
+            Some((IdentifierKind::Phone, "14155552671")),
+        ),
         (
             "+1 415 555 2671",
             Id::GB,
-            Some((Kind::Phone, "14155552671")),
+            Some((IdentifierKind::Phone, "14155552671")),
         ),
-        ("1-415-555-2671", Id::US, Some((Kind::Phone, "14155552671"))),
+        (
+            "1-415-555-2671",
+            Id::US,
+            Some((IdentifierKind::Phone, "14155552671")),
+        ),
         (
             "011 44 20 7946 0958",
             Id::US,
-            Some((Kind::Phone, "442079460958")),
+            Some((IdentifierKind::Phone, "442079460958")),
         ),
-        ("020 7946 0958", Id::GB, Some((Kind::Phone, "442079460958"))),
-        ("07911 123456", Id::GB, Some((Kind::Phone, "447911123456"))),
+        (
+            "020 7946 0958",
+            Id::GB,
+            Some((IdentifierKind::Phone, "442079460958")),
+        ),
+        (
+            "07911 123456",
+            Id::GB,
+            Some((IdentifierKind::Phone, "447911123456")),
+        ),
         (
             "+44 7911 123456",
             Id::US,
-            Some((Kind::Phone, "447911123456")),
+            Some((IdentifierKind::Phone, "447911123456")),
         ),
         (
             "0044 7911 123456",
             Id::GB,
-            Some((Kind::Phone, "447911123456")),
+            Some((IdentifierKind::Phone, "447911123456")),
         ),
         (
             "0044 7911 123456",
             Id::US,
-            Some((Kind::Phone, "447911123456")),
+            Some((IdentifierKind::Phone, "447911123456")),
         ),
         (
             "00 49 30 1234567",
             Id::US,
-            Some((Kind::Phone, "49301234567")),
+            Some((IdentifierKind::Phone, "49301234567")),
         ),
-        ("030 1234567", Id::DE, Some((Kind::Phone, "49301234567"))),
-        ("555-0123", Id::US, Some((Kind::Other, "555-0123"))),
-        ("1234567890", Id::US, Some((Kind::Other, "1234567890"))),
-        ("  123456  ", Id::US, Some((Kind::Other, "123456"))),
+        (
+            "030 1234567",
+            Id::DE,
+            Some((IdentifierKind::Phone, "49301234567")),
+        ),
+        (
+            "555-0123",
+            Id::US,
+            Some((IdentifierKind::Other, "555-0123")),
+        ),
+        (
+            "1234567890",
+            Id::US,
+            Some((IdentifierKind::Other, "1234567890")),
+        ),
+        (
+            "  123456  ",
+            Id::US,
+            Some((IdentifierKind::Other, "123456")),
+        ),
         (
             "123E4567-e89b-12d3-a456-426614174000",
             Id::US,
-            Some((Kind::Other, "123E4567-e89b-12d3-a456-426614174000")),
+            Some((
+                IdentifierKind::Other,
+                "123E4567-e89b-12d3-a456-426614174000",
+            )),
         ),
         (
             "bob@localhost",
             Id::US,
-            Some((Kind::Other, "bob@localhost")),
+            Some((IdentifierKind::Other, "bob@localhost")),
         ),
-        ("a@b@c.com", Id::US, Some((Kind::Other, "a@b@c.com"))),
+        (
+            "a@b@c.com",
+            Id::US,
+            Some((IdentifierKind::Other, "a@b@c.com")),
+        ),
         ("", Id::US, None),
         ("   ", Id::US, None),
         ("a\u{0}b", Id::US, None),
@@ -606,7 +653,7 @@ proptest! {
     fn normalize_never_panics(s in "\\PC{0,80}") {
         if let Some(n) = normalize(&s, Id::US) {
             prop_assert!(!n.value.is_empty());
-            if n.kind == Kind::Phone {
+            if n.kind == IdentifierKind::Phone {
                 prop_assert!(n.value.bytes().all(|b| b.is_ascii_digit()));
             }
         }

@@ -24,7 +24,7 @@ pub struct Script {
 }
 
 impl Script {
-    pub fn build(prefix: &str, forms: &[crate::config::Form]) -> Script {
+    pub fn build(prefix: &str, forms: &[crate::config::FormConfig]) -> Script {
         let rules: Vec<(&str, &str)> = forms
             .iter()
             .map(|f| &f.rule)

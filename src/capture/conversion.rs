@@ -13,7 +13,7 @@ use http::{HeaderMap, HeaderValue, StatusCode, header};
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use super::identifier::{self, Kind, Normalized};
+use super::identifier::{self, IdentifierKind, Normalized};
 use super::success::{self, HeadVerdict, Reason, Verdict};
 use super::visit::Visit;
 use super::{Capture, context, form};
@@ -403,7 +403,7 @@ impl Capture {
         user: Option<&Normalized>,
         envelope: &Envelope,
     ) -> AdMatch {
-        let of_kind = |k: Kind| [lead, user].into_iter().flatten().find(|n| n.kind == k);
+        let of_kind = |k: IdentifierKind| [lead, user].into_iter().flatten().find(|n| n.kind == k);
         let fbc = super::consent::cookie_value(&parts.headers, "_fbc")
             .filter(|c| {
                 c.len() <= 256 && c.starts_with("fb.") && c.bytes().all(|b| b.is_ascii_graphic())
@@ -416,8 +416,8 @@ impl Capture {
                 Some(format!("fb.1.{ms}.{fbclid}"))
             });
         AdMatch {
-            em: of_kind(Kind::Email).map(|n| identifier::sha256_hex(&n.value)),
-            ph: of_kind(Kind::Phone).map(|n| identifier::sha256_hex(&n.value)),
+            em: of_kind(IdentifierKind::Email).map(|n| identifier::sha256_hex(&n.value)),
+            ph: of_kind(IdentifierKind::Phone).map(|n| identifier::sha256_hex(&n.value)),
             external_id: user.or(lead).map(|n| identifier::sha256_hex(&n.value)),
             fbc,
             client_user_agent: parts

@@ -6,7 +6,7 @@
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::config::{Form, FormRule};
+use crate::config::{FormConfig, FormRule};
 
 /// How a posted path differs from a form's path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,7 +109,7 @@ impl Diagnostics {
 
     /// A `method` request to `path` matched no form: name a form it
     /// nearly matched, once, while that form has matched nothing.
-    pub fn unmatched(&self, forms: &[Form], method: &str, path: &str) {
+    pub fn unmatched(&self, forms: &[FormConfig], method: &str, path: &str) {
         for (i, (form, flags)) in forms.iter().zip(&self.forms).enumerate() {
             let rule = &form.rule;
             if rule.method != method
@@ -246,8 +246,8 @@ mod tests {
         }
     }
 
-    fn form(path: &str) -> Form {
-        Form {
+    fn form(path: &str) -> FormConfig {
+        FormConfig {
             rule: rule(path),
             success: Default::default(),
             attempt_events: true,

@@ -168,21 +168,21 @@ impl FormError {
     }
 }
 
-enum Kind {
+enum BodyKind {
     UrlEncoded,
     Multipart,
     Json,
 }
 
-fn kind(content_type: &str) -> Option<Kind> {
+fn kind(content_type: &str) -> Option<BodyKind> {
     let essence = content_type.split(';').next().unwrap_or("").trim();
     if essence.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
-        Some(Kind::UrlEncoded)
+        Some(BodyKind::UrlEncoded)
     } else if essence.eq_ignore_ascii_case("multipart/form-data") {
-        Some(Kind::Multipart)
+        Some(BodyKind::Multipart)
     } else if essence.eq_ignore_ascii_case("application/json") || is_json_suffix(essence.as_bytes())
     {
-        Some(Kind::Json)
+        Some(BodyKind::Json)
     } else {
         None
     }
@@ -215,9 +215,9 @@ pub fn parse_wanted(
 ) -> Result<Fields, FormError> {
     let ct = content_type.unwrap_or("");
     match kind(ct) {
-        Some(Kind::UrlEncoded) => Ok(parse_urlencoded(body, wanted)),
-        Some(Kind::Multipart) => parse_multipart(ct, body, wanted),
-        Some(Kind::Json) => parse_json(body, wanted),
+        Some(BodyKind::UrlEncoded) => Ok(parse_urlencoded(body, wanted)),
+        Some(BodyKind::Multipart) => parse_multipart(ct, body, wanted),
+        Some(BodyKind::Json) => parse_json(body, wanted),
         None => Err(FormError::Unsupported(ct.chars().take(64).collect())),
     }
 }
@@ -451,9 +451,12 @@ mod tests {
     fn media_type_matching_ignores_case_and_parameters() {
         assert!(matches!(
             kind("Application/X-WWW-Form-URLEncoded; charset=UTF-8"),
-            Some(Kind::UrlEncoded)
+            Some(BodyKind::UrlEncoded)
         ));
-        assert!(matches!(kind("application/vnd.api+json"), Some(Kind::Json)));
+        assert!(matches!(
+            kind("application/vnd.api+json"),
+            Some(BodyKind::Json)
+        ));
         assert!(kind("application/+json").is_none());
         assert!(kind("text/plain").is_none());
         assert!(kind("").is_none());

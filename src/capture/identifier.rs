@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 pub const MAX_LEN: usize = 512;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Kind {
+pub enum IdentifierKind {
     Email,
     Phone,
     Other,
@@ -30,7 +30,7 @@ pub enum Kind {
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Normalized {
-    pub kind: Kind,
+    pub kind: IdentifierKind,
     pub value: String,
 }
 
@@ -50,7 +50,7 @@ pub fn normalize(raw: &str, phone_country: country::Id) -> Option<Normalized> {
             s.to_lowercase()
         };
         return Some(Normalized {
-            kind: Kind::Email,
+            kind: IdentifierKind::Email,
             value,
         });
     }
@@ -58,12 +58,12 @@ pub fn normalize(raw: &str, phone_country: country::Id) -> Option<Normalized> {
         && let Some(digits) = e164_digits(s, phone_country)
     {
         return Some(Normalized {
-            kind: Kind::Phone,
+            kind: IdentifierKind::Phone,
             value: digits,
         });
     }
     Some(Normalized {
-        kind: Kind::Other,
+        kind: IdentifierKind::Other,
         value: s.to_string(),
     })
 }

@@ -329,25 +329,12 @@ mod tests {
         h
     }
 
+    /// The success rule of a `[[form]]` table holding these keys.
     fn rule(toml: &str) -> SuccessRule {
-        #[derive(Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct R {
-            #[serde(default)]
-            success_status: Vec<u16>,
-            success_location: Option<Pattern>,
-            failure_location: Option<Pattern>,
-            success_header: Option<HeaderRule>,
-            failure_body: Option<BodyPattern>,
-        }
-        let r: R = toml::from_str(toml).unwrap();
-        SuccessRule {
-            status: r.success_status,
-            success_location: r.success_location,
-            failure_location: r.failure_location,
-            success_header: r.success_header,
-            failure_body: r.failure_body,
-        }
+        let table = format!("path = \"/signup\"\nevent = \"sign_up\"\n{toml}");
+        toml::from_str::<crate::config::FormConfig>(&table)
+            .unwrap()
+            .success
     }
 
     const HTML: (&str, &str) = ("content-type", "text/html; charset=utf-8");

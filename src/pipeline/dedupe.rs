@@ -28,11 +28,11 @@ pub enum Seen {
     Duplicate,
 }
 
-type Key = [u8; 16];
+type KeyHash = [u8; 16];
 
 /// The 16 bytes an event id is keyed by: the id itself when it is 32 hex
 /// characters (every id touchgate makes is), else a hash of it.
-pub fn key_of(event_id: &str) -> Key {
+pub fn key_of(event_id: &str) -> KeyHash {
     let mut k = [0u8; 16];
     if event_id.len() == 32 && hex::decode_to_slice(event_id, &mut k).is_ok() {
         return k;
@@ -230,7 +230,7 @@ impl LocalSet {
         }
     }
 
-    fn fingerprint(&self, key: Key) -> u64 {
+    fn fingerprint(&self, key: KeyHash) -> u64 {
         self.fingerprint.hash_one(key)
     }
 
@@ -243,7 +243,7 @@ impl LocalSet {
     }
 
     /// Record `key` seen at `now`; whether it was already in the window.
-    pub fn check_and_insert(&mut self, key: Key, now: Instant) -> Seen {
+    pub fn check_and_insert(&mut self, key: KeyHash, now: Instant) -> Seen {
         let key = self.fingerprint(key);
         let now_s = now.saturating_duration_since(self.epoch).as_secs() as u32;
         while let Some(&RingEntry { key: k, expires }) = self.ring.front() {

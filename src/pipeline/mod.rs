@@ -25,11 +25,6 @@ pub enum QueueItem {
     },
 }
 
-/// The name `benches/capture.rs` and `benches/delivery.rs` import the
-/// queue item by.
-#[doc(hidden)]
-pub use self::QueueItem as Item;
-
 /// The handle producers hold.
 #[derive(Clone)]
 pub struct EventQueue {
@@ -97,7 +92,7 @@ impl Output for SpoolOutput {
     async fn append(&mut self, batch: Vec<Envelope>) -> Result<(), String> {
         // Serialized on the blocking pool with the write, off the runtime
         // threads that serve the proxy. Framing the two halves of a large
-        // batch on two threads was tried and measured no faster
+        // batch on two threads measures no faster
         // (docs/performance.md, "Delivery").
         self.writer
             .append_owned(batch)
@@ -217,7 +212,7 @@ pub async fn run(
 
 /// Counts a batch's verdicts with one metric update per distinct label set
 /// rather than per event: the labels are owned strings, and building them
-/// for every event was most of the stage's allocations.
+/// for every event is most of the stage's allocations.
 fn count(batch: &[Envelope], seen: &[Seen], metrics: &Metrics) {
     let mut emitted: Vec<((&str, &str, &'static str), u64)> = Vec::new();
     let mut duplicates: Vec<(&str, u64)> = Vec::new();

@@ -114,9 +114,9 @@ fn is_truncated_prefix(s: &str) -> bool {
 }
 
 /// The field paths the guard reports, as metric labels.
-struct Report(Vec<&'static str>);
+struct Findings(Vec<&'static str>);
 
-impl Report {
+impl Findings {
     fn hit(&mut self, field: &'static str) {
         if !self.0.contains(&field) {
             self.0.push(field);
@@ -206,7 +206,7 @@ impl Report {
 /// being scanned again. The scanner depends on nothing but the text, so the
 /// outcome, labels included, is what three scans would give.
 fn touches(
-    r: &mut Report,
+    r: &mut Findings,
     touch: &mut Option<Touch>,
     first_touch: &mut Option<TouchAt>,
     last_touch: &mut Option<TouchAt>,
@@ -321,7 +321,7 @@ pub fn guard(event: &mut Event) -> Vec<&'static str> {
         },
         properties,
     } = event;
-    let mut r = Report(Vec::new());
+    let mut r = Findings(Vec::new());
     r.string("schema", schema);
     r.string("event_name", event_name);
     if !is_hash_id(event_id) {
@@ -394,7 +394,7 @@ mod tests {
     /// The guard before equal touches were scanned once: each touch on
     /// its own.
     fn scan_each_touch(e: &mut Event) -> Vec<&'static str> {
-        let mut r = Report(Vec::new());
+        let mut r = Findings(Vec::new());
         if let Some(t) = &mut e.touch {
             r.touch(&TOUCH, t);
         }
@@ -433,7 +433,7 @@ mod tests {
                     let mut e = event_with(touch.cloned(), first.cloned(), last.cloned());
                     let mut expected = e.clone();
                     let expected_labels = scan_each_touch(&mut expected);
-                    let mut r = Report(Vec::new());
+                    let mut r = Findings(Vec::new());
                     touches(&mut r, &mut e.touch, &mut e.first_touch, &mut e.last_touch);
                     assert_eq!(e, expected, "{touch:?} {first:?} {last:?}");
                     assert_eq!(r.0, expected_labels, "{touch:?} {first:?} {last:?}");

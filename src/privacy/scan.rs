@@ -76,20 +76,20 @@ pub fn looks_like_card(value: &str) -> bool {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Shape {
+enum PiiShape {
     Email,
     Phone,
     Ip,
     Card,
 }
 
-impl Shape {
+impl PiiShape {
     fn marker(self) -> &'static str {
         match self {
-            Shape::Email => "[email]",
-            Shape::Phone => "[phone]",
-            Shape::Ip => "[ip]",
-            Shape::Card => "[card]",
+            PiiShape::Email => "[email]",
+            PiiShape::Phone => "[phone]",
+            PiiShape::Ip => "[ip]",
+            PiiShape::Card => "[card]",
         }
     }
 }
@@ -98,7 +98,7 @@ impl Shape {
 struct Span {
     start: usize,
     end: usize,
-    shape: Shape,
+    shape: PiiShape,
 }
 
 fn is_word(b: u8) -> bool {
@@ -210,7 +210,7 @@ fn emails(s: &[u8], out: &mut Vec<Span>) {
             out.push(Span {
                 start: a,
                 end: at + 1 + len,
-                shape: Shape::Email,
+                shape: PiiShape::Email,
             });
         }
     }
@@ -386,7 +386,7 @@ fn group_value(s: &[u8], g: &Group) -> u64 {
         .fold(0u64, |acc, &b| acc * 10 + u64::from(b - b'0'))
 }
 
-fn classify(s: &[u8], prefix_at: Option<usize>, gs: &[Group]) -> Option<Shape> {
+fn classify(s: &[u8], prefix_at: Option<usize>, gs: &[Group]) -> Option<PiiShape> {
     let digits: usize = gs.iter().map(|g| g.end - g.start).sum();
     if digits > 19 {
         return None;
@@ -403,7 +403,7 @@ fn classify(s: &[u8], prefix_at: Option<usize>, gs: &[Group]) -> Option<Shape> {
             .iter()
             .all(|g| (1..=3).contains(&(g.end - g.start)) && group_value(s, g) <= 255)
     {
-        return Some(Shape::Ip);
+        return Some(PiiShape::Ip);
     }
 
     let epoch_like = (digits == 10 || digits == 13) && first_digit == b'1';
@@ -417,14 +417,14 @@ fn classify(s: &[u8], prefix_at: Option<usize>, gs: &[Group]) -> Option<Shape> {
         && card_grouping
         && luhn(all_digits())
     {
-        return Some(Shape::Card);
+        return Some(PiiShape::Card);
     }
 
     if digits > 15 {
         return None;
     }
     if prefix == Some(b'+') {
-        return (digits >= 7).then_some(Shape::Phone);
+        return (digits >= 7).then_some(PiiShape::Phone);
     }
     if digits < 9 {
         return None;
@@ -436,7 +436,7 @@ fn classify(s: &[u8], prefix_at: Option<usize>, gs: &[Group]) -> Option<Shape> {
     if gs.len() == 1 {
         let compact: Vec<u8> = all_digits().collect();
         return (digits >= 10 && !epoch_like && !compact_datetime(&compact))
-            .then_some(Shape::Phone);
+            .then_some(PiiShape::Phone);
     }
     if gs.len() == 2 && sep(1) == b"." {
         return None;
@@ -452,7 +452,7 @@ fn classify(s: &[u8], prefix_at: Option<usize>, gs: &[Group]) -> Option<Shape> {
         let trunk = s[g.sep_start..g.start].last() == Some(&b'(') && s.get(g.end) == Some(&b')');
         g.end - g.start < 2 && !(g.end - g.start == 1 && trunk)
     });
-    (!short_group).then_some(Shape::Phone)
+    (!short_group).then_some(PiiShape::Phone)
 }
 
 /// The first three groups read as a date: `yyyy-mm-dd`, `dd.mm.yyyy`, …
@@ -526,7 +526,7 @@ fn ipv6s(s: &[u8], out: &mut Vec<Span>) {
             out.push(Span {
                 start,
                 end,
-                shape: Shape::Ip,
+                shape: PiiShape::Ip,
             });
         }
     }

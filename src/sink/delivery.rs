@@ -135,7 +135,7 @@ impl DeadLetter {
 
     /// Append the events that fit under the bound and fsync: once this
     /// returns, the written ones are kept.
-    pub async fn write<T: Item>(
+    pub async fn write<T: BatchItem>(
         &self,
         events: &[T],
         reason: &str,
@@ -187,7 +187,7 @@ impl DeadLetter {
 
 /// What a batch holds: parsed envelopes for most sinks, the spooled JSON
 /// for sinks that forward it unchanged (`Sink::raw`).
-pub trait Item: Send + Sync + Sized + 'static {
+pub trait BatchItem: Send + Sync + Sized + 'static {
     /// When the event happened: the latency histogram counts from here.
     fn occurred_at(&self) -> OffsetDateTime;
     /// When touchgate took the event in: `max_age` counts from here.
@@ -209,7 +209,7 @@ pub enum Admit<T> {
     Corrupt(String),
 }
 
-impl Item for Envelope {
+impl BatchItem for Envelope {
     fn occurred_at(&self) -> OffsetDateTime {
         self.event.occurred_at
     }
@@ -237,7 +237,7 @@ impl Item for Envelope {
     }
 }
 
-impl Item for RawEvent {
+impl BatchItem for RawEvent {
     fn occurred_at(&self) -> OffsetDateTime {
         self.occurred_at
     }
@@ -274,7 +274,7 @@ impl Ctx {
     /// Write to the dead-letter file, retrying with backoff while the disk
     /// refuses: events must not be acknowledged before they are kept.
     /// `false` when shutdown interrupted it.
-    async fn dead_letter<T: Item>(&self, events: &[T], reason: &str) -> bool {
+    async fn dead_letter<T: BatchItem>(&self, events: &[T], reason: &str) -> bool {
         let mut attempt = 0;
         loop {
             match self.dead.write(events, reason).await {
@@ -312,7 +312,7 @@ impl Ctx {
     /// Deliver one batch until it is acknowledged, rejected or given up.
     /// `true` when the batch is done (its events may be acknowledged in the
     /// spool), `false` when shutdown interrupted it.
-    async fn deliver<T: Item>(self: Arc<Self>, mut events: Vec<T>) -> bool {
+    async fn deliver<T: BatchItem>(self: Arc<Self>, mut events: Vec<T>) -> bool {
         let mut attempt = 0u32;
         loop {
             match T::send(&*self.sink, &events).await {
@@ -445,7 +445,7 @@ pub async fn run_sink(
     }
 }
 
-async fn run<T: Item>(
+async fn run<T: BatchItem>(
     ctx: Arc<Ctx>,
     mut reader: SpoolReader,
     shutdown: CancellationToken,

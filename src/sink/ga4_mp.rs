@@ -284,7 +284,7 @@ pub struct Ga4User {
 
 /// How events become GA4 events: the options of the config that shape them.
 #[derive(Debug, Clone)]
-pub struct Shape {
+pub struct EventShaping {
     pub send_user_id: bool,
     pub forward_properties: bool,
     pub engagement_time_msec: u64,
@@ -308,7 +308,7 @@ pub fn client_id_for(keys: &Keys, id: &str) -> Option<String> {
 pub fn ga4_event(
     event: &Event,
     name: &str,
-    shape: &Shape,
+    shape: &EventShaping,
     keys: &Keys,
     now: OffsetDateTime,
 ) -> Result<(Ga4User, Ga4Event), String> {
@@ -404,7 +404,7 @@ pub fn ga4_event(
 }
 
 #[derive(Serialize)]
-struct Consent {
+struct Ga4Consent {
     ad_user_data: &'static str,
 }
 
@@ -415,7 +415,7 @@ struct CollectRequest<'a> {
     user_id: Option<&'a str>,
     timestamp_micros: i64,
     /// Only events with ads consent reach this sink.
-    consent: Consent,
+    consent: Ga4Consent,
     events: &'a [Ga4Event],
 }
 
@@ -450,7 +450,7 @@ fn encode_within_limit(
             .map(|e| e.timestamp_micros)
             .min()
             .unwrap_or_default(),
-        consent: Consent {
+        consent: Ga4Consent {
             ad_user_data: "GRANTED",
         },
         events: part,
@@ -495,7 +495,7 @@ pub struct Ga4MpSink {
     uri: String,
     events: BTreeMap<String, String>,
     all_events: bool,
-    shape: Shape,
+    shape: EventShaping,
     keys: Keys,
     client: HttpClient,
     delivered: Mutex<RecentIds>,
@@ -532,7 +532,7 @@ impl Ga4MpSink {
             uri: format!("{base}/mp/collect?{query}"),
             events: cfg.events.clone(),
             all_events: cfg.all_events,
-            shape: Shape {
+            shape: EventShaping {
                 send_user_id: cfg.send_user_id,
                 forward_properties: cfg.forward_properties,
                 engagement_time_msec: cfg.engagement_time_msec,
@@ -673,8 +673,8 @@ mod tests {
         Keys::derive(b"ga4 test secret")
     }
 
-    fn shape() -> Shape {
-        Shape {
+    fn shape() -> EventShaping {
+        EventShaping {
             send_user_id: false,
             forward_properties: true,
             engagement_time_msec: 100,
@@ -747,7 +747,7 @@ mod tests {
         let session = e.session_id.as_deref().unwrap();
         let expected = client_id(&platform_hash(&keys(), b"client", device)).unwrap();
         assert_eq!(user.client_id, expected);
-        // Not readable from the warehouse's device_id, as it once was.
+        // Not derivable from the warehouse's device_id.
         assert_ne!(Some(user.client_id.clone()), client_id(device));
         assert_eq!(user.user_id, None);
         assert_eq!(g.name, "sign_up");
