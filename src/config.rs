@@ -230,6 +230,8 @@ pub enum ConsentMode {
     Gpc,
     /// Nothing without the consent cookie granting it (opt-in).
     Cookie,
+    /// Nothing without an IAB TCF v2.2 string (`euconsent-v2`) granting it.
+    Tcf,
     /// Consent handled elsewhere; everything is captured.
     Off,
 }
@@ -397,6 +399,10 @@ pub struct Form {
     pub success: SuccessRule,
     /// Emit a `form_attempt` event for every post (`attempt_events`).
     pub attempt_events: bool,
+    /// Meta customer-information key (`fn`, `ln`, `ct`, `st`, `zp`,
+    /// `country`, `db`, `ge`) → form field name. The values are hashed for
+    /// the ad-platform sinks only.
+    pub user_data: BTreeMap<String, String>,
 }
 
 /// `[[form]]` as written.
@@ -421,6 +427,8 @@ struct FormTable {
     failure_body: Option<BodyPattern>,
     #[serde(default = "yes")]
     attempt_events: bool,
+    #[serde(default)]
+    user_data: BTreeMap<String, String>,
 }
 
 fn yes() -> bool {
@@ -447,6 +455,7 @@ impl From<FormTable> for Form {
                 failure_body: t.failure_body,
             },
             attempt_events: t.attempt_events,
+            user_data: t.user_data,
         }
     }
 }
@@ -752,6 +761,22 @@ impl Config {
             }
         }
         for (i, f) in self.form.iter().enumerate() {
+            for (key, field) in &f.user_data {
+                if !crate::identity::match_keys::META_KEYS.contains(&key.as_str()) {
+                    bad(
+                        format!("form[{i}].user_data.{key}"),
+                        format!(
+                            "not a customer-information key; the keys are {}",
+                            crate::identity::match_keys::META_KEYS.join(", ")
+                        ),
+                    );
+                } else if field.trim().is_empty() {
+                    bad(
+                        format!("form[{i}].user_data.{key}"),
+                        "name the form field that holds it".into(),
+                    );
+                }
+            }
             for (j, field) in f.rule.fields.iter().enumerate() {
                 if crate::privacy::is_never_captured(&field.name) {
                     bad(
