@@ -116,7 +116,10 @@ fn upload_format(r: &Recorded) -> Vec<String> {
         p.push(format!("developer-token {:?}", r.header("developer-token")));
     }
     if r.header("login-customer-id") != Some(LOGIN) {
-        p.push(format!("login-customer-id {:?}", r.header("login-customer-id")));
+        p.push(format!(
+            "login-customer-id {:?}",
+            r.header("login-customer-id")
+        ));
     }
     let Ok(body) = serde_json::from_slice::<Value>(&r.body) else {
         p.push("body is not JSON".into());
@@ -151,15 +154,23 @@ fn upload_format(r: &Recorded) -> Vec<String> {
         };
         for k in obj.keys() {
             if !known.contains(&k.as_str()) {
-                p.push(format!("conversions[{i}].{k} is not a ClickConversion field"));
+                p.push(format!(
+                    "conversions[{i}].{k} is not a ClickConversion field"
+                ));
             }
         }
         let ids = ["gclid", "gbraid", "wbraid"]
             .iter()
-            .filter(|k| obj.get(**k).and_then(Value::as_str).is_some_and(|v| !v.is_empty()))
+            .filter(|k| {
+                obj.get(**k)
+                    .and_then(Value::as_str)
+                    .is_some_and(|v| !v.is_empty())
+            })
             .count();
         if ids != 1 {
-            p.push(format!("conversions[{i}] has {ids} click ids, Google takes one"));
+            p.push(format!(
+                "conversions[{i}] has {ids} click ids, Google takes one"
+            ));
         }
         let action = c["conversionAction"].as_str().unwrap_or_default();
         let prefix = format!("customers/{CUSTOMER}/conversionActions/");
@@ -169,13 +180,19 @@ fn upload_format(r: &Recorded) -> Vec<String> {
         {
             p.push(format!("conversions[{i}].conversionAction {action:?}"));
         }
-        if !c["conversionDateTime"].as_str().is_some_and(is_google_date_time) {
+        if !c["conversionDateTime"]
+            .as_str()
+            .is_some_and(is_google_date_time)
+        {
             p.push(format!(
                 "conversions[{i}].conversionDateTime {}",
                 c["conversionDateTime"]
             ));
         }
-        if !c["orderId"].as_str().is_some_and(|o| !o.is_empty() && o.len() <= 100) {
+        if !c["orderId"]
+            .as_str()
+            .is_some_and(|o| !o.is_empty() && o.len() <= 100)
+        {
             p.push(format!("conversions[{i}].orderId {}", c["orderId"]));
         }
         if let Some(v) = c.get("conversionValue")
@@ -197,7 +214,10 @@ fn upload_format(r: &Recorded) -> Vec<String> {
             .enumerate()
         {
             let at = format!("conversions[{i}].userIdentifiers[{j}]");
-            let keys: Vec<&String> = u.as_object().map(|o| o.keys().collect()).unwrap_or_default();
+            let keys: Vec<&String> = u
+                .as_object()
+                .map(|o| o.keys().collect())
+                .unwrap_or_default();
             match keys.as_slice() {
                 [k] if *k == "hashedEmail" || *k == "hashedPhoneNumber" => {
                     if !is_hex64(&u[k.as_str()]) {
@@ -368,7 +388,9 @@ async fn land_and_sign_up(
     email: &str,
 ) {
     let (landing, _) = support::get(
-        &site.url(&format!("/pricing?utm_source=google&utm_medium=cpc&gclid={gclid}")),
+        &site.url(&format!(
+            "/pricing?utm_source=google&utm_medium=cpc&gclid={gclid}"
+        )),
         &[
             ("accept", "text/html"),
             ("cookie", &format!("euconsent-v2={landing_consent}")),
@@ -433,7 +455,14 @@ async fn a_gclid_landing_then_a_confirmed_signup_is_one_correct_upload() {
     let google = Google::start().await;
     let site = site(&google).await;
     let granted = tc_string(&[1, 2, 3, 4, 7, 8, 9, 10], &[2, 755, 1000]);
-    land_and_sign_up(&site, "Cj0KCQiA-landing_1", &granted, &granted, "Jane.Doe@gmail.com").await;
+    land_and_sign_up(
+        &site,
+        "Cj0KCQiA-landing_1",
+        &granted,
+        &granted,
+        "Jane.Doe@gmail.com",
+    )
+    .await;
 
     support::eventually("one upload", || !google.ads.requests().is_empty()).await;
     assert_eq!(google.ads.problems(), Vec::<String>::new());
@@ -529,7 +558,11 @@ async fn partial_failures_dead_letter_the_row_with_googles_message() {
         Err(SinkError::Partial { rejected }) => {
             assert_eq!(rejected.len(), 1);
             assert_eq!(rejected[0].0, 1);
-            assert!(rejected[0].1.contains("The click is too old."), "{}", rejected[0].1);
+            assert!(
+                rejected[0].1.contains("The click is too old."),
+                "{}",
+                rejected[0].1
+            );
             assert!(rejected[0].1.contains("EXPIRED_EVENT"), "{}", rejected[0].1);
         }
         other => panic!("{other:?}"),
@@ -568,7 +601,10 @@ async fn outages_retry_and_auth_failures_stop_the_sink() {
     let s = sink(&google);
     google.ads.queue(Answer::new(429, r#"{"error":{"code":429,"message":"Resource has been exhausted","status":"RESOURCE_EXHAUSTED"}}"#).header("retry-after", "3"));
     match s.send(&[conversion(0)]).await {
-        Err(SinkError::Retryable { retry_after, message }) => {
+        Err(SinkError::Retryable {
+            retry_after,
+            message,
+        }) => {
             assert_eq!(retry_after, Some(std::time::Duration::from_secs(3)));
             assert!(message.contains("RESOURCE_EXHAUSTED"), "{message}");
         }
@@ -585,7 +621,10 @@ async fn outages_retry_and_auth_failures_stop_the_sink() {
     ));
     let before = google.ads.requests().len();
     match s.send(&[conversion(0)]).await {
-        Err(SinkError::Retryable { message, retry_after }) => {
+        Err(SinkError::Retryable {
+            message,
+            retry_after,
+        }) => {
             assert!(message.contains("authentication"), "{message}");
             assert!(message.contains("UNAUTHENTICATED"), "{message}");
             assert!(retry_after.is_some());
@@ -624,8 +663,13 @@ async fn only_mapped_consented_events_after_a_click_are_taken() {
     no_click.ad_match.as_mut().unwrap().google_click = None;
     assert!(!s.accepts(&no_click));
     let mut old = conversion(0);
-    old.ad_match.as_mut().unwrap().google_click.as_mut().unwrap().at =
-        OffsetDateTime::now_utc() - time::Duration::days(91);
+    old.ad_match
+        .as_mut()
+        .unwrap()
+        .google_click
+        .as_mut()
+        .unwrap()
+        .at = OffsetDateTime::now_utc() - time::Duration::days(91);
     assert!(s.check(&old).unwrap_err().contains("90 days"));
     let mut no_consent = conversion(0);
     no_consent.event.consent.ads = false;

@@ -99,7 +99,10 @@ fn meta_format(r: &Recorded) -> Vec<String> {
             p.push("client_user_agent empty".into());
         }
         if let Some(ip) = u.get("client_ip_address")
-            && ip.as_str().and_then(|s| s.parse::<std::net::IpAddr>().ok()).is_none()
+            && ip
+                .as_str()
+                .and_then(|s| s.parse::<std::net::IpAddr>().ok())
+                .is_none()
         {
             p.push(format!("client_ip_address {ip} is not an IP address"));
         }
@@ -390,7 +393,10 @@ async fn user_agent_and_ip_are_opt_ins_and_form_keys_are_hashed() {
         meta.url()
     ))
     .unwrap();
-    assert!(!off.send_client_ip && !off.send_user_agent, "both off by default");
+    assert!(
+        !off.send_client_ip && !off.send_user_agent,
+        "both off by default"
+    );
     let default_sink =
         MetaCapiSink::new(&off, &|k| (k == "META_TOKEN").then(|| TOKEN.to_string())).unwrap();
     default_sink

@@ -20,11 +20,11 @@ use super::visit::Visit;
 use super::{Capture, context, form};
 use crate::config::{Config, FieldMode, FormRule};
 use crate::event::{AdMatch, Client, Envelope, Event, FORM_ATTEMPT, GoogleAddress, GoogleMatch};
-use crate::identity::match_keys;
-use crate::sink::SinkConfig;
 use crate::identity::Purpose;
+use crate::identity::match_keys;
 use crate::metrics::{ConversionLabels, EventNameLabel, Metrics, UnconfirmedLabels};
 use crate::pipeline::EventQueue;
+use crate::sink::SinkConfig;
 
 /// A conversion waiting for the app's answer.
 #[derive(Debug)]
@@ -412,7 +412,9 @@ impl Capture {
                 fields_for_ads.as_ref()?.get(field)
             };
             for key in match_keys::META_KEYS {
-                if let Some(h) = raw(key).and_then(|r| match_keys::hashed(r, |s| match_keys::meta(key, s))) {
+                if let Some(h) =
+                    raw(key).and_then(|r| match_keys::hashed(r, |s| match_keys::meta(key, s)))
+                {
                     m.user_data.insert(key.to_string(), h);
                 }
             }

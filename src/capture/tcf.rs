@@ -213,7 +213,11 @@ pub fn encode(tc: &TcString) -> String {
     let max = tc.vendor_consents.iter().copied().max().unwrap_or(0);
     w.put(u64::from(max), 16);
     let ranges = ranges(&tc.vendor_consents);
-    let range_bits = 12 + ranges.iter().map(|(s, e)| if s == e { 17 } else { 33 }).sum::<usize>();
+    let range_bits = 12
+        + ranges
+            .iter()
+            .map(|(s, e)| if s == e { 17 } else { 33 })
+            .sum::<usize>();
     if range_bits < usize::from(max) {
         w.put(1, 1);
         w.put(ranges.len() as u64, 12);
@@ -260,7 +264,7 @@ struct BitWriter {
 impl BitWriter {
     fn put(&mut self, v: u64, n: usize) {
         for i in (0..n).rev() {
-            if self.len % 8 == 0 {
+            if self.len.is_multiple_of(8) {
                 self.bytes.push(0);
             }
             if (v >> i) & 1 == 1 {
@@ -318,7 +322,15 @@ mod tests {
         };
         let back = decode(&encode(&tc)).unwrap();
         assert_eq!(back, tc);
-        for (n, want) in [(1, true), (2, false), (3, true), (4, true), (7, true), (11, true), (8, false)] {
+        for (n, want) in [
+            (1, true),
+            (2, false),
+            (3, true),
+            (4, true),
+            (7, true),
+            (11, true),
+            (8, false),
+        ] {
             assert_eq!(back.purpose(n), want, "purpose {n}");
         }
         assert!(back.vendor(GOOGLE_VENDOR_ID));
@@ -332,7 +344,10 @@ mod tests {
         assert_eq!(decode(""), Err(TcfError::Truncated));
         assert_eq!(decode("!!!"), Err(TcfError::Encoding));
         // Version 1 (TCF v1 strings start with "B").
-        assert_eq!(decode("BOEFEAyOEFEAyAHABDENAI4AAAB9vABAASA"), Err(TcfError::Version(1)));
+        assert_eq!(
+            decode("BOEFEAyOEFEAyAHABDENAI4AAAB9vABAASA"),
+            Err(TcfError::Version(1))
+        );
         let tc = TcString {
             version: 2,
             created: at(1_764_000_000),

@@ -581,7 +581,10 @@ mod tests {
             kind("wbraid=w&gbraid=b", None),
             Some((ClickKind::Gbraid, "b".into()))
         );
-        assert_eq!(kind("wbraid=w", None), Some((ClickKind::Wbraid, "w".into())));
+        assert_eq!(
+            kind("wbraid=w", None),
+            Some((ClickKind::Wbraid, "w".into()))
+        );
         assert_eq!(
             kind("fbclid=IwAR", Some("IwAR")),
             Some((ClickKind::Fbclid, "IwAR".into()))
@@ -591,7 +594,10 @@ mod tests {
             Some((ClickKind::Gclid, "g".into()))
         );
         // Empty or too long: not a click id to give back.
-        assert_eq!(kind("gclid=&wbraid=w", None), Some((ClickKind::Wbraid, "w".into())));
+        assert_eq!(
+            kind("gclid=&wbraid=w", None),
+            Some((ClickKind::Wbraid, "w".into()))
+        );
         assert_eq!(kind(&format!("gclid={}", "a".repeat(101)), None), None);
         assert_eq!(ad_click(None, None), None);
     }

@@ -255,8 +255,18 @@ pub fn inventory(cfg: &Config) -> Inventory {
                 ]);
                 if address {
                     flows.extend([
-                        flow(&dest, "userIdentifiers.addressInfo.hashedFirstName, hashedLastName", Form::Sha256, "form user_data fn and ln, lowercased and trimmed"),
-                        flow(&dest, "userIdentifiers.addressInfo.countryCode, postalCode", Form::Raw, "form user_data country and zp, as Google requires them unhashed"),
+                        flow(
+                            &dest,
+                            "userIdentifiers.addressInfo.hashedFirstName, hashedLastName",
+                            Form::Sha256,
+                            "form user_data fn and ln, lowercased and trimmed",
+                        ),
+                        flow(
+                            &dest,
+                            "userIdentifiers.addressInfo.countryCode, postalCode",
+                            Form::Raw,
+                            "form user_data country and zp, as Google requires them unhashed",
+                        ),
                     ]);
                 }
             }

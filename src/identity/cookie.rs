@@ -154,7 +154,11 @@ pub fn encode_touch(keys: &Keys, name: &str, stored: &StoredTouch) -> String {
         push_field(&mut payload, field.as_deref(), FIELD_MAX);
     }
     // A value that does not fit is not kept (see `ClickId::new`).
-    match stored.click.as_ref().filter(|c| c.value.len() <= CLICK_ID_MAX) {
+    match stored
+        .click
+        .as_ref()
+        .filter(|c| c.value.len() <= CLICK_ID_MAX)
+    {
         None => payload.push(0xff),
         Some(c) => {
             payload.push(c.kind.tag());
@@ -456,7 +460,10 @@ mod tests {
             assert_eq!(back, s);
         }
         // Too long or not printable ASCII: not kept rather than altered.
-        assert_eq!(ClickId::new(ClickKind::Gclid, &"x".repeat(CLICK_ID_MAX + 1)), None);
+        assert_eq!(
+            ClickId::new(ClickKind::Gclid, &"x".repeat(CLICK_ID_MAX + 1)),
+            None
+        );
         assert_eq!(ClickId::new(ClickKind::Gclid, "a b"), None);
         assert_eq!(ClickId::new(ClickKind::Gclid, ""), None);
     }
@@ -465,7 +472,15 @@ mod tests {
     fn v1_cookies_are_still_read() {
         let k = Keys::derive(b"0123456789abcdef");
         let mut payload = Vec::new();
-        for f in [Some("google"), Some("cpc"), None, None, None, None, Some("fbclid")] {
+        for f in [
+            Some("google"),
+            Some("cpc"),
+            None,
+            None,
+            None,
+            None,
+            Some("fbclid"),
+        ] {
             push_field(&mut payload, f, FIELD_MAX);
         }
         push_field(&mut payload, Some("IwAR-1"), CLICK_ID_MAX);
@@ -479,7 +494,10 @@ mod tests {
         assert_eq!(back.touch.touch.source.as_deref(), Some("google"));
         // The same payload under the v2 prefix does not verify.
         let as_v2 = format!("v2.{}", &v[3..]);
-        assert_eq!(decode_touch(&k, None, LAST_TOUCH, &as_v2, ch), Verified::Invalid);
+        assert_eq!(
+            decode_touch(&k, None, LAST_TOUCH, &as_v2, ch),
+            Verified::Invalid
+        );
     }
 
     #[test]

@@ -89,7 +89,9 @@ fn birthdate(s: &str) -> Option<String> {
         digits[6..].parse::<u8>().ok()?,
     );
     // The first group must be the year: 4 digits before any separator.
-    if s.find(|c: char| !c.is_ascii_digit()).is_some_and(|i| i != 4) {
+    if s.find(|c: char| !c.is_ascii_digit())
+        .is_some_and(|i| i != 4)
+    {
         return None;
     }
     time::Date::from_calendar_date(y, time::Month::try_from(m).ok()?, d).ok()?;

@@ -341,7 +341,10 @@ impl Ctx {
                         };
                         bad[*i] = true;
                         kept &= self
-                            .dead_letter(std::slice::from_ref(event), &format!("rejected: {reason}"))
+                            .dead_letter(
+                                std::slice::from_ref(event),
+                                &format!("rejected: {reason}"),
+                            )
                             .await;
                     }
                     let now = OffsetDateTime::now_utc();

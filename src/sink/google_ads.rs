@@ -123,11 +123,7 @@ impl GoogleAdsSinkConfig {
                 &self.developer_token_env,
                 "the developer token from the Google Ads API Center",
             ),
-            (
-                "client_id_env",
-                &self.client_id_env,
-                "the OAuth client id",
-            ),
+            ("client_id_env", &self.client_id_env, "the OAuth client id"),
             (
                 "client_secret_env",
                 &self.client_secret_env,
@@ -663,7 +659,10 @@ impl GoogleAdsSink {
         Ok(t.access_token)
     }
 
-    async fn upload(&self, conversions: &[ClickConversion]) -> Result<Vec<(usize, String)>, SinkError> {
+    async fn upload(
+        &self,
+        conversions: &[ClickConversion],
+    ) -> Result<Vec<(usize, String)>, SinkError> {
         let token = self.access_token().await?;
         let body = serde_json::to_vec(&UploadRequest {
             conversions,
@@ -680,11 +679,12 @@ impl GoogleAdsSink {
         if let Some(l) = &self.login_customer {
             request = request.header("login-customer-id", l);
         }
-        let request = request
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|e| SinkError::Rejected {
-                message: format!("cannot build the request: {e}"),
-            })?;
+        let request =
+            request
+                .body(Full::new(Bytes::from(body)))
+                .map_err(|e| SinkError::Rejected {
+                    message: format!("cannot build the request: {e}"),
+                })?;
         let answer = self.client.send(request).await?;
         let error = || {
             let e: ErrorAnswer = serde_json::from_slice(&answer.body).unwrap_or_default();
@@ -790,7 +790,13 @@ mod tests {
     const NOW: OffsetDateTime = datetime!(2026-11-29 10:00:00.250 UTC);
 
     fn envelope() -> Envelope {
-        let mut e = Event::new("ev1".into(), "signup_submitted".into(), Origin::Proxy, NOW, NOW);
+        let mut e = Event::new(
+            "ev1".into(),
+            "signup_submitted".into(),
+            Origin::Proxy,
+            NOW,
+            NOW,
+        );
         e.properties.insert("value".into(), "49.90".into());
         e.properties.insert("currency".into(), "eur".into());
         Envelope {
@@ -844,17 +850,41 @@ mod tests {
     #[test]
     fn refuses_what_google_would_refuse() {
         let mut old = envelope();
-        old.ad_match.as_mut().unwrap().google_click.as_mut().unwrap().at =
-            NOW - time::Duration::days(91);
-        assert!(click_conversion(&old, "1", "2").unwrap_err().contains("90 days"));
+        old.ad_match
+            .as_mut()
+            .unwrap()
+            .google_click
+            .as_mut()
+            .unwrap()
+            .at = NOW - time::Duration::days(91);
+        assert!(
+            click_conversion(&old, "1", "2")
+                .unwrap_err()
+                .contains("90 days")
+        );
         let mut later = envelope();
-        later.ad_match.as_mut().unwrap().google_click.as_mut().unwrap().at =
-            NOW + time::Duration::minutes(1);
+        later
+            .ad_match
+            .as_mut()
+            .unwrap()
+            .google_click
+            .as_mut()
+            .unwrap()
+            .at = NOW + time::Duration::minutes(1);
         assert!(click_conversion(&later, "1", "2").is_err());
         let mut raw = envelope();
-        raw.ad_match.as_mut().unwrap().google.as_mut().unwrap().email =
-            Some("someone@example.com".into());
-        assert!(click_conversion(&raw, "1", "2").unwrap_err().contains("SHA-256"));
+        raw.ad_match
+            .as_mut()
+            .unwrap()
+            .google
+            .as_mut()
+            .unwrap()
+            .email = Some("someone@example.com".into());
+        assert!(
+            click_conversion(&raw, "1", "2")
+                .unwrap_err()
+                .contains("SHA-256")
+        );
         let mut none = envelope();
         none.ad_match.as_mut().unwrap().google_click = None;
         assert!(click_conversion(&none, "1", "2").is_err());
@@ -888,7 +918,9 @@ mod tests {
         e.event.properties.insert("value".into(), "free".into());
         let c = click_conversion(&e, "1", "2").unwrap();
         assert_eq!((c.conversion_value, c.currency_code), (None, None));
-        e.event.properties.insert("value".into(), serde_json::json!(10));
+        e.event
+            .properties
+            .insert("value".into(), serde_json::json!(10));
         e.event.properties.insert("currency".into(), "euro".into());
         let c = click_conversion(&e, "1", "2").unwrap();
         assert_eq!((c.conversion_value, c.currency_code), (Some(10.0), None));
@@ -931,7 +963,11 @@ mod tests {
         "#,
         )
         .unwrap();
-        let keys: Vec<String> = cfg.validate(&|_| None).into_iter().map(|(k, _)| k).collect();
+        let keys: Vec<String> = cfg
+            .validate(&|_| None)
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
         for k in [
             "customer_id",
             "login_customer_id",
@@ -950,6 +986,9 @@ mod tests {
         )
         .unwrap();
         assert!(good.validate(&|_| Some("x".into())).is_empty());
-        assert_eq!(customer_digits("123-456-7890").as_deref(), Some("1234567890"));
+        assert_eq!(
+            customer_digits("123-456-7890").as_deref(),
+            Some("1234567890")
+        );
     }
 }
