@@ -407,22 +407,27 @@ async fn land_and_sign_up(
             assert!(!value.to_str().unwrap().contains(gclid), "{name}");
         }
     }
-    let body = format!(
-        "email={}&first_name=Jane&last_name=Doe&country=de&zip=10115&city=Berlin&value=49.90&currency=EUR",
-        email.replace('@', "%40")
-    );
     // An empty `signup_consent`: the CMP's cookie is gone.
     let cookie = if signup_consent.is_empty() {
         cookies
     } else {
         format!("{cookies}; euconsent-v2={signup_consent}")
     };
+    sign_up(site, &cookie, email).await;
+}
+
+/// A signup the app confirms, with `cookie` as the browser sends it.
+async fn sign_up(site: &support::Site, cookie: &str, email: &str) {
+    let body = format!(
+        "email={}&first_name=Jane&last_name=Doe&country=de&zip=10115&city=Berlin&value=49.90&currency=EUR",
+        email.replace('@', "%40")
+    );
     let (signup, _) = support::send(
         "POST",
         &site.url("/signup"),
         &[
             ("content-type", "application/x-www-form-urlencoded"),
-            ("cookie", &cookie),
+            ("cookie", cookie),
         ],
         body,
     )
@@ -544,6 +549,50 @@ async fn the_same_signup_with_tcf_consent_withdrawn_uploads_nothing() {
         text.contains("touchgate_consent_tcf_invalid_total{reason=\"missing\"}"),
         "{text}"
     );
+}
+
+#[tokio::test]
+async fn a_click_older_than_90_days_is_not_sent() {
+    use touchgate::event::{Touch, TouchAt};
+    use touchgate::identity::cookie::{self, ClickId, ClickKind, StoredTouch};
+    let google = Google::start().await;
+    let site = site(&google).await;
+    let keys = touchgate::identity::Keys::derive(support::SECRET.as_bytes());
+    let granted = tc_string(&[1, 2, 3, 4, 7], &[755]);
+    let clicked = |days: i64, gclid: &str| {
+        let stored = StoredTouch {
+            touch: TouchAt {
+                touch: Touch {
+                    source: Some("google".into()),
+                    medium: Some("cpc".into()),
+                    click_id_type: Some("gclid".into()),
+                    channel: "Paid Search".into(),
+                    valid: true,
+                    ..Touch::default()
+                },
+                at: OffsetDateTime::now_utc() - time::Duration::days(days),
+            },
+            click: ClickId::new(ClickKind::Gclid, gclid),
+        };
+        format!(
+            "tg_lt={}; euconsent-v2={granted}",
+            cookie::encode_touch(&keys, cookie::LAST_TOUCH, &stored)
+        )
+    };
+    sign_up(&site, &clicked(91, "old-click"), "old@example.com").await;
+    sign_up(&site, &clicked(89, "recent-click"), "recent@example.com").await;
+    support::eventually("the recent click's upload", || {
+        !google.ads.requests().is_empty()
+    })
+    .await;
+    let clicks: Vec<Value> = google
+        .uploads()
+        .iter()
+        .flat_map(|u| u["conversions"].as_array().unwrap().clone())
+        .map(|c| c["gclid"].clone())
+        .collect();
+    assert_eq!(clicks, vec![Value::from("recent-click")]);
+    assert_eq!(google.ads.problems(), Vec::<String>::new());
 }
 
 #[tokio::test]

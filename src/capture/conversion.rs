@@ -446,7 +446,12 @@ impl Capture {
             })
             .map(str::to_owned)
             .or_else(|| {
-                let last = v.last.as_ref()?;
+                // Meta's own `_fbc` cookie lasts 90 days; an older click is
+                // not sent, as for Google.
+                let last = v
+                    .last
+                    .as_ref()
+                    .filter(|l| v.now - l.touch.at <= super::visit::CLICK_MAX_AGE)?;
                 let fbclid = v.last_fbclid()?;
                 let ms = last.touch.at.unix_timestamp() * 1000;
                 Some(format!("fb.1.{ms}.{fbclid}"))

@@ -456,7 +456,7 @@ impl Visit {
 
     /// The latest Google Ads click (`gclid`, `gbraid` or `wbraid`) of the
     /// two touch cookies, with the time of the click, when it is at most
-    /// [`GOOGLE_CLICK_MAX_AGE`] old at `now`: Google refuses older ones.
+    /// [`CLICK_MAX_AGE`] old at `now`: Google refuses older ones.
     pub fn google_click(&self) -> Option<AdClick> {
         [&self.last, &self.first]
             .into_iter()
@@ -469,13 +469,15 @@ impl Visit {
                     at: s.touch.at,
                 })
             })
-            .filter(|c| c.at <= self.now && self.now - c.at <= GOOGLE_CLICK_MAX_AGE)
+            .filter(|c| c.at <= self.now && self.now - c.at <= CLICK_MAX_AGE)
             .max_by_key(|c| c.at)
     }
 }
 
-/// Google Ads takes click conversions up to 90 days after the click.
-pub const GOOGLE_CLICK_MAX_AGE: time::Duration = time::Duration::days(90);
+/// A click id is given to its platform up to 90 days after the click:
+/// Google Ads refuses older click conversions, and Meta's `_fbc` cookie
+/// lasts as long.
+pub const CLICK_MAX_AGE: time::Duration = time::Duration::days(90);
 
 /// The ad-platform click id a landing carries: the Google one (`gclid`,
 /// else `gbraid`, else `wbraid`) when there is one, else the fbclid. One

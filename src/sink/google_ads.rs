@@ -39,15 +39,17 @@ use tokio::time::Instant;
 use super::ad_platform;
 use super::http_client::{self, HttpClient, StatusClass};
 use super::{DeliveryConfig, Sink, SinkBuildError, SinkError};
+use crate::capture::visit::CLICK_MAX_AGE;
 use crate::event::{AdClick, Envelope, Event};
 use crate::sink::meta_capi::is_sha256_hex;
 
 /// Google takes at most this many conversions in one request.
 pub const MAX_CONVERSIONS_PER_REQUEST: usize = 2000;
-/// Google refuses conversions more than 90 days after their click.
-pub const MAX_CLICK_AGE: time::Duration = time::Duration::days(90);
 const DEFAULT_ENDPOINT: &str = "https://googleads.googleapis.com";
 const DEFAULT_TOKEN_ENDPOINT: &str = "https://oauth2.googleapis.com/token";
+/// `ConversionUploadError` codes for a conversion Google already has
+/// (same click, action and time, or same `orderId`).
+const ALREADY_TAKEN: [&str; 2] = ["CLICK_CONVERSION_ALREADY_EXISTS", "ORDER_ID_ALREADY_IN_USE"];
 /// An access token is replaced this long before Google says it expires,
 /// so that no request carries one that expires on the way.
 const REFRESH_MARGIN: Duration = Duration::from_secs(300);
@@ -358,7 +360,7 @@ fn check_click(click: &AdClick, converted: OffsetDateTime) -> Result<(), String>
     if click.at > converted {
         return Err("the click is after the conversion".into());
     }
-    if converted - click.at > MAX_CLICK_AGE {
+    if converted - click.at > CLICK_MAX_AGE {
         return Err("the click is more than 90 days before the conversion".into());
     }
     if click.value.is_empty() || !click.value.bytes().all(|b| b.is_ascii_graphic()) {
@@ -467,7 +469,14 @@ fn partial_failures(body: &[u8], rows: usize) -> Vec<(usize, String)> {
             .as_ref()
             .and_then(|c| c.as_object())
             .and_then(|o| o.iter().next())
-            .map(|(k, v)| format!(" ({k}: {})", v.as_str().unwrap_or_default()))
+            .map(|(k, v)| (k.as_str(), v.as_str().unwrap_or_default()));
+        // A retried batch meets the rows Google took the first time:
+        // those are delivered, not refused.
+        if code.is_some_and(|(_, v)| ALREADY_TAKEN.contains(&v)) {
+            continue;
+        }
+        let code = code
+            .map(|(k, v)| format!(" ({k}: {v})"))
             .unwrap_or_default();
         let text = format!("Google Ads: {}{code}", e.message);
         let row = e.location.as_ref().and_then(|l| {
@@ -481,7 +490,8 @@ fn partial_failures(body: &[u8], rows: usize) -> Vec<(usize, String)> {
             None => unplaced.push(text),
         }
     }
-    if out.is_empty() && unplaced.is_empty() && !failure.message.is_empty() {
+    let listed = failure.details.iter().any(|d| !d.errors.is_empty());
+    if !listed && !failure.message.is_empty() {
         unplaced.push(format!("Google Ads: {}", failure.message));
     }
     if !unplaced.is_empty() && out.is_empty() {
@@ -943,6 +953,11 @@ mod tests {
         assert!(p[0].1.contains("The click is too old."), "{}", p[0].1);
         assert!(p[0].1.contains("EXPIRED_EVENT"), "{}", p[0].1);
         assert!(partial_failures(br#"{"results":[{}]}"#, 1).is_empty());
+        let again = br#"{"partialFailureError":{"code":3,"message":"x","details":[{"errors":[{"errorCode":{"conversionUploadError":"CLICK_CONVERSION_ALREADY_EXISTS"},"message":"This conversion was already uploaded.","location":{"fieldPathElements":[{"fieldName":"conversions","index":0}]}}]}]}}"#;
+        assert!(
+            partial_failures(again, 1).is_empty(),
+            "already taken = delivered"
+        );
         let unplaced = br#"{"partialFailureError":{"code":3,"message":"Something","details":[]}}"#;
         assert_eq!(partial_failures(unplaced, 2).len(), 2);
     }
