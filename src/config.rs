@@ -1069,6 +1069,21 @@ mod tests {
     }
 
     #[test]
+    fn form_user_data_keys_are_metas() {
+        let text = "[[form]]\npath = \"/signup\"\nevent = \"signup_submitted\"\nuser_data = { fn = \"first\", email = \"e\", ln = \" \" }\n";
+        let err = Config::parse("c.toml", text, &env).unwrap_err().to_string();
+        assert!(
+            err.contains("form[0].user_data.email: not a customer-information key"),
+            "{err}"
+        );
+        assert!(
+            err.contains("form[0].user_data.ln: name the form field"),
+            "{err}"
+        );
+        assert!(!err.contains("user_data.fn"), "{err}");
+    }
+
+    #[test]
     fn missing_secret_is_a_problem() {
         let err = Config::parse("c.toml", "", &|_| None)
             .unwrap_err()

@@ -516,6 +516,16 @@ async fn a_gclid_landing_then_a_confirmed_signup_is_one_correct_upload() {
     for leaked in ["Cj0KCQiA-landing_1", "Jane", "Berlin", "10115"] {
         assert!(!raw.contains(leaked), "{leaked} in the analytics events");
     }
+    // Its metrics, like every sink's.
+    let label = touchgate::metrics::SinkLabel {
+        sink: "google_ads".into(),
+    };
+    let m = site.tg.metrics.clone();
+    support::eventually("google_ads delivered counted", || {
+        m.sink_delivered_total.get_or_create(&label).get() == 1
+    })
+    .await;
+    assert_eq!(m.sink_failures_total.get_or_create(&label).get(), 0);
 }
 
 #[tokio::test]

@@ -204,6 +204,28 @@ mod tests {
         assert_ne!(google_em, sha256_hex("jane.doe@gmail.com"));
     }
 
+    proptest::proptest! {
+        /// Normal forms are fixed points, hold no whitespace where Meta
+        /// wants none, and any input is normalized or refused.
+        #[test]
+        fn normal_forms_are_stable(raw in "\\PC{0,40}", key in proptest::sample::select(META_KEYS.to_vec())) {
+            if let Some(n) = meta(key, &raw) {
+                proptest::prop_assert!(!n.chars().any(char::is_whitespace), "{key} {n:?}");
+                if key != "db" && key != "ge" {
+                    proptest::prop_assert_eq!(meta(key, &n), Some(n.clone()));
+                }
+            }
+            if let Some(n) = google_name(&raw) {
+                proptest::prop_assert_eq!(google_name(&n), Some(n.clone()));
+            }
+            let email = raw.trim().to_lowercase();
+            let once = google_email(&email);
+            proptest::prop_assert_eq!(google_email(&once), once.clone());
+            let h = hashed(&raw, |s| meta(key, s));
+            proptest::prop_assert!(h.as_deref().is_none_or(is_sha256_hex));
+        }
+    }
+
     #[test]
     fn digests_pass_through() {
         let h = sha256_hex("mary");
