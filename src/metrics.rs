@@ -228,7 +228,7 @@ impl Metrics {
         );
         r.register(
             "touchgate_consent_tcf_invalid",
-            "Requests in consent mode tcf whose TC string was missing, malformed or outdated: no consent",
+            "Page loads and form posts in consent mode tcf whose TC string was missing, malformed or outdated: no consent",
             m.consent_tcf_invalid_total.clone(),
         );
         r.register(

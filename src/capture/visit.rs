@@ -59,7 +59,9 @@ impl Capture {
         }
         let now = OffsetDateTime::now_utc();
         let decision = consent::evaluate(&self.cfg.consent, &parts.headers, now);
-        if let Some(reason) = decision.tcf_invalid {
+        // Counted where consent decides something: page loads and forms,
+        // not each asset a visitor with touchgate cookies fetches.
+        if let Some(reason) = decision.tcf_invalid.filter(|_| capture) {
             self.metrics
                 .consent_tcf_invalid_total
                 .get_or_create(&crate::metrics::ReasonLabel {
