@@ -6,6 +6,8 @@
 
 #[path = "support/ad_platform.rs"]
 mod ad_platform;
+#[path = "support/upstream.rs"]
+mod support;
 
 use ad_platform::{Answer, FakePlatform, Recorded};
 use serde_json::Value;
@@ -416,4 +418,103 @@ async fn user_agent_and_ip_are_opt_ins_and_form_keys_are_hashed() {
     assert_eq!(u["client_ip_address"], "203.0.113.9");
     assert_eq!(u["client_user_agent"], "Mozilla/5.0 (X11; Linux x86_64)");
     assert_eq!(meta.problems(), Vec::<String>::new());
+}
+
+/// Through the proxy: a landing with an fbclid, then a signup whose form
+/// carries Meta's customer-information fields, reaches Meta hashed under
+/// Meta's rules, and the analytics event holds none of it.
+#[tokio::test]
+async fn form_user_data_reaches_meta_hashed_and_nowhere_else() {
+    let meta = FakePlatform::start(Answer::new(200, r#"{"events_received":1}"#), meta_format).await;
+    let up = support::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let extra = format!(
+        r#"
+[[form]]
+path = "/signup"
+event = "signup_submitted"
+lead_id = "email"
+user_data = {{ fn = "first_name", ln = "last_name", ct = "city", zp = "zip", country = "country", db = "birthdate", ge = "gender" }}
+
+[[sink]]
+type = "file"
+path = "{}"
+[sink.delivery]
+linger = "10ms"
+
+[[sink]]
+type = "meta_capi"
+pixel_id = "{PIXEL}"
+access_token_env = "META_TOKEN"
+endpoint = "{}"
+events = {{ signup_submitted = "Lead" }}
+send_user_agent = true
+[sink.delivery]
+linger = "10ms"
+"#,
+        dir.path().join("events.jsonl").display(),
+        meta.url()
+    );
+    let env = |k: &str| match k {
+        "META_TOKEN" => Some(TOKEN.to_string()),
+        other => support::env(other),
+    };
+    let toml = support::config_toml(up.addr(), dir.path(), &extra);
+    let cfg = touchgate::config::Config::parse("test.toml", &toml, &env).unwrap();
+    let tg = touchgate::app::start(cfg, &env).await.unwrap();
+    let site = support::Site { up, tg, dir };
+
+    let (landing, _) = support::get(
+        &site.url("/pricing?utm_source=facebook&utm_medium=paid_social&fbclid=IwAR-click_9"),
+        &[("accept", "text/html"), ("user-agent", "Mozilla/5.0 Test")],
+    )
+    .await;
+    let cookies: Vec<String> = landing
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok()?.split(';').next().map(str::to_string))
+        .collect();
+    let body = "email=Jane.Doe%40Example.com&first_name=Mary-Ann&last_name=O%27Brien&city=Menlo+Park&zip=94025-1234&country=US&birthdate=1990-02-17&gender=Female";
+    let (signup, _) = support::send(
+        "POST",
+        &site.url("/signup"),
+        &[
+            ("content-type", "application/x-www-form-urlencoded"),
+            ("cookie", &cookies.join("; ")),
+            ("user-agent", "Mozilla/5.0 Test"),
+        ],
+        body,
+    )
+    .await;
+    assert_eq!(signup.status, 200);
+
+    support::eventually("Meta received the lead", || !meta.requests().is_empty()).await;
+    assert_eq!(meta.problems(), Vec::<String>::new());
+    let u = meta.requests()[0].json()["data"][0]["user_data"].clone();
+    assert_eq!(u["em"][0], sha256_hex("jane.doe@example.com"));
+    for (key, normal) in [
+        ("fn", "maryann"),
+        ("ln", "obrien"),
+        ("ct", "menlopark"),
+        ("zp", "94025"),
+        ("country", "us"),
+        ("db", "19900217"),
+        ("ge", "f"),
+    ] {
+        assert_eq!(u[key][0], sha256_hex(normal), "{key}");
+    }
+    let fbc = u["fbc"].as_str().unwrap();
+    assert!(
+        fbc.starts_with("fb.1.") && fbc.ends_with(".IwAR-click_9"),
+        "{fbc}"
+    );
+    assert_eq!(u["client_user_agent"], "Mozilla/5.0 Test");
+    assert!(u.get("client_ip_address").is_none());
+
+    let events = site.wait_events(2).await;
+    let raw = serde_json::to_string(&events).unwrap();
+    for leaked in ["IwAR-click_9", "Mary", "Brien", "Menlo", "94025", "1990"] {
+        assert!(!raw.contains(leaked), "{leaked} in the analytics events");
+    }
 }
