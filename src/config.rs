@@ -322,6 +322,8 @@ pub enum ConsentMode {
     Gpc,
     /// Nothing without the consent cookie granting it (opt-in).
     Cookie,
+    /// Nothing without an IAB TCF v2.2 string (`euconsent-v2`) granting it.
+    Tcf,
     /// Consent handled elsewhere; everything is captured.
     Off,
 }
@@ -542,6 +544,10 @@ pub struct FormConfig {
     pub success: SuccessRule,
     /// Emit a `form_attempt` event for every post (`attempt_events`).
     pub attempt_events: bool,
+    /// Meta customer-information key (`fn`, `ln`, `ct`, `st`, `zp`,
+    /// `country`, `db`, `ge`) → form field name. The values are hashed for
+    /// the ad-platform sinks only.
+    pub user_data: BTreeMap<String, String>,
 }
 
 /// `[[form]]` as written.
@@ -566,6 +572,8 @@ struct FormTable {
     failure_body: Option<BodyPattern>,
     #[serde(default = "yes")]
     attempt_events: bool,
+    #[serde(default)]
+    user_data: BTreeMap<String, String>,
 }
 
 fn yes() -> bool {
@@ -592,6 +600,7 @@ impl From<FormTable> for FormConfig {
                 failure_body: t.failure_body,
             },
             attempt_events: t.attempt_events,
+            user_data: t.user_data,
         }
     }
 }
@@ -637,6 +646,27 @@ impl FormConfig {
                         "{part:?}: parts are lead_id, user_id (when the form names them), day, field:NAME"
                     ),
                 );
+            }
+        }
+    }
+}
+
+impl FormConfig {
+    /// `user_data` maps Meta's customer-information keys to form fields.
+    fn validate_user_data(&self, i: usize, out: &mut Problems) {
+        use crate::identity::match_keys::META_KEYS;
+        for (key, field) in &self.user_data {
+            let at = format!("form[{i}].user_data.{key}");
+            if !META_KEYS.contains(&key.as_str()) {
+                out.bad(
+                    at,
+                    format!(
+                        "not a customer-information key; the keys are {}",
+                        META_KEYS.join(", ")
+                    ),
+                );
+            } else if field.trim().is_empty() {
+                out.bad(at, "name the form field that holds it");
             }
         }
     }
@@ -850,6 +880,7 @@ impl Config {
             form.validate(i, &mut out);
         }
         for (i, form) in self.form.iter().enumerate() {
+            form.validate_user_data(i, &mut out);
             form.rule.validate_fields(i, &mut out);
         }
         validate_sink_names(&self.sink, &mut out);
@@ -1091,6 +1122,21 @@ mod tests {
         assert!(lines[0].starts_with("c.toml:2: proxy.upstream: "), "{err}");
         assert!(lines[1].starts_with("c.toml:5: form[0].path: "), "{err}");
         assert!(lines[2].starts_with("c.toml:6: form[0].event: "), "{err}");
+    }
+
+    #[test]
+    fn form_user_data_keys_are_metas() {
+        let text = "[[form]]\npath = \"/signup\"\nevent = \"signup_submitted\"\nuser_data = { fn = \"first\", email = \"e\", ln = \" \" }\n";
+        let err = Config::parse("c.toml", text, &env).unwrap_err().to_string();
+        assert!(
+            err.contains("form[0].user_data.email: not a customer-information key"),
+            "{err}"
+        );
+        assert!(
+            err.contains("form[0].user_data.ln: name the form field"),
+            "{err}"
+        );
+        assert!(!err.contains("user_data.fn"), "{err}");
     }
 
     #[test]

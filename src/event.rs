@@ -2,6 +2,7 @@
 //! every other sink. Field names are fixed by CONTRACT.md ("Events").
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use time::OffsetDateTime;
 
 /// Bumped only on a breaking change of the JSON shape.
@@ -224,6 +225,69 @@ pub struct AdMatch {
     /// Page URL with campaign parameters (Meta `event_source_url`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event_source_url: Option<String>,
+    /// Meta's other customer-information keys from the form's `user_data`
+    /// (`fn`, `ln`, `ct`, `st`, `zp`, `country`, `db`, `ge`), each the
+    /// SHA-256 hex of the value normalized as Meta documents.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub user_data: BTreeMap<String, String>,
+    /// The raw client IP, only when a Meta sink opts in (`send_client_ip`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ip: Option<String>,
+    /// The Google Ads click this conversion follows, within 90 days.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub google_click: Option<AdClick>,
+    /// Enhanced-conversion identifiers, normalized as Google documents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub google: Option<GoogleMatch>,
+    /// In `consent.mode = "tcf"`: the purposes and vendor consents that
+    /// ad-platform sinks check beyond ads consent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcf: Option<TcfAds>,
+}
+
+/// A click id value with the time of the click.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdClick {
+    /// `gclid`, `gbraid`, `wbraid` or `fbclid`.
+    pub kind: String,
+    pub value: String,
+    #[serde(with = "rfc3339_millis")]
+    pub at: OffsetDateTime,
+}
+
+/// Google's `userIdentifiers`, hashed under Google's rules.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GoogleMatch {
+    /// SHA-256 hex of the e-mail (gmail.com/googlemail.com without dots
+    /// before `@`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// SHA-256 hex of the phone in E.164 with its `+`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<GoogleAddress>,
+}
+
+/// Google's `addressInfo`: hashed names, plain country and postal code.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GoogleAddress {
+    pub hashed_first_name: String,
+    pub hashed_last_name: String,
+    /// ISO 3166-1 alpha-2, upper case.
+    pub country_code: String,
+    pub postal_code: String,
+}
+
+/// What a TC string grants the ad platforms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TcfAds {
+    /// Purposes 1 and 7 (Consent Mode `ad_user_data`).
+    pub ad_user_data: bool,
+    /// Purposes 3 and 4 (Consent Mode `ad_personalization`).
+    pub ad_personalization: bool,
+    /// Google (GVL vendor 755) has consent.
+    pub google: bool,
 }
 
 impl AdMatch {

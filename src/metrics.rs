@@ -98,6 +98,9 @@ pub struct Metrics {
     pub dedupe_fallback_total: Counter,
     pub pii_redacted_total: Family<FieldLabel, Counter>,
     pub cookie_rejected_total: Family<CookieLabel, Counter>,
+    /// `consent.mode = "tcf"`: requests without a usable TC string, by
+    /// reason (`missing`, `malformed`, `outdated`).
+    pub consent_tcf_invalid_total: Family<ReasonLabel, Counter>,
     pub client_beacons_total: Family<EventNameLabel, Counter>,
     pub sink_delivered_total: Family<SinkLabel, Counter>,
     pub sink_failures_total: Family<SinkLabel, Counter>,
@@ -134,6 +137,7 @@ impl Metrics {
             dedupe_fallback_total: Counter::default(),
             pii_redacted_total: Family::default(),
             cookie_rejected_total: Family::default(),
+            consent_tcf_invalid_total: Family::default(),
             client_beacons_total: Family::default(),
             sink_delivered_total: Family::default(),
             sink_failures_total: Family::default(),
@@ -228,6 +232,11 @@ impl Metrics {
             "touchgate_cookie_rejected",
             "Identity cookies treated as absent because they failed verification",
             m.cookie_rejected_total.clone(),
+        );
+        r.register(
+            "touchgate_consent_tcf_invalid",
+            "Page loads and form posts in consent mode tcf whose TC string was missing, malformed or outdated: no consent",
+            m.consent_tcf_invalid_total.clone(),
         );
         r.register(
             "touchgate_client_beacons",

@@ -14,6 +14,7 @@ event = "signup_submitted"
 lead_id = "email"
 natural_key = ["lead_id", "day"]
 fields = [{ name = "plan", mode = "raw" }]
+user_data = { fn = "first_name", ln = "last_name", country = "country", zp = "zip" }
 
 [[sink]]
 type = "file"
@@ -24,6 +25,15 @@ type = "meta_capi"
 pixel_id = "123"
 access_token_env = "META_CAPI_TOKEN"
 events = { signup_submitted = "Lead" }
+
+[[sink]]
+type = "google_ads"
+customer_id = "123-456-7890"
+developer_token_env = "GADS_DEV_TOKEN"
+client_id_env = "GADS_CLIENT_ID"
+client_secret_env = "GADS_CLIENT_SECRET"
+refresh_token_env = "GADS_REFRESH_TOKEN"
+events = { signup_submitted = "987654" }
 "#;
 
 fn audit(args: &[&str], stdin: Option<&[u8]>) -> (i32, String, String) {
@@ -78,6 +88,16 @@ fn inventory_names_every_destination_and_form() {
     assert_eq!(find("sink file", "password"), "never");
     assert_eq!(find("sink meta_capi", "em, ph"), "sha256");
     assert_eq!(find("sink meta_capi", "client_ip_address"), "never");
+    assert_eq!(find("sink meta_capi", "client_user_agent"), "never");
+    assert_eq!(find("sink meta_capi", "fn, ln"), "sha256");
+    // Click ids leave only to their ad platform.
+    assert_eq!(find("sink file", "gclid, gbraid, wbraid, fbclid"), "never");
+    assert_eq!(find("sink meta_capi", "fbc"), "raw");
+    assert_eq!(find("sink google_ads", "gclid, gbraid, wbraid"), "raw");
+    assert_eq!(find("sink google_ads", "hashedEmail"), "sha256");
+    assert_eq!(find("sink google_ads", "hashedFirstName"), "sha256");
+    assert_eq!(find("sink google_ads", "countryCode, postalCode"), "raw");
+    assert_eq!(find("sink google_ads", "orderId"), "raw");
     let retention = inv["retention"].as_array().unwrap();
     assert!(
         retention

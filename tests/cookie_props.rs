@@ -43,7 +43,7 @@ proptest! {
                 },
                 at: time::OffsetDateTime::from_unix_timestamp(at).unwrap(),
             },
-            fbclid: None,
+            click: None,
         };
         let k = keys();
         let value = cookie::encode_touch(&k, cookie::LAST_TOUCH, &stored);

@@ -106,7 +106,8 @@ async fn paid_search_visitor_gets_cookies_headers_and_a_landing_event() {
         "{url}"
     );
     assert!(
-        url.contains("gclid=abc123")
+        !url.contains("gclid")
+            && !url.contains("abc123")
             && url.contains("utm_source=Google")
             && !url.contains("ref=")
             && !url.contains('#'),

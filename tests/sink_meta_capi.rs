@@ -6,6 +6,8 @@
 
 #[path = "support/ad_platform.rs"]
 mod ad_platform;
+#[path = "support/upstream.rs"]
+mod support;
 
 use ad_platform::{Answer, FakePlatform, Recorded};
 use serde_json::Value;
@@ -91,14 +93,35 @@ fn meta_format(r: &Recorded) -> Vec<String> {
             p.push("event_source_url missing".into());
         }
         let u = &e["user_data"];
-        if u["client_user_agent"].as_str().is_none_or(str::is_empty) {
-            p.push("client_user_agent missing".into());
+        // Required for website events; a sink sends it only when it opts
+        // in (`send_user_agent`), and the tests that opt in check it is there.
+        if let Some(ua) = u.get("client_user_agent")
+            && ua.as_str().is_none_or(str::is_empty)
+        {
+            p.push("client_user_agent empty".into());
         }
-        if u.get("client_ip_address").is_some() {
-            p.push("client_ip_address sent".into());
+        if let Some(ip) = u.get("client_ip_address")
+            && ip
+                .as_str()
+                .and_then(|s| s.parse::<std::net::IpAddr>().ok())
+                .is_none()
+        {
+            p.push(format!("client_ip_address {ip} is not an IP address"));
         }
         let mut keys = 0;
-        for k in ["em", "ph", "external_id"] {
+        for k in [
+            "em",
+            "ph",
+            "external_id",
+            "fn",
+            "ln",
+            "ct",
+            "st",
+            "zp",
+            "country",
+            "db",
+            "ge",
+        ] {
             if let Some(v) = u.get(k) {
                 keys += 1;
                 if !v
@@ -130,7 +153,24 @@ fn meta_format(r: &Recorded) -> Vec<String> {
             .map(|o| o.keys().cloned().collect::<Vec<_>>())
             .unwrap_or_default()
         {
-            if !["em", "ph", "external_id", "fbc", "client_user_agent"].contains(&k.as_str()) {
+            if ![
+                "em",
+                "ph",
+                "external_id",
+                "fn",
+                "ln",
+                "ct",
+                "st",
+                "zp",
+                "country",
+                "db",
+                "ge",
+                "fbc",
+                "client_user_agent",
+                "client_ip_address",
+            ]
+            .contains(&k.as_str())
+            {
                 p.push(format!("unexpected user_data key {k}"));
             }
         }
@@ -141,7 +181,7 @@ fn meta_format(r: &Recorded) -> Vec<String> {
 fn sink(url: &str, extra: &str) -> MetaCapiSink {
     let cfg: MetaCapiSinkConfig = toml::from_str(&format!(
         "pixel_id = \"{PIXEL}\"\naccess_token_env = \"META_TOKEN\"\nendpoint = \"{url}\"\ntimeout = \"5s\"\n\
-         events = {{ signup_submitted = \"Lead\", account_created = \"CompleteRegistration\" }}\n{extra}"
+         events = {{ signup_submitted = \"Lead\", account_created = \"CompleteRegistration\" }}\nsend_user_agent = true\n{extra}"
     ))
     .unwrap();
     MetaCapiSink::new(&cfg, &|k| (k == "META_TOKEN").then(|| TOKEN.to_string())).unwrap()
@@ -163,6 +203,8 @@ fn conversion(i: usize, name: &str) -> Envelope {
             fbc: (i % 2 == 1).then(|| format!("fb.1.1764410000000.IwAR{i}x")),
             client_user_agent: Some("Mozilla/5.0 (X11; Linux x86_64)".into()),
             event_source_url: Some("https://shop.example/signup?utm_source=facebook".into()),
+            client_ip: Some("203.0.113.9".into()),
+            ..AdMatch::default()
         }),
     }
 }
@@ -219,6 +261,13 @@ async fn sends_the_documented_payload_for_consented_mapped_events() {
     );
     assert_eq!(data[0]["user_data"]["ph"][0], sha256_hex(RAW_PHONE));
     assert_eq!(data[1]["user_data"]["fbc"], "fb.1.1764410000000.IwAR1x");
+    for e in data {
+        assert_eq!(
+            e["user_data"]["client_user_agent"],
+            "Mozilla/5.0 (X11; Linux x86_64)"
+        );
+        assert!(e["user_data"].get("client_ip_address").is_none());
+    }
     assert_eq!(
         data[0]["event_time"],
         accepted[0].event.occurred_at.unix_timestamp()
@@ -330,4 +379,142 @@ async fn an_unreachable_endpoint_is_retryable() {
         sink.send(&[conversion(0, "signup_submitted")]).await,
         Err(SinkError::Retryable { .. })
     ));
+}
+
+#[tokio::test]
+async fn user_agent_and_ip_are_opt_ins_and_form_keys_are_hashed() {
+    let meta = FakePlatform::start(Answer::new(200, r#"{"events_received":1}"#), meta_format).await;
+    let mut with_keys = conversion(0, "signup_submitted");
+    let m = with_keys.ad_match.as_mut().unwrap();
+    m.user_data.insert("fn".into(), sha256_hex("jane"));
+    m.user_data.insert("zp".into(), sha256_hex("10115"));
+    m.user_data.insert("country".into(), sha256_hex("de"));
+
+    let off: MetaCapiSinkConfig = toml::from_str(&format!(
+        "pixel_id = \"{PIXEL}\"\naccess_token_env = \"META_TOKEN\"\nendpoint = \"{}\"\nevents = {{ signup_submitted = \"Lead\" }}\n",
+        meta.url()
+    ))
+    .unwrap();
+    assert!(
+        !off.send_client_ip && !off.send_user_agent,
+        "both off by default"
+    );
+    let default_sink =
+        MetaCapiSink::new(&off, &|k| (k == "META_TOKEN").then(|| TOKEN.to_string())).unwrap();
+    default_sink
+        .send(std::slice::from_ref(&with_keys))
+        .await
+        .unwrap();
+    let u = meta.requests()[0].json()["data"][0]["user_data"].clone();
+    assert!(u.get("client_user_agent").is_none());
+    assert!(u.get("client_ip_address").is_none());
+    assert_eq!(u["fn"][0], sha256_hex("jane"));
+    assert_eq!(u["zp"][0], sha256_hex("10115"));
+    assert_eq!(u["country"][0], sha256_hex("de"));
+
+    let on = sink(&meta.url(), "send_client_ip = true");
+    on.send(std::slice::from_ref(&with_keys)).await.unwrap();
+    let u = meta.requests()[1].json()["data"][0]["user_data"].clone();
+    assert_eq!(u["client_ip_address"], "203.0.113.9");
+    assert_eq!(u["client_user_agent"], "Mozilla/5.0 (X11; Linux x86_64)");
+    assert_eq!(meta.problems(), Vec::<String>::new());
+}
+
+/// Through the proxy: a landing with an fbclid, then a signup whose form
+/// carries Meta's customer-information fields, reaches Meta hashed under
+/// Meta's rules, and the analytics event holds none of it.
+#[tokio::test]
+async fn form_user_data_reaches_meta_hashed_and_nowhere_else() {
+    let meta = FakePlatform::start(Answer::new(200, r#"{"events_received":1}"#), meta_format).await;
+    let up = support::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let extra = format!(
+        r#"
+[[form]]
+path = "/signup"
+event = "signup_submitted"
+lead_id = "email"
+user_data = {{ fn = "first_name", ln = "last_name", ct = "city", zp = "zip", country = "country", db = "birthdate", ge = "gender" }}
+
+[[sink]]
+type = "file"
+path = "{}"
+[sink.delivery]
+linger = "10ms"
+
+[[sink]]
+type = "meta_capi"
+pixel_id = "{PIXEL}"
+access_token_env = "META_TOKEN"
+endpoint = "{}"
+events = {{ signup_submitted = "Lead" }}
+send_user_agent = true
+[sink.delivery]
+linger = "10ms"
+"#,
+        dir.path().join("events.jsonl").display(),
+        meta.url()
+    );
+    let env = |k: &str| match k {
+        "META_TOKEN" => Some(TOKEN.to_string()),
+        other => support::env(other),
+    };
+    let toml = support::config_toml(up.addr(), dir.path(), &extra);
+    let cfg = touchgate::config::Config::parse("test.toml", &toml, &env).unwrap();
+    let tg = touchgate::app::start(cfg, &env).await.unwrap();
+    let site = support::Site { up, tg, dir };
+
+    let (landing, _) = support::get(
+        &site.url("/pricing?utm_source=facebook&utm_medium=paid_social&fbclid=IwAR-click_9"),
+        &[("accept", "text/html"), ("user-agent", "Mozilla/5.0 Test")],
+    )
+    .await;
+    let cookies: Vec<String> = landing
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok()?.split(';').next().map(str::to_string))
+        .collect();
+    let body = "email=Jane.Doe%40Example.com&first_name=Mary-Ann&last_name=O%27Brien&city=Menlo+Park&zip=94025-1234&country=US&birthdate=1990-02-17&gender=Female";
+    let (signup, _) = support::send(
+        "POST",
+        &site.url("/signup"),
+        &[
+            ("content-type", "application/x-www-form-urlencoded"),
+            ("cookie", &cookies.join("; ")),
+            ("user-agent", "Mozilla/5.0 Test"),
+        ],
+        body,
+    )
+    .await;
+    assert_eq!(signup.status, 200);
+
+    support::eventually("Meta received the lead", || !meta.requests().is_empty()).await;
+    assert_eq!(meta.problems(), Vec::<String>::new());
+    let u = meta.requests()[0].json()["data"][0]["user_data"].clone();
+    assert_eq!(u["em"][0], sha256_hex("jane.doe@example.com"));
+    for (key, normal) in [
+        ("fn", "maryann"),
+        ("ln", "obrien"),
+        ("ct", "menlopark"),
+        ("zp", "94025"),
+        ("country", "us"),
+        ("db", "19900217"),
+        ("ge", "f"),
+    ] {
+        assert_eq!(u[key][0], sha256_hex(normal), "{key}");
+    }
+    let fbc = u["fbc"].as_str().unwrap();
+    assert!(
+        fbc.starts_with("fb.1.") && fbc.ends_with(".IwAR-click_9"),
+        "{fbc}"
+    );
+    assert_eq!(u["client_user_agent"], "Mozilla/5.0 Test");
+    assert!(u.get("client_ip_address").is_none());
+
+    let events = site.wait_events(2).await;
+    let raw = serde_json::to_string(&events).unwrap();
+    for leaked in ["IwAR-click_9", "Mary", "Brien", "Menlo", "94025", "1990"] {
+        assert!(!raw.contains(leaked), "{leaked} in the analytics events");
+    }
 }

@@ -613,8 +613,9 @@ fn canonical_urls() {
             "https",
             "example.com",
             "/a",
-            Some("utm_source=google&page=2&gclid=abc&utm_medium=cpc"),
-            "https://example.com/a?gclid=abc&utm_medium=cpc&utm_source=google",
+            // Ad click ids reach only their ad platform, never the URL.
+            Some("utm_source=google&page=2&gclid=abc&utm_medium=cpc&msclkid=m"),
+            "https://example.com/a?msclkid=m&utm_medium=cpc&utm_source=google",
         ),
         (
             "https",
@@ -635,7 +636,7 @@ fn canonical_urls() {
             "example.com",
             "/a",
             Some("utm_content=%e2%82%ac%2F&fbclid=IwAR"),
-            "https://example.com/a?fbclid=IwAR&utm_content=%E2%82%AC%2F",
+            "https://example.com/a?utm_content=%E2%82%AC%2F",
         ),
         (
             "https",

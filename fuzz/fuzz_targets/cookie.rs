@@ -39,7 +39,7 @@ fuzz_target!(|data: &[u8]| {
             },
             at: time::OffsetDateTime::from_unix_timestamp(1_764_316_800).unwrap(),
         },
-        fbclid: None,
+        click: None,
     };
     let encoded = cookie::encode_touch(&KEYS, cookie::FIRST_TOUCH, &stored);
     assert!(encoded.len() < 1024);

@@ -10,6 +10,7 @@
 use bytes::Bytes;
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -18,10 +19,12 @@ use super::success::{self, HeadVerdict, Reason, Verdict};
 use super::visit::Visit;
 use super::{Capture, context, form};
 use crate::config::{Config, FieldMode, FormRule};
-use crate::event::{AdMatch, Client, Envelope, Event, FORM_ATTEMPT};
+use crate::event::{AdMatch, Client, Envelope, Event, FORM_ATTEMPT, GoogleAddress, GoogleMatch};
 use crate::identity::Purpose;
+use crate::identity::match_keys;
 use crate::metrics::{ConversionLabels, EventNameLabel, Metrics, UnconfirmedLabels};
 use crate::pipeline::EventQueue;
+use crate::sink::SinkConfig;
 
 /// A conversion waiting for the app's answer.
 #[derive(Debug)]
@@ -143,7 +146,8 @@ impl Capture {
             .and_then(|v| v.to_str().ok());
         let fields = match body {
             FormBody::Complete(data) if data.len() <= self.cfg.proxy.max_capture_body => {
-                let fields = parse_fields(rule, content_type, data);
+                let user_data = self.cfg.form.get(index).map(|f| &f.user_data);
+                let fields = parse_fields(rule, user_data, content_type, data);
                 if let (Some(f), Some(lead)) = (&fields, &rule.lead_id)
                     && f.get(lead).is_none()
                     && self.diagnostics.should_tell_missing_lead(index)
@@ -364,6 +368,20 @@ impl Capture {
                 }
             }
         }
+        // The match keys read the form's `user_data` fields after the
+        // properties took theirs; only those fields are kept for it.
+        let fields_for_ads: Option<form::Fields> = fields.as_ref().map(|f| {
+            let wanted = self
+                .cfg
+                .form
+                .get(self.form_index_of(rule))
+                .map(|form| &form.user_data);
+            f.iter()
+                .filter(|(name, _)| wanted.is_some_and(|u| u.values().any(|w| w == name)))
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect::<Vec<_>>()
+                .into()
+        });
         if let Some(mut fields) = fields {
             for f in &rule.fields {
                 if crate::privacy::is_never_captured(&f.name) || e.properties.contains_key(&f.name)
@@ -387,8 +405,26 @@ impl Capture {
 
         let mut envelope = Envelope::new(e);
         if self.ad_sinks && v.consent.ads {
-            envelope.ad_match =
-                Some(self.ad_match(v, parts, lead.as_ref(), user.as_ref(), &envelope));
+            let mut m = self.ad_match(v, parts, lead.as_ref(), user.as_ref(), &envelope);
+            let user_data = self.cfg.form.get(self.form_index_of(rule));
+            let raw = |key: &str| -> Option<&str> {
+                let field = user_data?.user_data.get(key)?;
+                fields_for_ads.as_ref()?.get(field)
+            };
+            for key in match_keys::META_KEYS {
+                if let Some(h) =
+                    raw(key).and_then(|r| match_keys::hashed(r, |s| match_keys::meta(key, s)))
+                {
+                    m.user_data.insert(key.to_string(), h);
+                }
+            }
+            m.google = google_match(lead.as_ref(), user.as_ref(), raw);
+            if self.cfg.sink.iter().any(SinkConfig::sends_client_ip) {
+                m.client_ip = Some(ip.to_string());
+            }
+            m.google_click = v.google_click();
+            m.tcf = v.tcf;
+            envelope.ad_match = Some(m);
         }
         envelope
     }
@@ -410,7 +446,12 @@ impl Capture {
             })
             .map(str::to_owned)
             .or_else(|| {
-                let last = v.last.as_ref()?;
+                // Meta's own `_fbc` cookie lasts 90 days; an older click is
+                // not sent, as for Google.
+                let last = v
+                    .last
+                    .as_ref()
+                    .filter(|l| v.now - l.touch.at <= super::visit::CLICK_MAX_AGE)?;
                 let fbclid = v.last_fbclid()?;
                 let ms = last.touch.at.unix_timestamp() * 1000;
                 Some(format!("fb.1.{ms}.{fbclid}"))
@@ -426,8 +467,37 @@ impl Capture {
                 .and_then(|u| u.to_str().ok())
                 .map(|u| u.chars().take(512).collect()),
             event_source_url: envelope.event.page.as_ref().map(|p| p.url.clone()),
+            ..AdMatch::default()
         }
     }
+}
+
+/// Google's `userIdentifiers` for enhanced conversions for leads: the
+/// e-mail and phone of the lead or user, and the address when the form
+/// gives first name, last name, country and postal code, which Google
+/// requires together.
+fn google_match<'a>(
+    lead: Option<&Normalized>,
+    user: Option<&Normalized>,
+    raw: impl Fn(&str) -> Option<&'a str>,
+) -> Option<GoogleMatch> {
+    let of_kind = |k: IdentifierKind| [lead, user].into_iter().flatten().find(|n| n.kind == k);
+    let address = (|| {
+        Some(GoogleAddress {
+            hashed_first_name: match_keys::hashed(raw("fn")?, match_keys::google_name)?,
+            hashed_last_name: match_keys::hashed(raw("ln")?, match_keys::google_name)?,
+            country_code: match_keys::google_country(raw("country")?)?,
+            postal_code: match_keys::google_postal(raw("zp")?)?,
+        })
+    })();
+    let g = GoogleMatch {
+        email: of_kind(IdentifierKind::Email)
+            .map(|n| identifier::sha256_hex(&match_keys::google_email(&n.value))),
+        phone: of_kind(IdentifierKind::Phone)
+            .map(|n| identifier::sha256_hex(&match_keys::google_phone(&n.value))),
+        address,
+    };
+    (g != GoogleMatch::default()).then_some(g)
 }
 
 /// The verdict on one form post: the conversion emitted when confirmed
@@ -543,8 +613,16 @@ pub fn trimmed(s: String) -> String {
 
 /// The body's fields that `rule` reads (see [`reads_field`]); the others
 /// are not decoded.
-fn parse_fields(rule: &FormRule, content_type: Option<&str>, data: &Bytes) -> Option<form::Fields> {
-    match form::parse_wanted(content_type, data, |name| reads_field(rule, name)) {
+fn parse_fields(
+    rule: &FormRule,
+    user_data: Option<&BTreeMap<String, String>>,
+    content_type: Option<&str>,
+    data: &Bytes,
+) -> Option<form::Fields> {
+    let wanted = |name: &str| {
+        reads_field(rule, name) || user_data.is_some_and(|u| u.values().any(|f| f == name))
+    };
+    match form::parse_wanted(content_type, data, wanted) {
         Ok(f) => Some(f),
         Err(e) => {
             tracing::debug!(reason = e.reason(), "form body not captured");

@@ -251,6 +251,7 @@ mod tests {
             rule: rule(path),
             success: Default::default(),
             attempt_events: true,
+            user_data: Default::default(),
         }
     }
 

@@ -14,6 +14,7 @@ pub mod diagnose;
 pub mod form;
 pub mod identifier;
 pub mod success;
+pub mod tcf;
 pub mod user_agent;
 pub mod visit;
 

@@ -9,9 +9,11 @@ use time::OffsetDateTime;
 
 use super::{Capture, Class, consent};
 use crate::config::{CacheableResponses, EventIp};
-use crate::event::{Client, Consent, Envelope, Event, Origin, Page, Touch, TouchAt};
+use crate::event::{
+    AdClick, Client, Consent, Envelope, Event, Origin, Page, TcfAds, Touch, TouchAt,
+};
 use crate::identity::Purpose;
-use crate::identity::cookie::{self, StoredTouch, Verified};
+use crate::identity::cookie::{self, ClickId, ClickKind, StoredTouch, Verified};
 use crate::touch::{self, Observation};
 
 pub static X_TOUCH_DEVICE: HeaderName = HeaderName::from_static("x-touch-device");
@@ -26,6 +28,8 @@ const YEAR_400_DAYS: i64 = 400 * 24 * 3600;
 pub struct Visit {
     pub now: OffsetDateTime,
     pub consent: Consent,
+    /// In `consent.mode = "tcf"`: what the TC string grants ad platforms.
+    pub tcf: Option<TcfAds>,
     /// Raw ids: only ever in cookies, never in a header or an event.
     device: Option<String>,
     session: Option<String>,
@@ -54,10 +58,22 @@ impl Capture {
             return None;
         }
         let now = OffsetDateTime::now_utc();
-        let consent = consent::evaluate(&self.cfg.consent, &parts.headers);
+        let decision = consent::evaluate(&self.cfg.consent, &parts.headers, now);
+        // Counted where consent decides something: page loads and forms,
+        // not each asset a visitor with touchgate cookies fetches.
+        if let Some(reason) = decision.tcf_invalid.filter(|_| capture) {
+            self.metrics
+                .consent_tcf_invalid_total
+                .get_or_create(&crate::metrics::ReasonLabel {
+                    reason: reason.into(),
+                })
+                .inc();
+        }
+        let consent = decision.consent;
         let mut v = Visit {
             now,
             consent,
+            tcf: decision.tcf,
             device: None,
             session: None,
             device_hash: None,
@@ -106,12 +122,13 @@ impl Capture {
         } else {
             touch::observe(&self.rules, query, referrer, host)
         };
-        let (this_touch, fbclid) = match observed {
+        let (this_touch, click) = match observed {
             Observation::Touch { mut touch, fbclid } => {
                 // Before the touch reaches a cookie, a header or an event:
                 // people put e-mails in utm_content.
                 self.scrub_touch(&mut touch);
-                (Some(touch), fbclid)
+                let click = ad_click(query, fbclid.as_deref());
+                (Some(touch), click)
             }
             Observation::Direct if v.new_session || v.first.is_none() => {
                 (Some(Touch::direct()), None)
@@ -125,7 +142,7 @@ impl Capture {
         if let Some(t) = &this_touch
             && consent.analytics
         {
-            v.remember(t, fbclid, now);
+            v.remember(t, click, now);
         }
         if v.landing {
             v.touch = this_touch;
@@ -411,7 +428,7 @@ impl Capture {
 }
 
 impl Visit {
-    fn remember(&mut self, t: &Touch, fbclid: Option<String>, now: OffsetDateTime) {
+    fn remember(&mut self, t: &Touch, click: Option<ClickId>, now: OffsetDateTime) {
         // To the second, as the cookie keeps it: the landing event and every
         // later event that reads the touch from its cookie give the same `at`.
         let at = now.replace_nanosecond(0).unwrap_or(now);
@@ -420,7 +437,7 @@ impl Visit {
                 touch: t.clone(),
                 at,
             },
-            fbclid,
+            click,
         };
         // First touch is set once; last touch is the last non-direct one,
         // direct only while nothing else is known.
@@ -436,8 +453,55 @@ impl Visit {
 
     /// The raw fbclid of the last touch (for the Meta `fbc` match key).
     pub fn last_fbclid(&self) -> Option<&str> {
-        self.last.as_ref().and_then(|s| s.fbclid.as_deref())
+        self.last.as_ref()?.click_of(ClickKind::Fbclid)
     }
+
+    /// The latest Google Ads click (`gclid`, `gbraid` or `wbraid`) of the
+    /// two touch cookies, with the time of the click, when it is at most
+    /// [`CLICK_MAX_AGE`] old at `now`: Google refuses older ones.
+    pub fn google_click(&self) -> Option<AdClick> {
+        [&self.last, &self.first]
+            .into_iter()
+            .flatten()
+            .filter_map(|s| {
+                let c = s.click.as_ref().filter(|c| c.kind.is_google())?;
+                Some(AdClick {
+                    kind: c.kind.as_str().to_string(),
+                    value: c.value.clone(),
+                    at: s.touch.at,
+                })
+            })
+            .filter(|c| c.at <= self.now && self.now - c.at <= CLICK_MAX_AGE)
+            .max_by_key(|c| c.at)
+    }
+}
+
+/// A click id is given to its platform up to 90 days after the click:
+/// Google Ads refuses older click conversions, and Meta's `_fbc` cookie
+/// lasts as long.
+pub const CLICK_MAX_AGE: time::Duration = time::Duration::days(90);
+
+/// The ad-platform click id a landing carries: the Google one (`gclid`,
+/// else `gbraid`, else `wbraid`) when there is one, else the fbclid. One
+/// per touch, since the cookie keeps one; a Google Ads landing with an
+/// fbclid as well is a Google click.
+pub fn ad_click(query: Option<&str>, fbclid: Option<&str>) -> Option<ClickId> {
+    let google = query.and_then(|q| {
+        let mut found: [Option<ClickId>; 3] = Default::default();
+        for (k, v) in form_urlencoded::parse(q.as_bytes()) {
+            let (slot, kind) = match k.as_ref() {
+                "gclid" => (0, ClickKind::Gclid),
+                "gbraid" => (1, ClickKind::Gbraid),
+                "wbraid" => (2, ClickKind::Wbraid),
+                _ => continue,
+            };
+            if found[slot].is_none() {
+                found[slot] = ClickId::new(kind, &v);
+            }
+        }
+        found.into_iter().flatten().next()
+    });
+    google.or_else(|| fbclid.and_then(|f| ClickId::new(ClickKind::Fbclid, f)))
 }
 
 /// One identity cookie's `Set-Cookie` value, written out directly: the same
@@ -509,6 +573,79 @@ pub fn touch_dictionary(t: &TouchAt) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ad_click_ids_of_a_landing() {
+        let kind = |q: &str, f: Option<&str>| ad_click(Some(q), f).map(|c| (c.kind, c.value));
+        assert_eq!(
+            kind("gclid=Cj0&gbraid=b", None),
+            Some((ClickKind::Gclid, "Cj0".into()))
+        );
+        assert_eq!(
+            kind("wbraid=w&gbraid=b", None),
+            Some((ClickKind::Gbraid, "b".into()))
+        );
+        assert_eq!(
+            kind("wbraid=w", None),
+            Some((ClickKind::Wbraid, "w".into()))
+        );
+        assert_eq!(
+            kind("fbclid=IwAR", Some("IwAR")),
+            Some((ClickKind::Fbclid, "IwAR".into()))
+        );
+        assert_eq!(
+            kind("gclid=g&fbclid=IwAR", Some("IwAR")),
+            Some((ClickKind::Gclid, "g".into()))
+        );
+        // Empty or too long: not a click id to give back.
+        assert_eq!(
+            kind("gclid=&wbraid=w", None),
+            Some((ClickKind::Wbraid, "w".into()))
+        );
+        assert_eq!(kind(&format!("gclid={}", "a".repeat(101)), None), None);
+        assert_eq!(ad_click(None, None), None);
+    }
+
+    #[test]
+    fn google_clicks_older_than_90_days_are_not_given() {
+        let now = time::macros::datetime!(2026-11-29 10:00:00 UTC);
+        let stored = |days: i64, value: &str| StoredTouch {
+            touch: TouchAt {
+                touch: Touch::direct(),
+                at: now - time::Duration::days(days),
+            },
+            click: ClickId::new(ClickKind::Gclid, value),
+        };
+        let mut v = Visit {
+            now,
+            consent: Consent::default(),
+            tcf: None,
+            device: None,
+            session: None,
+            device_hash: None,
+            session_hash: None,
+            new_session: false,
+            first: Some(stored(89, "first")),
+            last: Some(stored(10, "last")),
+            first_dirty: false,
+            last_dirty: false,
+            refresh: false,
+            touch: None,
+            landing: false,
+            touchpoint_id: None,
+            page: None,
+        };
+        let c = v.google_click().unwrap();
+        assert_eq!((c.kind.as_str(), c.value.as_str()), ("gclid", "last"));
+        assert_eq!(c.at, now - time::Duration::days(10));
+        v.last = Some(StoredTouch {
+            click: None,
+            ..stored(1, "")
+        });
+        assert_eq!(v.google_click().unwrap().value, "first");
+        v.first = Some(stored(91, "first"));
+        assert_eq!(v.google_click(), None);
+    }
 
     #[test]
     fn set_cookie_line_matches_the_cookie_crate() {

@@ -170,6 +170,11 @@ pub fn inventory(cfg: &Config) -> Inventory {
             "not on any allowlist".into(),
         ),
         (
+            "click id values: gclid, gbraid, wbraid, fbclid",
+            Form::Never,
+            "kept in the signed touch cookies for the ad-platform sinks only; page.url drops them; touch.click_id_type names which one".into(),
+        ),
+        (
             "form_attempt events: device_id, session_id, touchpoint_id, page, client.user_agent, status, properties.form_event/confirmed/reason/conversion_id",
             Form::Raw,
             "one per post to a configured form, confirmed or not; no lead, no form field, no touch, no IP prefix; never sent to ad-platform sinks".into(),
@@ -202,15 +207,68 @@ pub fn inventory(cfg: &Config) -> Inventory {
         let name = crate::sink::unique_name(&cfg.sink, i);
         let dest = format!("sink {name} ({})", s.kind());
         match s {
-            SinkConfig::MetaCapi(_) => {
+            SinkConfig::MetaCapi(c) => {
+                let keys: Vec<String> = cfg
+                    .form
+                    .iter()
+                    .flat_map(|f| f.user_data.keys().cloned())
+                    .collect::<std::collections::BTreeSet<_>>()
+                    .into_iter()
+                    .collect();
                 flows.extend([
-                    flow(&dest, "user_data.em, ph, external_id", Form::Sha256, "computed at capture from the normalized value; only with ads consent and a mapped event name"),
-                    flow(&dest, "user_data.fbc", Form::Raw, "the _fbc cookie or fb.1.<ms>.<fbclid> of the last touch"),
-                    flow(&dest, "user_data.client_user_agent", Form::Raw, "required by Meta for website events; ads consent only"),
-                    flow(&dest, "user_data.client_ip_address", Form::Never, "touchgate keeps no raw IP"),
+                    flow(&dest, "user_data.em, ph, external_id", Form::Sha256, "computed at capture from the normalized value (Meta's rules); only with ads consent and a mapped event name"),
+                    flow(&dest, "user_data.fbc", Form::Raw, "the _fbc cookie or fb.1.<ms>.<fbclid> of the last touch (the fbclid click id)"),
+                    if c.send_user_agent {
+                        flow(&dest, "user_data.client_user_agent", Form::Raw, "send_user_agent = true; ads consent only")
+                    } else {
+                        flow(&dest, "user_data.client_user_agent", Form::Never, "send_user_agent is off")
+                    },
+                    if c.send_client_ip {
+                        flow(&dest, "user_data.client_ip_address", Form::Raw, "send_client_ip = true: the raw client IP, kept in the spool until delivered; ads consent only")
+                    } else {
+                        flow(&dest, "user_data.client_ip_address", Form::Never, "send_client_ip is off: no raw IP is kept")
+                    },
                     flow(&dest, "event_source_url", Form::Raw, "the canonical page URL"),
                     flow(&dest, "event_id", Form::Raw, "the client cid when present, else event_id"),
                 ]);
+                if !keys.is_empty() {
+                    flows.push(flow(
+                        &dest,
+                        &format!("user_data.{} (form user_data)", keys.join(", ")),
+                        Form::Sha256,
+                        "normalized as Meta documents; a value that already is SHA-256 hex passes through",
+                    ));
+                }
+            }
+            SinkConfig::GoogleAds(_) => {
+                let address = cfg.form.iter().any(|f| {
+                    ["fn", "ln", "country", "zp"]
+                        .iter()
+                        .all(|k| f.user_data.contains_key(*k))
+                });
+                flows.extend([
+                    flow(&dest, "gclid, gbraid, wbraid", Form::Raw, "the Google Ads click id of the last or first touch, at most 90 days old; mapped events with ads consent only (in tcf mode also vendor 755 and purposes 1 and 7)"),
+                    flow(&dest, "conversionAction, conversionDateTime, orderId (= event_id)", Form::Raw, "the mapped conversion action and the time of the conversion"),
+                    flow(&dest, "conversionValue, currencyCode", Form::Raw, "properties.value and properties.currency, when the event carries them"),
+                    flow(&dest, "userIdentifiers.hashedEmail, hashedPhoneNumber", Form::Sha256, "Google's rules: gmail.com/googlemail.com dots removed before @, phone E.164 with +"),
+                    flow(&dest, "consent.adUserData, adPersonalization", Form::Raw, "from touchgate's consent (in tcf mode, purposes 1+7 and 3+4)"),
+                ]);
+                if address {
+                    flows.extend([
+                        flow(
+                            &dest,
+                            "userIdentifiers.addressInfo.hashedFirstName, hashedLastName",
+                            Form::Sha256,
+                            "form user_data fn and ln, lowercased and trimmed",
+                        ),
+                        flow(
+                            &dest,
+                            "userIdentifiers.addressInfo.countryCode, postalCode",
+                            Form::Raw,
+                            "form user_data country and zp, as Google requires them unhashed",
+                        ),
+                    ]);
+                }
             }
             SinkConfig::Ga4Mp(_) => {
                 flows.extend([

@@ -1,10 +1,14 @@
 //! Identity cookies: random ids and signed, compact touch cookies.
 //!
 //! `tg_did` and `tg_sid` hold 128 random bits, base64url (22 characters).
-//! `tg_ft` and `tg_lt` hold a touch: `v1.<payload>.<mac>`, where the payload
+//! `tg_ft` and `tg_lt` hold a touch: `v2.<payload>.<mac>`, where the payload
 //! is length-prefixed fields in base64url and the MAC is a keyed blake3
-//! over the cookie name and the payload (so a first-touch cookie cannot be
-//! replayed as a last-touch one). A cookie whose MAC fails is absent.
+//! over the cookie name, the version and the payload (so a first-touch
+//! cookie cannot be replayed as a last-touch one). A cookie whose MAC fails
+//! is absent. The payload holds the touch's fields, one ad-platform click
+//! id (kind and value: `gclid`, `gbraid`, `wbraid` or `fbclid`) and the
+//! time of the touch, which is the time of the click. `v1` cookies, whose
+//! click slot could hold only an fbclid, are still read.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
@@ -23,7 +27,9 @@ pub const LAST_TOUCH: &str = "tg_lt";
 /// longer than this (normalization caps them at 100 characters) are cut at
 /// a character boundary in the cookie only.
 const FIELD_MAX: usize = 80;
-const CLICK_ID_MAX: usize = 100;
+/// Longest click id kept. A click id must reach its platform byte for byte,
+/// so a longer one is not kept at all rather than cut.
+pub const CLICK_ID_MAX: usize = 100;
 const MAC_LEN: usize = 16;
 
 /// A fresh random id: 128 bits, base64url.
@@ -40,11 +46,87 @@ pub fn is_valid_id(v: &str) -> bool {
 }
 
 /// A touch as a cookie holds it: the touch, when it happened, and the raw
-/// fbclid (only for the Meta `fbc` match key; never in an event).
+/// ad-platform click id (only for the ad-platform sinks; never in an event,
+/// a header or a log).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredTouch {
     pub touch: TouchAt,
-    pub fbclid: Option<String>,
+    pub click: Option<ClickId>,
+}
+
+impl StoredTouch {
+    /// The raw click id of `kind`, if this touch holds one.
+    pub fn click_of(&self, kind: ClickKind) -> Option<&str> {
+        self.click
+            .as_ref()
+            .filter(|c| c.kind == kind)
+            .map(|c| c.value.as_str())
+    }
+}
+
+/// The click ids an ad platform takes back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClickKind {
+    Fbclid,
+    Gclid,
+    Gbraid,
+    Wbraid,
+}
+
+impl ClickKind {
+    pub const ALL: [ClickKind; 4] = [
+        ClickKind::Fbclid,
+        ClickKind::Gclid,
+        ClickKind::Gbraid,
+        ClickKind::Wbraid,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClickKind::Fbclid => "fbclid",
+            ClickKind::Gclid => "gclid",
+            ClickKind::Gbraid => "gbraid",
+            ClickKind::Wbraid => "wbraid",
+        }
+    }
+
+    pub fn is_google(self) -> bool {
+        self != ClickKind::Fbclid
+    }
+
+    fn tag(self) -> u8 {
+        match self {
+            ClickKind::Fbclid => 1,
+            ClickKind::Gclid => 2,
+            ClickKind::Gbraid => 3,
+            ClickKind::Wbraid => 4,
+        }
+    }
+
+    fn from_tag(tag: u8) -> Option<ClickKind> {
+        ClickKind::ALL.into_iter().find(|k| k.tag() == tag)
+    }
+}
+
+/// A raw click id value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClickId {
+    pub kind: ClickKind,
+    pub value: String,
+}
+
+impl ClickId {
+    /// A click id as the platform wants it back: 1 to [`CLICK_ID_MAX`]
+    /// printable ASCII bytes, else nothing (never altered).
+    pub fn new(kind: ClickKind, value: &str) -> Option<ClickId> {
+        let ok = !value.is_empty()
+            && value.len() <= CLICK_ID_MAX
+            && value.bytes().all(|b| b.is_ascii_graphic());
+        ok.then(|| ClickId {
+            kind,
+            value: value.to_string(),
+        })
+    }
 }
 
 /// Result of reading a signed cookie.
@@ -71,10 +153,38 @@ pub fn encode_touch(keys: &Keys, name: &str, stored: &StoredTouch) -> String {
     ] {
         push_field(&mut payload, field.as_deref(), FIELD_MAX);
     }
-    push_field(&mut payload, stored.fbclid.as_deref(), CLICK_ID_MAX);
+    // A value that does not fit is not kept (see `ClickId::new`).
+    match stored
+        .click
+        .as_ref()
+        .filter(|c| c.value.len() <= CLICK_ID_MAX)
+    {
+        None => payload.push(0xff),
+        Some(c) => {
+            payload.push(c.kind.tag());
+            push_field(&mut payload, Some(&c.value), CLICK_ID_MAX);
+        }
+    }
     payload.extend_from_slice(&stored.touch.at.unix_timestamp().to_le_bytes());
-    let mac = mac(keys, name, &payload);
-    format!("v1.{}.{}", B64.encode(&payload), B64.encode(mac))
+    let mac = mac(keys, name, Version::V2, &payload);
+    format!("v2.{}.{}", B64.encode(&payload), B64.encode(mac))
+}
+
+/// The payload layouts: `v1`'s click slot is a bare fbclid, `v2`'s a
+/// tagged click id of any kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Version {
+    V1,
+    V2,
+}
+
+impl Version {
+    fn tag(self) -> &'static [u8] {
+        match self {
+            Version::V1 => b"\0v1\0",
+            Version::V2 => b"\0v2\0",
+        }
+    }
 }
 
 /// `channel` recomputes the channel from source, medium and campaign, so a
@@ -87,7 +197,11 @@ pub fn decode_touch(
     value: &str,
     channel: impl Fn(Option<&str>, Option<&str>, Option<&str>) -> &'static str,
 ) -> Verified<StoredTouch> {
-    let Some(rest) = value.strip_prefix("v1.") else {
+    let (version, rest) = if let Some(rest) = value.strip_prefix("v2.") {
+        (Version::V2, rest)
+    } else if let Some(rest) = value.strip_prefix("v1.") {
+        (Version::V1, rest)
+    } else {
         return Verified::Invalid;
     };
     let Some((payload_b64, mac_b64)) = rest.split_once('.') else {
@@ -100,11 +214,13 @@ pub fn decode_touch(
     let (Ok(payload), Ok(given)) = (B64.decode(payload_b64), B64.decode(mac_b64)) else {
         return Verified::Invalid;
     };
-    let verified_with_current = verify(keys, name, &payload, &given);
-    if !verified_with_current && !previous.is_some_and(|p| verify(p, name, &payload, &given)) {
+    let verified_with_current = verify(keys, name, version, &payload, &given);
+    if !verified_with_current
+        && !previous.is_some_and(|p| verify(p, name, version, &payload, &given))
+    {
         return Verified::Invalid;
     }
-    let Some(stored) = parse_payload(&payload, channel) else {
+    let Some(stored) = parse_payload(version, &payload, channel) else {
         return Verified::Invalid;
     };
     if verified_with_current {
@@ -114,10 +230,10 @@ pub fn decode_touch(
     }
 }
 
-fn mac(keys: &Keys, name: &str, payload: &[u8]) -> [u8; MAC_LEN] {
+fn mac(keys: &Keys, name: &str, version: Version, payload: &[u8]) -> [u8; MAC_LEN] {
     let mut data = Vec::with_capacity(name.len() + 4 + payload.len());
     data.extend_from_slice(name.as_bytes());
-    data.extend_from_slice(b"\0v1\0");
+    data.extend_from_slice(version.tag());
     data.extend_from_slice(payload);
     let full = keys.mac(&data);
     let mut out = [0u8; MAC_LEN];
@@ -125,9 +241,9 @@ fn mac(keys: &Keys, name: &str, payload: &[u8]) -> [u8; MAC_LEN] {
     out
 }
 
-fn verify(keys: &Keys, name: &str, payload: &[u8], given: &[u8]) -> bool {
+fn verify(keys: &Keys, name: &str, version: Version, payload: &[u8], given: &[u8]) -> bool {
     use subtle::ConstantTimeEq;
-    given.len() == MAC_LEN && bool::from(mac(keys, name, payload).ct_eq(given))
+    given.len() == MAC_LEN && bool::from(mac(keys, name, version, payload).ct_eq(given))
 }
 
 fn push_field(out: &mut Vec<u8>, v: Option<&str>, max: usize) {
@@ -153,29 +269,33 @@ fn truncate_utf8(s: &str, max: usize) -> &str {
 }
 
 fn parse_payload(
+    version: Version,
     mut p: &[u8],
     channel: impl Fn(Option<&str>, Option<&str>, Option<&str>) -> &'static str,
 ) -> Option<StoredTouch> {
-    let mut fields: [Option<String>; 8] = Default::default();
+    let mut fields: [Option<String>; 7] = Default::default();
     for f in fields.iter_mut() {
-        let (&len, rest) = p.split_first()?;
-        p = rest;
-        if len == 0xff {
-            continue;
-        }
-        let len = len as usize;
-        if p.len() < len {
-            return None;
-        }
-        let s = std::str::from_utf8(&p[..len]).ok()?;
-        // The payload is signed, but a value that reaches headers must be
-        // printable whatever a past version wrote.
-        if s.chars().any(char::is_control) {
-            return None;
-        }
-        *f = Some(s.to_string());
-        p = &p[len..];
+        *f = take_field(&mut p)?;
     }
+    let click = match version {
+        Version::V1 => take_field(&mut p)?.map(|value| ClickId {
+            kind: ClickKind::Fbclid,
+            value,
+        }),
+        Version::V2 => {
+            let (&tag, rest) = p.split_first()?;
+            p = rest;
+            if tag == 0xff {
+                None
+            } else {
+                let kind = ClickKind::from_tag(tag)?;
+                Some(ClickId {
+                    kind,
+                    value: take_field(&mut p)??,
+                })
+            }
+        }
+    };
     let at: [u8; 8] = p.try_into().ok()?;
     let at = OffsetDateTime::from_unix_timestamp(i64::from_le_bytes(at)).ok()?;
     let [
@@ -186,7 +306,6 @@ fn parse_payload(
         content,
         campaign_id,
         click_id_type,
-        fbclid,
     ] = fields;
     let ch = channel(source.as_deref(), medium.as_deref(), campaign.as_deref());
     let valid = source.is_some() && medium.is_some() && ch != "Unassigned";
@@ -205,8 +324,30 @@ fn parse_payload(
             },
             at,
         },
-        fbclid,
+        click,
     })
+}
+
+/// One length-prefixed field (`0xff`: absent); `None` when the payload
+/// is cut short or the field is not printable text.
+fn take_field(p: &mut &[u8]) -> Option<Option<String>> {
+    let (&len, rest) = p.split_first()?;
+    *p = rest;
+    if len == 0xff {
+        return Some(None);
+    }
+    let len = len as usize;
+    if p.len() < len {
+        return None;
+    }
+    let s = std::str::from_utf8(&p[..len]).ok()?;
+    // The payload is signed, but a value that reaches headers must be
+    // printable whatever a past version wrote.
+    if s.chars().any(char::is_control) {
+        return None;
+    }
+    *p = &p[len..];
+    Some(Some(s.to_string()))
 }
 
 #[cfg(test)]
@@ -235,7 +376,7 @@ mod tests {
                 },
                 at: OffsetDateTime::from_unix_timestamp(1_764_316_800).unwrap(),
             },
-            fbclid: None,
+            click: None,
         }
     }
 
@@ -298,9 +439,65 @@ mod tests {
         ] {
             *f = Some(long.clone());
         }
-        s.fbclid = Some("x".repeat(500));
+        s.click = ClickId::new(ClickKind::Gclid, &"x".repeat(CLICK_ID_MAX));
+        assert!(s.click.is_some());
         let v = encode_touch(&Keys::derive(b"0123456789abcdef"), FIRST_TOUCH, &s);
         assert!(v.len() + FIRST_TOUCH.len() < 1024, "{}", v.len());
+    }
+
+    #[test]
+    fn click_ids_round_trip_with_the_time_of_the_click() {
+        let k = Keys::derive(b"0123456789abcdef");
+        for kind in ClickKind::ALL {
+            let mut s = sample();
+            s.click = ClickId::new(kind, "Cj0KCQiA-abc_123");
+            let v = encode_touch(&k, LAST_TOUCH, &s);
+            let Verified::Current(back) = decode_touch(&k, None, LAST_TOUCH, &v, ch) else {
+                panic!("{kind:?}");
+            };
+            assert_eq!(back.click_of(kind), Some("Cj0KCQiA-abc_123"));
+            assert_eq!(back.touch.at, s.touch.at);
+            assert_eq!(back, s);
+        }
+        // Too long or not printable ASCII: not kept rather than altered.
+        assert_eq!(
+            ClickId::new(ClickKind::Gclid, &"x".repeat(CLICK_ID_MAX + 1)),
+            None
+        );
+        assert_eq!(ClickId::new(ClickKind::Gclid, "a b"), None);
+        assert_eq!(ClickId::new(ClickKind::Gclid, ""), None);
+    }
+
+    #[test]
+    fn v1_cookies_are_still_read() {
+        let k = Keys::derive(b"0123456789abcdef");
+        let mut payload = Vec::new();
+        for f in [
+            Some("google"),
+            Some("cpc"),
+            None,
+            None,
+            None,
+            None,
+            Some("fbclid"),
+        ] {
+            push_field(&mut payload, f, FIELD_MAX);
+        }
+        push_field(&mut payload, Some("IwAR-1"), CLICK_ID_MAX);
+        payload.extend_from_slice(&1_764_316_800i64.to_le_bytes());
+        let mac = mac(&k, LAST_TOUCH, Version::V1, &payload);
+        let v = format!("v1.{}.{}", B64.encode(&payload), B64.encode(mac));
+        let Verified::Current(back) = decode_touch(&k, None, LAST_TOUCH, &v, ch) else {
+            panic!("v1 not read");
+        };
+        assert_eq!(back.click_of(ClickKind::Fbclid), Some("IwAR-1"));
+        assert_eq!(back.touch.touch.source.as_deref(), Some("google"));
+        // The same payload under the v2 prefix does not verify.
+        let as_v2 = format!("v2.{}", &v[3..]);
+        assert_eq!(
+            decode_touch(&k, None, LAST_TOUCH, &as_v2, ch),
+            Verified::Invalid
+        );
     }
 
     #[test]

@@ -5,3 +5,4 @@ pub mod hash;
 pub mod ip;
 
 pub use hash::{Keys, Purpose};
+pub mod match_keys;

@@ -331,6 +331,31 @@ impl Ctx {
                         .dead_letter(&events, &format!("rejected: {message}"))
                         .await;
                 }
+                Err(SinkError::Partial { rejected }) => {
+                    self.failures.inc();
+                    let mut bad = vec![false; events.len()];
+                    let mut kept = true;
+                    for (i, reason) in &rejected {
+                        let Some(event) = events.get(*i) else {
+                            continue;
+                        };
+                        bad[*i] = true;
+                        kept &= self
+                            .dead_letter(
+                                std::slice::from_ref(event),
+                                &format!("rejected: {reason}"),
+                            )
+                            .await;
+                    }
+                    let now = OffsetDateTime::now_utc();
+                    let delivered = bad.iter().filter(|b| !**b).count();
+                    self.delivered.inc_by(delivered as u64);
+                    for (e, _) in events.iter().zip(&bad).filter(|(_, b)| !**b) {
+                        let age = (now - e.occurred_at()).as_seconds_f64();
+                        self.latency.observe(age.max(0.0));
+                    }
+                    return kept;
+                }
                 Err(SinkError::Retryable {
                     message,
                     retry_after,

@@ -9,13 +9,17 @@
 //! `action_source = "website"`, `event_source_url` and `user_data`.
 //!
 //! `user_data` comes only from the envelope's `AdMatch`: `em`, `ph`,
-//! `external_id` (SHA-256 hex computed at capture time from the raw value,
-//! which is never stored), `fbc` and `client_user_agent`.
-//! `client_ip_address` is never sent: touchgate keeps no raw IP.
+//! `external_id` and the form's `user_data` keys (`fn`, `ln`, `ct`, `st`,
+//! `zp`, `country`, `db`, `ge`), each SHA-256 hex computed at capture time
+//! from the normalized value, which is never stored; and `fbc`.
+//! `client_user_agent` and `client_ip_address` are sent only when the sink
+//! opts in (`send_user_agent`, `send_client_ip`): otherwise the raw user
+//! agent and IP never leave.
 //!
 //! Meta refuses a whole request when one event is invalid, so [`Sink::check`]
 //! validates each event locally first (age ≤ 7 days, not in the future, a
-//! source URL and a user agent, at least one match key, well-formed hashes).
+//! source URL, the user agent when it is sent, at least one match key,
+//! well-formed hashes).
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -64,6 +68,13 @@ pub struct MetaCapiSinkConfig {
     /// Time allowed for one request, answer included.
     #[serde(default = "default_timeout", with = "humantime_serde")]
     pub timeout: Duration,
+    /// Send `client_ip_address` (the raw client IP). Off: no raw IP leaves.
+    #[serde(default)]
+    pub send_client_ip: bool,
+    /// Send `client_user_agent`, which Meta documents as required for
+    /// website events. Off: Meta may refuse the events or match fewer.
+    #[serde(default)]
+    pub send_user_agent: bool,
     #[serde(default)]
     pub delivery: DeliveryConfig,
 }
@@ -171,8 +182,8 @@ pub struct ServerEvent {
     pub user_data: UserData,
 }
 
-/// `user_data`: hashed match keys, the click id and the user agent.
-/// `client_ip_address` does not exist here on purpose.
+/// `user_data`: hashed match keys, the click id, and the user agent and
+/// IP when the sink opts in.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct UserData {
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -181,9 +192,22 @@ pub struct UserData {
     pub ph: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub external_id: Vec<String>,
+    /// `fn`, `ln`, `ct`, `st`, `zp`, `country`, `db`, `ge`.
+    #[serde(flatten)]
+    pub customer: BTreeMap<String, Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fbc: Option<String>,
-    pub client_user_agent: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_user_agent: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_ip_address: Option<String>,
+}
+
+/// What a sink sends beyond the hashed keys.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Raw {
+    pub user_agent: bool,
+    pub client_ip: bool,
 }
 
 #[derive(Serialize)]
@@ -212,6 +236,7 @@ pub fn dedupe_id(event: &Event) -> &str {
 pub fn server_event(
     envelope: &Envelope,
     meta_name: &str,
+    raw: Raw,
     now: OffsetDateTime,
 ) -> Result<ServerEvent, String> {
     let event = &envelope.event;
@@ -241,11 +266,24 @@ pub fn server_event(
         Ok(u) if matches!(u.scheme(), "http" | "https") => {}
         _ => return Err("event_source_url is not an absolute http(s) URL".into()),
     }
-    let user_agent = m
-        .client_user_agent
-        .as_deref()
-        .filter(|ua| !ua.trim().is_empty())
-        .ok_or("no client_user_agent: Meta requires it for website events")?;
+    let user_agent = if raw.user_agent {
+        let ua = m
+            .client_user_agent
+            .as_deref()
+            .filter(|ua| !ua.trim().is_empty())
+            .ok_or("no client_user_agent: Meta requires it for website events")?;
+        Some(ua.to_string())
+    } else {
+        None
+    };
+    let client_ip_address = if raw.client_ip {
+        m.client_ip
+            .as_deref()
+            .filter(|ip| ip.parse::<std::net::IpAddr>().is_ok())
+            .map(str::to_string)
+    } else {
+        None
+    };
     let hashed = |key: &str, v: &Option<String>| -> Result<Vec<String>, String> {
         match v {
             None => Ok(Vec::new()),
@@ -263,6 +301,13 @@ pub fn server_event(
     {
         return Err("fbc is not of the form fb.1.<milliseconds>.<fbclid>".into());
     }
+    let mut customer = BTreeMap::new();
+    for (key, h) in &m.user_data {
+        if !crate::identity::match_keys::META_KEYS.contains(&key.as_str()) {
+            continue;
+        }
+        customer.insert(key.clone(), hashed(key, &Some(h.clone()))?);
+    }
     if em.is_empty() && ph.is_empty() && external_id.is_empty() && m.fbc.is_none() {
         return Err("no customer information to match on (em, ph, external_id or fbc)".into());
     }
@@ -276,8 +321,10 @@ pub fn server_event(
             em,
             ph,
             external_id,
+            customer,
             fbc: m.fbc.clone(),
-            client_user_agent: user_agent.to_string(),
+            client_user_agent: user_agent,
+            client_ip_address,
         },
     })
 }
@@ -389,6 +436,7 @@ pub struct MetaCapiSink {
     access_token: String,
     events: BTreeMap<String, String>,
     test_event_code: Option<String>,
+    raw: Raw,
     client: HttpClient,
 }
 
@@ -419,6 +467,10 @@ impl MetaCapiSink {
             access_token,
             events: cfg.events.clone(),
             test_event_code: cfg.test_event_code.clone(),
+            raw: Raw {
+                user_agent: cfg.send_user_agent,
+                client_ip: cfg.send_client_ip,
+            },
             client: HttpClient::new(cfg.timeout)
                 .map_err(|e| SinkBuildError::Client(format!("TLS setup: {e}")))?,
         })
@@ -455,7 +507,7 @@ impl Sink for MetaCapiSink {
         let name = self
             .meta_name(&envelope.event)
             .ok_or("event name not mapped in meta_capi events")?;
-        server_event(envelope, name, OffsetDateTime::now_utc()).map(|_| ())
+        server_event(envelope, name, self.raw, OffsetDateTime::now_utc()).map(|_| ())
     }
 
     async fn send(&self, batch: &[Envelope]) -> Result<(), SinkError> {
@@ -468,7 +520,7 @@ impl Sink for MetaCapiSink {
             else {
                 continue;
             };
-            match server_event(envelope, name, now) {
+            match server_event(envelope, name, self.raw, now) {
                 Ok(e) => data.push(e),
                 // `check` passed when the event was queued; what fails now is
                 // age (a long outage). Sending it would make Meta refuse the
@@ -503,6 +555,10 @@ mod tests {
     use time::macros::datetime;
 
     const NOW: OffsetDateTime = datetime!(2026-11-29 10:00:00 UTC);
+    const UA: Raw = Raw {
+        user_agent: true,
+        client_ip: false,
+    };
 
     fn envelope(at: OffsetDateTime) -> Envelope {
         let mut e = Event::new(
@@ -527,7 +583,7 @@ mod tests {
 
     #[test]
     fn builds_the_documented_event() {
-        let e = server_event(&envelope(NOW), "Lead", NOW).unwrap();
+        let e = server_event(&envelope(NOW), "Lead", UA, NOW).unwrap();
         assert_eq!(e.event_name, "Lead");
         assert_eq!(e.event_time, NOW.unix_timestamp());
         assert_eq!(e.event_id, "c-42");
@@ -536,28 +592,58 @@ mod tests {
         assert_eq!(v["user_data"]["em"][0], "a".repeat(64));
         assert!(v["user_data"].get("ph").is_none());
         assert!(v["user_data"].get("client_ip_address").is_none());
+        assert_eq!(v["user_data"]["client_user_agent"], "Mozilla/5.0");
+    }
+
+    #[test]
+    fn user_agent_and_ip_leave_only_when_opted_in() {
+        let mut env = envelope(NOW);
+        let m = env.ad_match.as_mut().unwrap();
+        m.client_ip = Some("203.0.113.7".into());
+        m.user_data.insert("fn".into(), "b".repeat(64));
+        m.user_data.insert("zp".into(), "c".repeat(64));
+        let off = server_event(&env, "Lead", Raw::default(), NOW).unwrap();
+        let v = serde_json::to_value(&off).unwrap();
+        assert!(v["user_data"].get("client_user_agent").is_none());
+        assert!(v["user_data"].get("client_ip_address").is_none());
+        assert_eq!(v["user_data"]["fn"][0], "b".repeat(64));
+        assert_eq!(v["user_data"]["zp"][0], "c".repeat(64));
+        let both = Raw {
+            user_agent: true,
+            client_ip: true,
+        };
+        let v = serde_json::to_value(server_event(&env, "Lead", both, NOW).unwrap()).unwrap();
+        assert_eq!(v["user_data"]["client_ip_address"], "203.0.113.7");
+        assert_eq!(v["user_data"]["client_user_agent"], "Mozilla/5.0");
+        // A customer key that is not a digest is refused, never sent.
+        env.ad_match
+            .as_mut()
+            .unwrap()
+            .user_data
+            .insert("ln".into(), "smith".into());
+        assert!(server_event(&env, "Lead", both, NOW).is_err());
     }
 
     #[test]
     fn event_id_falls_back_without_cid() {
         let mut env = envelope(NOW);
         env.event.client.context = Some(serde_json::json!({"exp": 1}));
-        assert_eq!(server_event(&env, "Lead", NOW).unwrap().event_id, "e1");
+        assert_eq!(server_event(&env, "Lead", UA, NOW).unwrap().event_id, "e1");
         env.event.client.context = None;
         assert_eq!(dedupe_id(&env.event), "e1");
     }
 
     #[test]
     fn refuses_what_meta_would_refuse() {
-        let old = server_event(&envelope(NOW - time::Duration::days(7)), "Lead", NOW);
+        let old = server_event(&envelope(NOW - time::Duration::days(7)), "Lead", UA, NOW);
         assert!(old.unwrap_err().contains("7 days"));
-        let future = server_event(&envelope(NOW + time::Duration::hours(1)), "Lead", NOW);
+        let future = server_event(&envelope(NOW + time::Duration::hours(1)), "Lead", UA, NOW);
         assert!(future.unwrap_err().contains("future"));
 
         let mut env = envelope(NOW);
         env.ad_match.as_mut().unwrap().client_user_agent = None;
         assert!(
-            server_event(&env, "Lead", NOW)
+            server_event(&env, "Lead", UA, NOW)
                 .unwrap_err()
                 .contains("client_user_agent")
         );
@@ -565,7 +651,7 @@ mod tests {
         let mut env = envelope(NOW);
         env.ad_match.as_mut().unwrap().em = Some("someone@example.com".into());
         assert!(
-            server_event(&env, "Lead", NOW)
+            server_event(&env, "Lead", UA, NOW)
                 .unwrap_err()
                 .contains("SHA-256")
         );
@@ -575,18 +661,18 @@ mod tests {
         m.em = None;
         m.fbc = None;
         assert!(
-            server_event(&env, "Lead", NOW)
+            server_event(&env, "Lead", UA, NOW)
                 .unwrap_err()
                 .contains("customer information")
         );
 
         let mut env = envelope(NOW);
         env.ad_match.as_mut().unwrap().event_source_url = Some("/signup".into());
-        assert!(server_event(&env, "Lead", NOW).is_err());
+        assert!(server_event(&env, "Lead", UA, NOW).is_err());
 
         let mut env = envelope(NOW);
         env.ad_match = None;
-        assert!(server_event(&env, "Lead", NOW).is_err());
+        assert!(server_event(&env, "Lead", UA, NOW).is_err());
     }
 
     #[test]

@@ -14,6 +14,7 @@ mod ad_platform;
 pub mod delivery;
 pub mod file;
 pub mod ga4_mp;
+pub mod google_ads;
 pub mod http;
 mod http_client;
 pub mod kafka;
@@ -30,6 +31,7 @@ pub enum SinkConfig {
     Postgres(postgres::PostgresSinkConfig),
     MetaCapi(meta_capi::MetaCapiSinkConfig),
     Ga4Mp(ga4_mp::Ga4MpSinkConfig),
+    GoogleAds(google_ads::GoogleAdsSinkConfig),
 }
 
 impl SinkConfig {
@@ -41,6 +43,7 @@ impl SinkConfig {
             SinkConfig::Postgres(_) => "postgres",
             SinkConfig::MetaCapi(_) => "meta_capi",
             SinkConfig::Ga4Mp(_) => "ga4_mp",
+            SinkConfig::GoogleAds(_) => "google_ads",
         }
     }
 
@@ -52,6 +55,7 @@ impl SinkConfig {
             SinkConfig::Postgres(c) => c.name.as_deref(),
             SinkConfig::MetaCapi(c) => c.name.as_deref(),
             SinkConfig::Ga4Mp(c) => c.name.as_deref(),
+            SinkConfig::GoogleAds(c) => c.name.as_deref(),
         }
     }
 
@@ -63,12 +67,22 @@ impl SinkConfig {
             SinkConfig::Postgres(c) => &c.delivery,
             SinkConfig::MetaCapi(c) => &c.delivery,
             SinkConfig::Ga4Mp(c) => &c.delivery,
+            SinkConfig::GoogleAds(c) => &c.delivery,
         }
     }
 
     /// Ad-platform sinks receive the SHA-256 match keys and need ads consent.
     pub fn is_ad_platform(&self) -> bool {
-        matches!(self, SinkConfig::MetaCapi(_) | SinkConfig::Ga4Mp(_))
+        matches!(
+            self,
+            SinkConfig::MetaCapi(_) | SinkConfig::Ga4Mp(_) | SinkConfig::GoogleAds(_)
+        )
+    }
+
+    /// A Meta sink that opted in to `client_ip_address` (`send_client_ip`):
+    /// only then is the raw client IP kept, for the ad-platform sinks alone.
+    pub fn sends_client_ip(&self) -> bool {
+        matches!(self, SinkConfig::MetaCapi(c) if c.send_client_ip)
     }
 
     /// Problems as `(key, message)`, key relative to the sink table.
@@ -80,6 +94,7 @@ impl SinkConfig {
             SinkConfig::Postgres(c) => c.validate(env),
             SinkConfig::MetaCapi(c) => c.validate(env),
             SinkConfig::Ga4Mp(c) => c.validate(env),
+            SinkConfig::GoogleAds(c) => c.validate(env),
         }
     }
 }
@@ -135,6 +150,11 @@ pub fn build(
         ),
         SinkConfig::Ga4Mp(c) => Arc::new(
             ga4_mp::Ga4MpSink::new(c, env, keys)
+                .map_err(|e| text(&e))?
+                .named(name),
+        ),
+        SinkConfig::GoogleAds(c) => Arc::new(
+            google_ads::GoogleAdsSink::new(c, env)
                 .map_err(|e| text(&e))?
                 .named(name),
         ),
@@ -201,6 +221,11 @@ pub enum SinkError {
     /// events go to the dead-letter file.
     #[error("rejected: {message}")]
     Rejected { message: String },
+    /// The sink took the batch but refused some of its events (Google's
+    /// `partialFailure`): those, by index in the batch with the sink's
+    /// reason, go to the dead-letter file; the others are delivered.
+    #[error("{} of the batch rejected", rejected.len())]
+    Partial { rejected: Vec<(usize, String)> },
 }
 
 /// Why a sink could not be built from its config.

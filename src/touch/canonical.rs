@@ -8,11 +8,23 @@ use super::host;
 use super::normalize::decode;
 use super::params::is_campaign_key;
 
+/// Click ids whose values identify one ad click and go only to the ad
+/// platform that issued them.
+pub const AD_CLICK_KEYS: [&str; 4] = ["gclid", "gbraid", "wbraid", "fbclid"];
+
+/// A parameter the canonical URL keeps.
+fn kept(key: &str) -> bool {
+    is_campaign_key(key) && !AD_CLICK_KEYS.contains(&key)
+}
+
 /// Lowercase scheme and host, no default port (80 for http, 443 for https),
 /// no fragment, path as given (`/` when empty), and of the query only the
 /// campaign parameters (`utm_*` and click ids), sorted by key then value and
 /// re-encoded with `application/x-www-form-urlencoded`. Values are kept raw
-/// (decoded, then encoded again), not normalized.
+/// (decoded, then encoded again), not normalized. The click ids that ad
+/// platforms take back ([`AD_CLICK_KEYS`]) are left out: their values reach
+/// only the ad-platform sinks, never an event (`click_id_type` says which
+/// one was there).
 pub fn canonical_url(scheme: &str, host: &str, path: &str, query: Option<&str>) -> String {
     let scheme = scheme.trim();
     let (name, port) = host::split_port(host.trim());
@@ -88,7 +100,7 @@ fn push_campaign_query(out: &mut String, query: &str) {
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
         let key = decode(key);
-        if is_campaign_key(&key) {
+        if kept(&key) {
             pairs.push((key, decode(value)));
         }
     }
@@ -138,7 +150,7 @@ mod tests {
             let query = query.split('#').next().unwrap_or_default();
             let mut pairs: Vec<(Cow<'_, str>, Cow<'_, str>)> =
                 form_urlencoded::parse(query.as_bytes())
-                    .filter(|(k, _)| is_campaign_key(k))
+                    .filter(|(k, _)| kept(k))
                     .collect();
             pairs.sort();
             form_urlencoded::Serializer::new(String::new())
@@ -179,6 +191,17 @@ mod tests {
                 reference(scheme, host, path, query)
             );
         }
+    }
+
+    #[test]
+    fn ad_click_ids_are_left_out() {
+        let url = canonical_url(
+            "https",
+            "shop.example",
+            "/",
+            Some("gclid=Cj0&utm_source=g&gbraid=b&wbraid=w&fbclid=IwAR&msclkid=m"),
+        );
+        assert_eq!(url, "https://shop.example/?msclkid=m&utm_source=g");
     }
 
     proptest! {

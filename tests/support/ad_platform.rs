@@ -3,6 +3,8 @@
 //! test's `validate` function (a request that fails it is answered 400 and
 //! its problems kept, as the real platform would refuse it), and otherwise
 //! answers with the next queued answer or the default one.
+// Each suite that includes this file uses a part of it.
+#![allow(dead_code)]
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -21,12 +23,22 @@ pub struct Recorded {
     /// Path and query, e.g. `/mp/collect?measurement_id=G-1&api_secret=s`.
     pub target: String,
     pub content_type: Option<String>,
+    /// Every header, names lowercase, in order.
+    pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
 }
 
 impl Recorded {
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).unwrap()
+    }
+
+    /// The first value of header `name` (lowercase).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -105,6 +117,16 @@ impl FakePlatform {
                                     .get("content-type")
                                     .and_then(|v| v.to_str().ok())
                                     .map(str::to_string),
+                                headers: parts
+                                    .headers
+                                    .iter()
+                                    .map(|(k, v)| {
+                                        (
+                                            k.as_str().to_string(),
+                                            String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                                        )
+                                    })
+                                    .collect(),
                                 body,
                             };
                             let problems = validate(&recorded);
