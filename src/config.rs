@@ -342,6 +342,13 @@ pub struct ChecksConfig {
     pub valid_share_min: f64,
     /// Alert when client beacons / server events falls below this.
     pub parity_min: f64,
+    /// A day whose denominator (landings, conversions, server events) has
+    /// fewer events than this is "insufficient data" for that check.
+    pub min_events: u64,
+    /// How sure a check must be that a share is past its threshold (Wilson
+    /// bound) or that a jump is real (two-proportion test): 0.5..1, where
+    /// 0.5 compares the bare shares.
+    pub confidence: f64,
 }
 
 impl Default for ChecksConfig {
@@ -351,6 +358,8 @@ impl Default for ChecksConfig {
             direct_jump_pp: 10.0,
             valid_share_min: 0.8,
             parity_min: 0.8,
+            min_events: 100,
+            confidence: 0.99,
         }
     }
 }
@@ -702,6 +711,12 @@ impl Config {
             if !(0.0..=1.0).contains(&v) {
                 bad(name.into(), "must be between 0 and 1".into());
             }
+        }
+        if !(0.5..1.0).contains(&self.checks.confidence) {
+            bad(
+                "checks.confidence".into(),
+                "must be at least 0.5 and below 1".into(),
+            );
         }
         for (i, form) in self.form.iter().enumerate() {
             let f = &form.rule;
