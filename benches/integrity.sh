@@ -20,6 +20,8 @@ if ! [[ "$JOURNEYS" =~ ^[0-9]+$ ]] || [ "$JOURNEYS" -lt 7 ] || [ "$JOURNEYS" -gt
   exit 2
 fi
 target=${CARGO_TARGET_DIR:-$PWD/target}
+# The tree the binary and the harness are built from, taken before the build.
+tree="$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src benches Cargo.toml Cargo.lock || echo ' (with uncommitted changes)')"
 work=$(mktemp -d)
 demo_pid=
 cleanup() {
@@ -77,7 +79,7 @@ cat "$work/table.md"
   echo "## Run"
   echo
   echo "- command: \`JOURNEYS=$JOURNEYS SEED=$SEED bash benches/integrity.sh\`"
-  echo "- tree: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src benches || echo ' (with uncommitted changes)')"
+  echo "- tree: $tree"
   echo "- machine: $(nproc) cores, $(uname -sm), $(/usr/bin/chromium --version 2>/dev/null || echo Chromium), Node.js $(node --version)"
   echo "- date: $(date -u +%Y-%m-%d)"
 } >"$OUT"

@@ -741,6 +741,35 @@ fn garbage_or_too_many_malformed_lines_exit_2_naming_the_first_bad_lines() {
 }
 
 #[test]
+fn a_line_without_the_fields_no_check_reads_is_still_an_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut lean: serde_json::Value =
+        serde_json::from_str(jsonl(&landings(0, "Email", 1)).trim()).unwrap();
+    for unread in [
+        "schema",
+        "event_id",
+        "client",
+        "page",
+        "session_id",
+        "consent",
+    ] {
+        lean.as_object_mut().unwrap().remove(unread);
+    }
+    let mut no_time = lean.clone();
+    no_time.as_object_mut().unwrap().remove("occurred_at");
+    let path = dir.path().join("lean.jsonl");
+    std::fs::write(&path, format!("{lean}\n{no_time}\n")).unwrap();
+    let r = report::build(&[path], &bare()).unwrap();
+    assert_eq!((r.input.events, r.input.malformed), (1, 1), "{:?}", r.input);
+    assert_eq!(r.days[0].channels["Email"], 1);
+    assert!(
+        r.input.malformed_samples[0].error.contains("occurred_at"),
+        "{:?}",
+        r.input.malformed_samples
+    );
+}
+
+#[test]
 fn the_input_gate_counts_lines_not_files() {
     let input = |lines: u64, malformed: u64| report::read::InputSummary {
         lines,
