@@ -680,6 +680,8 @@ fn report_binary(path: &Path, args: &[&str]) -> (Option<i32>, String, String) {
         .arg("--events")
         .arg(path)
         .args(args)
+        // config/touchgate.toml names the secret; report reads only [checks].
+        .env("TOUCHGATE_SECRET", "report-tests-secret-of-at-least-32-bytes")
         .output()
         .unwrap();
     (
@@ -767,6 +769,37 @@ fn a_line_without_the_fields_no_check_reads_is_still_an_event() {
         "{:?}",
         r.input.malformed_samples
     );
+}
+
+#[test]
+fn checks_keys_come_from_the_config_and_a_bad_confidence_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events.jsonl");
+    // 15 of 20 landings direct: an alert on bare shares, too few for 100.
+    let mut small = landings(0, "Direct", 15);
+    small.extend(landings(0, "Email", 5));
+    std::fs::write(&events, jsonl(&small)).unwrap();
+    let base = std::fs::read_to_string(repo("config/touchgate.toml")).unwrap();
+    let config = repo("config/touchgate.toml");
+    let (code, stdout, stderr) = report_binary(&events, &["--config", config.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("status: INSUFFICIENT DATA"), "{stdout}");
+    for (confidence, min_events, want) in [
+        ("0.5", "0", Some(1)),
+        ("1.0", "100", Some(2)),
+        ("0.4", "100", Some(2)),
+    ] {
+        let cfg = dir.path().join("touchgate.toml");
+        let text = base
+            .replace("confidence = 0.99", &format!("confidence = {confidence}"))
+            .replace("min_events = 100", &format!("min_events = {min_events}"));
+        std::fs::write(&cfg, text).unwrap();
+        let (code, stdout, stderr) = report_binary(&events, &["--config", cfg.to_str().unwrap()]);
+        assert_eq!(code, want, "confidence {confidence}: {stdout}{stderr}");
+        if want == Some(2) {
+            assert!(stderr.contains("checks.confidence"), "{stderr}");
+        }
+    }
 }
 
 #[test]
