@@ -681,7 +681,10 @@ fn report_binary(path: &Path, args: &[&str]) -> (Option<i32>, String, String) {
         .arg(path)
         .args(args)
         // config/touchgate.toml names the secret; report reads only [checks].
-        .env("TOUCHGATE_SECRET", "report-tests-secret-of-at-least-32-bytes")
+        .env(
+            "TOUCHGATE_SECRET",
+            "report-tests-secret-of-at-least-32-bytes",
+        )
         .output()
         .unwrap();
     (
