@@ -475,6 +475,13 @@ pub struct ChecksConfig {
     pub valid_share_min: f64,
     /// Alert when client beacons / server events falls below this.
     pub parity_min: f64,
+    /// A day whose denominator (landings, conversions, server events) has
+    /// fewer events than this is "insufficient data" for that check.
+    pub min_events: u64,
+    /// How sure a check must be that a share is past its threshold (Wilson
+    /// bound) or that a jump is real (two-proportion test): 0.5..1, where
+    /// 0.5 compares the bare shares.
+    pub confidence: f64,
 }
 
 impl Default for ChecksConfig {
@@ -484,6 +491,8 @@ impl Default for ChecksConfig {
             direct_jump_pp: 10.0,
             valid_share_min: 0.8,
             parity_min: 0.8,
+            min_events: 100,
+            confidence: 0.99,
         }
     }
 }
@@ -498,6 +507,9 @@ impl ChecksConfig {
             if !(0.0..=1.0).contains(&v) {
                 out.bad(name, "must be between 0 and 1");
             }
+        }
+        if !(0.5..1.0).contains(&self.confidence) {
+            out.bad("checks.confidence", "must be at least 0.5 and below 1");
         }
     }
 }

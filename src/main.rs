@@ -123,7 +123,8 @@ enum Command {
     /// The operational checks over event files.
     #[command(
         after_help = "Exit status: 0 when no check is in alert; 1 when one is; 2 on input \
-                      it cannot use (no event file, a path it cannot read, an invalid \
+                      it cannot use (no event file, a path it cannot read, no event in the \
+                      files or more malformed lines than --max-malformed, an invalid \
                       --config) or an --out file it cannot write."
     )]
     Report {
@@ -138,6 +139,10 @@ enum Command {
         /// Write here instead of stdout.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Fail (exit 2, naming the first bad lines) when more than this
+        /// share of lines is malformed: a fraction (0.01) or a percentage (1%).
+        #[arg(long, value_parser = touchgate::cli::report::parse_share, default_value = "1%")]
+        max_malformed: f64,
     },
 }
 
@@ -337,6 +342,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             config,
             format,
             out,
+            max_malformed,
         } => {
             let checks = match config {
                 Some(path) => match load(&path) {
@@ -350,6 +356,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 format,
                 out,
                 checks,
+                max_malformed,
             };
             match touchgate::cli::report::run(&args) {
                 Ok(outcome) if outcome.alert => Ok(ExitCode::from(1)),

@@ -160,6 +160,17 @@ fn dry_run_shows_the_upstream_request_and_the_events() {
     // A malformed request: exit 2.
     let (code, _, err) = audit(&["--request", "-"], Some(b"NOT HTTP\r\n\r\n"));
     assert_eq!(code, 2, "{err}");
+    // Empty input, and a body that does not match its Content-Length.
+    let (code, _, err) = audit(&["--request", "-"], Some(b"\n"));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("empty input"), "{err}");
+    let cut = b"POST /signup HTTP/1.1\r\nHost: shop.example\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 40\r\n\r\nemail=a%40example.com";
+    let (code, _, err) = audit(&["--request", "-"], Some(cut));
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("the body is 21 bytes but Content-Length says 40"),
+        "{err}"
+    );
 }
 
 /// `audit --request -` over another config than [`CONFIG`], the app

@@ -174,6 +174,7 @@ fn the_snippet_adds_the_context_to_the_form_and_its_cid_matches_the_beacon() {
             "email": "katherine@example.com",
             "plan": "pro",
             "javascript": true,
+            "layoutShift": true,
         }),
     );
     assert_eq!(seen["snippetLoaded"], true, "{seen:#}");
@@ -195,6 +196,25 @@ fn the_snippet_adds_the_context_to_the_form_and_its_cid_matches_the_beacon() {
     .unwrap();
     let cid = ctx["cid"].as_str().unwrap().to_string();
     assert!(!cid.is_empty());
+    // The page experience, as Chromium measured it until the submit.
+    let ux = &ctx["ux"];
+    for ms in ["ttfb", "dcl", "load", "fcp", "lcp"] {
+        assert!(ux[ms].as_f64().is_some_and(|v| v >= 0.0), "{ms}: {ux}");
+    }
+    let scroll = ux["scroll"].as_f64().unwrap_or(-1.0);
+    assert!((1.0..=100.0).contains(&scroll), "scroll depth: {ux}");
+    assert!(
+        ux["cls"].as_f64().is_some_and(|c| c > 0.0),
+        "a banner pushed the form down: CLS > 0: {ux}"
+    );
+    // INP is the slowest interaction of at least 16 ms (Event Timing's
+    // floor); headless clicks are often quicker, and then there is none.
+    if let Some(inp) = ux.get("inp") {
+        assert!(inp.as_f64().is_some_and(|v| v >= 16.0), "{ux}");
+    }
+    // The snippet ships under 1 KiB gzipped.
+    let gz = seen["snippetGzipBytes"].as_u64().expect("served gzipped");
+    assert!(gz < 1024, "{gz} bytes gzipped");
 
     // The beacon, as the browser sent it.
     let beacons = seen["beacons"].as_array().unwrap();
@@ -216,6 +236,10 @@ fn the_snippet_adds_the_context_to_the_form_and_its_cid_matches_the_beacon() {
         conversion["client"]["context"]["cid"],
         json!(cid),
         "{conversion:#}"
+    );
+    assert_eq!(
+        conversion["client"]["context"]["ux"], ctx["ux"],
+        "every metric is kept: {conversion:#}"
     );
     assert_eq!(conversion["last_touch"]["channel"], "Email");
     let beacon = by_name(&events, "signup_submitted", "beacon")[0];

@@ -184,7 +184,8 @@ fn audit_exits_0_2_on_an_invalid_config_or_request_and_1_on_an_unreadable_file()
 fn report_exits_0_1_on_an_alert_and_2_on_unusable_input() {
     let dir = tempfile::tempdir().unwrap();
     let healthy = landings(dir.path(), "organic.jsonl", "Organic Search", 20);
-    let direct = landings(dir.path(), "direct.jsonl", "Direct", 20);
+    // Enough landings for [checks] min_events (100): 20 would be insufficient data.
+    let direct = landings(dir.path(), "direct.jsonl", "Direct", 200);
     assert_eq!(code(&["report", "--events", &healthy]), 0);
     assert_eq!(code(&["report", "--events", &direct]), 1);
     let out = dir.path().join("report.html").display().to_string();
@@ -316,7 +317,8 @@ fn a_closed_stdout_ends_each_command_quietly_with_0() {
     let dir = tempfile::tempdir().unwrap();
     let default = repo("config/touchgate.toml");
     let deployment = std::fs::read(repo("tests/fixtures/inject/deployment.yaml")).unwrap();
-    let direct = landings(dir.path(), "direct.jsonl", "Direct", 20);
+    // Enough landings for [checks] min_events (100): 20 would be insufficient data.
+    let direct = landings(dir.path(), "direct.jsonl", "Direct", 200);
     let request = b"GET /?utm_source=google HTTP/1.1\r\nHost: shop.example\r\n\r\n";
     let cases: [(&[&str], &[u8]); 7] = [
         (&["audit", "--config", &default], b""),

@@ -83,6 +83,29 @@ async fn auth_is_required() {
 }
 
 #[tokio::test]
+async fn an_empty_or_all_bad_batch_is_an_error_naming_the_lines() {
+    let (_up, tg, _d) = site().await;
+    for empty in ["", "\n  \n", "[]"] {
+        let (p, body) = send(
+            "POST",
+            &format!("http://{}/v1/events", tg.admin_addr),
+            &[("authorization", "Bearer ingest-token")],
+            empty.to_string(),
+        )
+        .await;
+        assert_eq!(p.status, 400, "{empty:?}");
+        assert!(String::from_utf8_lossy(&body).contains("no event in the body"));
+    }
+    let (status, results) =
+        ingest(&tg, Some("ingest-token"), "not json\n{\"event_name\": 1}").await;
+    assert_eq!(status, 422);
+    assert_eq!(results.len(), 2);
+    assert!(results.iter().all(|r| r["status"] == "rejected"));
+    assert_eq!(results[1]["line"], 2);
+    assert!(results[0]["error"].as_str().unwrap().contains("not JSON"));
+}
+
+#[tokio::test]
 async fn mixed_lines_duplicates_and_hashing_like_forms() {
     let (_up, tg, dir) = site().await;
     // The first two lines are one UTC day (16:30Z), so one natural key.

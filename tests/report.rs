@@ -13,7 +13,7 @@ use flate2::write::GzEncoder;
 use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
 
-use touchgate::cli::report::checks::Check;
+use touchgate::cli::report::checks::{Check, Status};
 use touchgate::cli::report::{self, ReportArgs, ReportFormat};
 use touchgate::config::ChecksConfig;
 use touchgate::event::{Event, Origin, Touch, TouchAt};
@@ -99,9 +99,22 @@ fn only(f: impl FnOnce(&mut ChecksConfig)) -> ChecksConfig {
         direct_jump_pp: 100.0,
         valid_share_min: 0.0,
         parity_min: 0.0,
+        // The bare shares on any day: these tests are about the thresholds.
+        min_events: 0,
+        confidence: 0.5,
     };
     f(&mut c);
     c
+}
+
+/// The default thresholds compared as bare shares on any day, for the
+/// tests of the output formats (whose fixtures are small days).
+fn bare() -> ChecksConfig {
+    ChecksConfig {
+        min_events: 0,
+        confidence: 0.5,
+        ..ChecksConfig::default()
+    }
 }
 
 /// Writes the events to a file in a fresh directory and reports over it.
@@ -124,6 +137,7 @@ fn run_quiet(
         format,
         out: Some(out),
         checks,
+        max_malformed: 1.0,
     })
     .unwrap()
 }
@@ -353,6 +367,214 @@ fn default_thresholds_on_healthy_traffic_are_not_in_alert() {
     assert_eq!(o.report.days[3].channels["Organic Search"], 40);
 }
 
+// ------------------------------------------------ statistics of the checks
+
+/// The default thresholds (min_events 100, confidence 0.99) with only the
+/// check under test switched on.
+fn sound(f: impl FnOnce(&mut ChecksConfig)) -> ChecksConfig {
+    let mut c = only(f);
+    c.min_events = ChecksConfig::default().min_events;
+    c.confidence = ChecksConfig::default().confidence;
+    c
+}
+
+#[test]
+fn a_share_alerts_only_with_enough_events_and_past_the_threshold_at_the_confidence() {
+    // (events, direct, status): max 50 %.
+    let table = [
+        // 75 % of 20: a handful of visits, not a signal.
+        (20, 15, Status::InsufficientData),
+        (99, 90, Status::InsufficientData),
+        // 55 % of 100: over the maximum, but within the noise of 100 events.
+        (100, 55, Status::Ok),
+        (100, 80, Status::Alert),
+        // 52 % of 10 000: a small excess on a large day is real.
+        (10_000, 5_200, Status::Alert),
+        (10_000, 5_000, Status::Ok),
+        (1_000, 530, Status::Ok),
+        (1_000, 600, Status::Alert),
+    ];
+    for (total, direct, want) in table {
+        let events = [
+            landings(0, "Direct", direct),
+            landings(0, "Email", total - direct),
+        ]
+        .concat();
+        let o = report_over(&events, sound(|c| c.direct_share_max = 0.5));
+        let day = &o.report.days[0];
+        assert_eq!(
+            day.landings.share_status, want,
+            "{direct} of {total}: {:?}",
+            day.landings
+        );
+        assert_eq!(o.alert, want == Status::Alert, "{direct} of {total}");
+        assert_eq!(day.status, want, "{direct} of {total}");
+        let bound = day.landings.share_bound.unwrap();
+        assert!(bound < day.landings.direct_share.unwrap());
+    }
+}
+
+#[test]
+fn valid_share_and_parity_alert_on_their_upper_bound() {
+    // (conversions, valid, status): min 80 %.
+    for (total, valid, want) in [
+        (20, 14, Status::InsufficientData),
+        (100, 75, Status::Ok),
+        (200, 140, Status::Alert),
+        (2_000, 1_500, Status::Alert),
+    ] {
+        let events = [
+            conversions(0, "signup_submitted", Some("Email"), true, valid),
+            conversions(0, "signup_submitted", Some("Email"), false, total - valid),
+        ]
+        .concat();
+        let o = report_over(&events, sound(|c| c.valid_share_min = 0.8));
+        let c = &o.report.days[0].conversions;
+        assert_eq!(c.valid_status, want, "{valid} of {total}: {c:?}");
+        assert_eq!(o.alert, want == Status::Alert);
+    }
+    // (server events, beacons, status): min 0.8.
+    for (server, client, want) in [
+        (30, 10, Status::InsufficientData),
+        (100, 75, Status::Ok),
+        (100, 70, Status::Alert),
+        (1_000, 770, Status::Alert),
+    ] {
+        let events = [
+            conversions(0, "signup_submitted", Some("Email"), true, server),
+            beacons(0, "signup_submitted", client),
+        ]
+        .concat();
+        let o = report_over(&events, sound(|c| c.parity_min = 0.8));
+        let p = &o.report.days[0].parity[0];
+        assert_eq!(p.status, want, "{client} / {server}: {p:?}");
+        assert_eq!(p.alert, want == Status::Alert);
+    }
+}
+
+/// Seven trailing days of `per_day` landings at 30 % direct, then a day of
+/// `today` landings of which `direct` are direct.
+fn jump_after(per_day: usize, today: usize, direct: usize) -> Vec<Event> {
+    let mut events = Vec::new();
+    for n in 0..7 {
+        events.extend(landings(n, "Direct", per_day * 3 / 10));
+        events.extend(landings(n, "Referral", per_day - per_day * 3 / 10));
+    }
+    events.extend(landings(7, "Direct", direct));
+    events.extend(landings(7, "Referral", today - direct));
+    events
+}
+
+#[test]
+fn a_jump_alerts_only_when_it_is_past_the_points_and_real() {
+    // (trailing per day, today, direct today, status): max 10 pp.
+    let table = [
+        // 20 conversions, a swing of 3 over the 30 % mean: too few to judge.
+        (20, 20, 9, Status::InsufficientData),
+        // 11 pp on 100 events against 700: past the points, but noise.
+        (100, 100, 41, Status::Ok),
+        // 12 pp on 150 events against 1 050: real.
+        (150, 150, 63, Status::Alert),
+        // 12 pp on 1 000 events: real.
+        (1_000, 1_000, 420, Status::Alert),
+        // 5 pp on 1 000 events: real, but under the allowed points.
+        (1_000, 1_000, 350, Status::Ok),
+        // A fall is not a jump.
+        (1_000, 1_000, 100, Status::Ok),
+    ];
+    for (per_day, today, direct, want) in table {
+        let o = report_over(
+            &jump_after(per_day, today, direct),
+            sound(|c| c.direct_jump_pp = 10.0),
+        );
+        let last = o.report.days.last().unwrap();
+        assert_eq!(
+            last.landings.jump_status, want,
+            "{direct} of {today} after {per_day}/day: {:?}",
+            last.landings
+        );
+        assert_eq!(o.alert, want == Status::Alert);
+        assert_eq!(last.landings.trailing_total, 7 * per_day as u64);
+    }
+    // The first day has no trailing day to be measured against.
+    let o = report_over(&jump_after(1_000, 1_000, 420), sound(|_| {}));
+    assert_eq!(
+        o.report.days[0].landings.jump_status,
+        Status::InsufficientData
+    );
+}
+
+#[test]
+fn the_trailing_share_is_pooled_over_events_not_a_mean_of_days() {
+    // Six days of 1 000 at 30 %, one day of 2 landings both direct: the
+    // mean of daily shares would be 40 %, the pooled share is 30.0 %.
+    let mut events = Vec::new();
+    for n in 0..6 {
+        events.extend(landings(n, "Direct", 300));
+        events.extend(landings(n, "Referral", 700));
+    }
+    events.extend(landings(6, "Direct", 2));
+    events.extend(landings(7, "Direct", 300));
+    events.extend(landings(7, "Referral", 700));
+    let o = report_over(&events, sound(|c| c.direct_jump_pp = 10.0));
+    let last = o.report.days.last().unwrap();
+    assert!((last.landings.trailing_mean.unwrap() - 1802.0 / 6002.0).abs() < 1e-12);
+    assert_eq!(last.landings.trailing_days, 7);
+}
+
+#[test]
+fn small_days_are_insufficient_data_in_every_format() {
+    // Every check would alert on the bare shares of these small days.
+    let mut events = Vec::new();
+    for n in 0..3 {
+        events.extend(landings(n, "Direct", 15 + 3 * n as usize));
+        events.extend(landings(n, "Email", 5));
+        events.extend(conversions(n, "signup_submitted", None, false, 10));
+        events.extend(beacons(n, "signup_submitted", 2));
+    }
+    assert!(report_over(&events, bare()).alert, "alerts on bare shares");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.jsonl");
+    std::fs::write(&path, jsonl(&events)).unwrap();
+    for format in [ReportFormat::Json, ReportFormat::Text, ReportFormat::Html] {
+        let o = run_quiet(
+            vec![path.clone()],
+            ChecksConfig::default(),
+            format,
+            dir.path(),
+        );
+        assert!(!o.alert, "{:?}", o.report.alerts);
+        assert_eq!(o.report.status, Status::InsufficientData);
+        assert_eq!(o.report.insufficient_days, 3);
+        assert!(
+            o.report
+                .days
+                .iter()
+                .all(|d| d.status == Status::InsufficientData)
+        );
+        let out = std::fs::read_to_string(dir.path().join("report.out")).unwrap();
+        match format {
+            ReportFormat::Json => {
+                let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+                assert_eq!(v["status"], "insufficient_data");
+                assert_eq!(
+                    v["days"][0]["landings"]["share_status"],
+                    "insufficient_data"
+                );
+            }
+            ReportFormat::Text => {
+                assert!(out.contains("status: INSUFFICIENT DATA"), "{out}");
+                assert!(out.contains("insufficient data"), "{out}");
+                assert!(!out.contains("status: OK"), "{out}");
+            }
+            ReportFormat::Html => {
+                assert!(out.contains("INSUFFICIENT DATA"), "{out}");
+                assert!(out.contains("<td>insufficient data</td>"), "{out}");
+            }
+        }
+    }
+}
+
 // ---------------------------------------------------------------- input
 
 #[test]
@@ -439,6 +661,7 @@ fn a_missing_path_or_no_event_file_is_an_error() {
         format: ReportFormat::Text,
         out: Some(dir.path().join("out")),
         checks: ChecksConfig::default(),
+        max_malformed: report::DEFAULT_MAX_MALFORMED,
     };
     let err = report::run(&args(dir.path().join("nope.jsonl"))).unwrap_err();
     assert!(err.to_string().contains("nope.jsonl"), "{err}");
@@ -448,6 +671,160 @@ fn a_missing_path_or_no_event_file_is_an_error() {
         report::run(&args(empty)),
         Err(report::ReportError::NoInput)
     ));
+}
+
+/// `touchgate report --events PATH ARGS…`: exit code and stderr.
+fn report_binary(path: &Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_touchgate"))
+        .arg("report")
+        .arg("--events")
+        .arg(path)
+        .args(args)
+        // config/touchgate.toml names the secret; report reads only [checks].
+        .env(
+            "TOUCHGATE_SECRET",
+            "report-tests-secret-of-at-least-32-bytes",
+        )
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn garbage_or_too_many_malformed_lines_exit_2_naming_the_first_bad_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let garbage = dir.path().join("garbage.jsonl");
+    std::fs::write(&garbage, "not json\n{\"schema\": 1}\n\nalso not\n").unwrap();
+    let (code, stdout, stderr) = report_binary(&garbage, &[]);
+    assert_eq!(code, Some(2), "{stdout}{stderr}");
+    assert!(!stdout.contains("status: OK"), "{stdout}");
+    assert!(
+        stderr.contains("none of the 3 line(s) is an event"),
+        "{stderr}"
+    );
+    for line in [1, 2, 4] {
+        assert!(
+            stderr.contains(&format!("garbage.jsonl:{line}: ")),
+            "line {line}: {stderr}"
+        );
+    }
+
+    let empty = dir.path().join("empty.jsonl");
+    std::fs::write(&empty, "\n").unwrap();
+    let (code, _, stderr) = report_binary(&empty, &[]);
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("no line in the event files"), "{stderr}");
+
+    // 2 of 100 lines malformed: past the default 1 %, within 5 %.
+    let mut text = jsonl(&landings(0, "Email", 98));
+    text.insert_str(0, "{\"cut\": \n");
+    text.push_str("[1,2]\n");
+    let some = dir.path().join("some.jsonl");
+    std::fs::write(&some, &text).unwrap();
+    let (code, _, stderr) = report_binary(&some, &[]);
+    assert_eq!(code, Some(2));
+    assert!(
+        stderr.contains("2 of 100 line(s) (2.00%) are malformed, more than --max-malformed 1.00%"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("some.jsonl:1: ") && stderr.contains("some.jsonl:100: "),
+        "{stderr}"
+    );
+    for ok in ["5%", "0.02"] {
+        let (code, stdout, stderr) = report_binary(&some, &["--max-malformed", ok]);
+        assert_eq!(code, Some(0), "--max-malformed {ok}: {stdout}{stderr}");
+        assert!(stdout.contains("2 malformed line(s)"), "{stdout}");
+    }
+    let (code, _, stderr) = report_binary(&some, &["--max-malformed", "150%"]);
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("not between 0 and 1"), "{stderr}");
+}
+
+#[test]
+fn a_line_without_the_fields_no_check_reads_is_still_an_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut lean: serde_json::Value =
+        serde_json::from_str(jsonl(&landings(0, "Email", 1)).trim()).unwrap();
+    for unread in [
+        "schema",
+        "event_id",
+        "client",
+        "page",
+        "session_id",
+        "consent",
+    ] {
+        lean.as_object_mut().unwrap().remove(unread);
+    }
+    let mut no_time = lean.clone();
+    no_time.as_object_mut().unwrap().remove("occurred_at");
+    let path = dir.path().join("lean.jsonl");
+    std::fs::write(&path, format!("{lean}\n{no_time}\n")).unwrap();
+    let r = report::build(&[path], &bare()).unwrap();
+    assert_eq!((r.input.events, r.input.malformed), (1, 1), "{:?}", r.input);
+    assert_eq!(r.days[0].channels["Email"], 1);
+    assert!(
+        r.input.malformed_samples[0].error.contains("occurred_at"),
+        "{:?}",
+        r.input.malformed_samples
+    );
+}
+
+#[test]
+fn checks_keys_come_from_the_config_and_a_bad_confidence_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events.jsonl");
+    // 15 of 20 landings direct: an alert on bare shares, too few for 100.
+    let mut small = landings(0, "Direct", 15);
+    small.extend(landings(0, "Email", 5));
+    std::fs::write(&events, jsonl(&small)).unwrap();
+    let base = std::fs::read_to_string(repo("config/touchgate.toml")).unwrap();
+    let config = repo("config/touchgate.toml");
+    let (code, stdout, stderr) = report_binary(&events, &["--config", config.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("status: INSUFFICIENT DATA"), "{stdout}");
+    for (confidence, min_events, want) in [
+        ("0.5", "0", Some(1)),
+        ("1.0", "100", Some(2)),
+        ("0.4", "100", Some(2)),
+    ] {
+        let cfg = dir.path().join("touchgate.toml");
+        let text = base
+            .replace("confidence = 0.99", &format!("confidence = {confidence}"))
+            .replace("min_events = 100", &format!("min_events = {min_events}"));
+        std::fs::write(&cfg, text).unwrap();
+        let (code, stdout, stderr) = report_binary(&events, &["--config", cfg.to_str().unwrap()]);
+        assert_eq!(code, want, "confidence {confidence}: {stdout}{stderr}");
+        if want == Some(2) {
+            assert!(stderr.contains("checks.confidence"), "{stderr}");
+        }
+    }
+}
+
+#[test]
+fn the_input_gate_counts_lines_not_files() {
+    let input = |lines: u64, malformed: u64| report::read::InputSummary {
+        lines,
+        events: lines - malformed,
+        malformed,
+        ..Default::default()
+    };
+    assert!(report::check_input(&input(100, 1), 0.01).is_ok());
+    assert!(report::check_input(&input(100, 2), 0.01).is_err());
+    assert!(report::check_input(&input(100, 0), 0.0).is_ok());
+    assert!(
+        report::check_input(&input(1, 1), 1.0).is_err(),
+        "no event at all"
+    );
+    assert!(report::check_input(&input(0, 0), 1.0).is_err());
+    assert_eq!(report::parse_share("1%"), Ok(0.01));
+    assert_eq!(report::parse_share(" 0.5 "), Ok(0.5));
+    assert!(report::parse_share("-1%").is_err());
+    assert!(report::parse_share("lots").is_err());
 }
 
 #[test]
@@ -623,12 +1000,7 @@ fn json_output_has_the_documented_fields() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("events.jsonl");
     std::fs::write(&path, jsonl(&alerting_events()) + "garbage\n").unwrap();
-    let o = run_quiet(
-        vec![path],
-        ChecksConfig::default(),
-        ReportFormat::Json,
-        dir.path(),
-    );
+    let o = run_quiet(vec![path], bare(), ReportFormat::Json, dir.path());
     assert!(o.alert);
     let text = std::fs::read_to_string(dir.path().join("report.out")).unwrap();
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
@@ -643,6 +1015,8 @@ fn json_output_has_the_documented_fields() {
         set(&[
             "schema",
             "alert",
+            "status",
+            "insufficient_days",
             "thresholds",
             "input",
             "alerts",
@@ -658,7 +1032,9 @@ fn json_output_has_the_documented_fields() {
             "direct_share_max",
             "direct_jump_pp",
             "valid_share_min",
-            "parity_min"
+            "parity_min",
+            "min_events",
+            "confidence"
         ])
     );
     assert_eq!(
@@ -681,6 +1057,7 @@ fn json_output_has_the_documented_fields() {
         set(&[
             "day",
             "alert",
+            "status",
             "events",
             "landings",
             "channels",
@@ -694,15 +1071,27 @@ fn json_output_has_the_documented_fields() {
         "total",
         "direct",
         "direct_share",
+        "share_bound",
+        "trailing_total",
+        "trailing_direct",
         "trailing_mean",
         "trailing_days",
         "jump_pp",
+        "jump_z",
+        "share_status",
+        "jump_status",
         "alert_share",
         "alert_jump",
     ];
     assert_eq!(keys(&day["landings"]), set(&direct));
     let mut conv = direct.to_vec();
-    conv.extend(["valid", "valid_share", "alert_valid"]);
+    conv.extend([
+        "valid",
+        "valid_share",
+        "valid_bound",
+        "valid_status",
+        "alert_valid",
+    ]);
     assert_eq!(keys(&day["conversions"]), set(&conv));
     assert_eq!(day["landings"]["alert_share"], true);
     assert_eq!(day["landings"]["alert_jump"], true);
@@ -720,7 +1109,15 @@ fn json_output_has_the_documented_fields() {
     );
     assert_eq!(
         keys(&day["parity"][0]),
-        set(&["event_name", "server", "client", "ratio", "alert"])
+        set(&[
+            "event_name",
+            "server",
+            "client",
+            "ratio",
+            "bound",
+            "status",
+            "alert"
+        ])
     );
     assert_eq!(
         keys(&v["parity"][0]),
@@ -771,12 +1168,7 @@ fn text_output_is_aligned_and_marks_alerts() {
     // A crafted name must not reach the terminal as an escape sequence.
     events.extend(beacons(7, "evil\u{1b}[2J", 1));
     std::fs::write(&path, jsonl(&events)).unwrap();
-    let o = run_quiet(
-        vec![path],
-        ChecksConfig::default(),
-        ReportFormat::Text,
-        dir.path(),
-    );
+    let o = run_quiet(vec![path], bare(), ReportFormat::Text, dir.path());
     assert!(o.alert);
     let text = std::fs::read_to_string(dir.path().join("report.out")).unwrap();
     assert!(!text.contains('\u{1b}'), "raw escape in the text report");
@@ -824,12 +1216,7 @@ fn html_escapes_every_string_from_the_event_files() {
     let mut bad = serde_json::to_value(&landings(0, "Direct", 1)[0]).unwrap();
     bad["origin"] = "<b>x</b>".into();
     std::fs::write(&path, jsonl(&injection_events()) + &bad.to_string() + "\n").unwrap();
-    run_quiet(
-        vec![path],
-        ChecksConfig::default(),
-        ReportFormat::Html,
-        dir.path(),
-    );
+    run_quiet(vec![path], bare(), ReportFormat::Html, dir.path());
     let html = std::fs::read_to_string(dir.path().join("report.out")).unwrap();
     assert!(!html.contains("<script"), "unescaped script tag");
     assert!(!html.contains("<img"), "unescaped img tag");
@@ -937,7 +1324,8 @@ fn html_report_renders_its_charts_in_chromium_without_console_errors() {
         events: vec![path],
         format: ReportFormat::Html,
         out: Some(html.clone()),
-        checks: ChecksConfig::default(),
+        checks: bare(),
+        max_malformed: 1.0,
     })
     .unwrap();
     assert!(o.alert);

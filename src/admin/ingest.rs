@@ -111,6 +111,13 @@ impl Ingest {
             Ok(l) => l,
             Err(msg) => return json_error(StatusCode::BAD_REQUEST, &msg),
         };
+        if lines.is_empty() {
+            // An empty upload is a broken export, not a quiet day: say so.
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                "no event in the body: send NDJSON (one object per line) or a JSON array of objects",
+            );
+        }
         if lines.len() > self.limits.max_ingest_lines {
             return json_error(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -165,6 +172,13 @@ impl Ingest {
                 }
             }
         }
+        // Nothing usable: the per-line answers, under a status a client that
+        // only checks the status cannot take for success.
+        let status = if results.iter().all(|r| r.status == "rejected") {
+            StatusCode::UNPROCESSABLE_ENTITY
+        } else {
+            StatusCode::OK
+        };
         let body = results
             .iter()
             .map(|r| serde_json::to_string(r).unwrap_or_default())
@@ -172,6 +186,7 @@ impl Ingest {
             .join("\n")
             + "\n";
         let mut r = Response::new(body::full(body));
+        *r.status_mut() = status;
         r.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/x-ndjson"),

@@ -7,9 +7,12 @@
 //!   ad-platform dedupe): a string of 1–64 characters from `[A-Za-z0-9_.:-]`.
 //! - `exp`: experiment exposures, an object of experiment id → variant, both
 //!   1–64 characters from the same set, at most [`MAX_ENTRIES`] entries.
-//! - `ux`: page timing metrics, an object of metric name → finite number in
-//!   `0..=`[`MAX_METRIC`], at most [`MAX_ENTRIES`] entries. Only the names in
-//!   [`UX_METRICS`] are kept; other metric names are dropped.
+//! - `ux`: page experience metrics, an object of metric name → finite number
+//!   in `0..=`[`MAX_METRIC`], at most [`MAX_ENTRIES`] entries. Only the names
+//!   in [`UX_METRICS`] are kept; other metric names are dropped. The snippet
+//!   sends `ttfb`, `dcl`, `load`, `fcp`, `lcp` and `inp` in milliseconds,
+//!   `cls` unitless, and `scroll`, the deepest point of the page reached, in
+//!   percent of its height.
 //!
 //! Unknown top-level keys are dropped, not rejected, so that a newer snippet
 //! talking to an older proxy still gets its known keys through. A known key
@@ -35,7 +38,9 @@ pub const MAX_ID: usize = 64;
 /// Largest accepted timing value (an hour in milliseconds).
 pub const MAX_METRIC: f64 = 3_600_000.0;
 /// The `ux` metric names kept.
-pub const UX_METRICS: &[&str] = &["ttfb", "fcp", "lcp", "cls", "inp", "fid", "dcl", "load"];
+pub const UX_METRICS: &[&str] = &[
+    "ttfb", "fcp", "lcp", "cls", "inp", "fid", "dcl", "load", "scroll",
+];
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ContextError {

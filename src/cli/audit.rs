@@ -501,6 +501,12 @@ pub fn dry_run(
     answer: AppAnswer,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<DryRun, AuditError> {
+    if raw.iter().all(u8::is_ascii_whitespace) {
+        return Err(AuditError::Malformed(
+            "empty input: give one raw HTTP/1.1 request (request line, headers, a blank line, the body)"
+                .into(),
+        ));
+    }
     let mut headers = [httparse::EMPTY_HEADER; 128];
     let mut req = httparse::Request::new(&mut headers);
     let head_len = match req.parse(raw) {
@@ -528,6 +534,23 @@ pub fn dry_run(
         builder = builder.header(h.name, h.value);
     }
     let body = Bytes::copy_from_slice(&raw[head_len..]);
+    // A body cut short or run on would be audited as some other request.
+    if let Some(h) = req
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+    {
+        let declared = std::str::from_utf8(h.value)
+            .ok()
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .ok_or_else(|| AuditError::Malformed("Content-Length is not a number".into()))?;
+        if declared != body.len() {
+            return Err(AuditError::Malformed(format!(
+                "the body is {} bytes but Content-Length says {declared}",
+                body.len()
+            )));
+        }
+    }
     let request = builder
         .body(crate::request_path::body_from(body))
         .map_err(|e| AuditError::Malformed(e.to_string()))?;

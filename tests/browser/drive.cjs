@@ -40,6 +40,18 @@ async function journey(browser, opts) {
 
   // The visitor clicks through to the form, as a visitor would.
   await Promise.all([page.waitForURL("**/signup", { waitUntil: "load" }), page.click("nav a[href='/signup']")]);
+  if (opts.layoutShift) {
+    // A late banner above the form, as ads and consent bars do: the form
+    // moves down. Before any input, so the shift counts towards CLS.
+    await page.evaluate(() => {
+      const b = document.createElement("div");
+      b.style.height = "240px";
+      b.textContent = "late banner";
+      document.body.insertBefore(b, document.body.firstChild);
+    });
+    await page.evaluate(() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r))));
+    await page.waitForTimeout(600);
+  }
   await page.fill("input[name=email]", opts.email);
   await page.selectOption("select[name=plan]", opts.plan);
   const [formRequest] = await Promise.all([
@@ -54,6 +66,7 @@ async function journey(browser, opts) {
   }
 
   const result = {
+    snippetGzipBytes: await gzipLength(opts.base + "/_tg/c.js"),
     landingStatus,
     snippetLoaded,
     documentCookie,
@@ -68,6 +81,19 @@ async function journey(browser, opts) {
   };
   await context.close();
   return result;
+}
+
+// The snippet's size on the wire, gzipped as a browser asks for it.
+function gzipLength(url) {
+  return new Promise((resolve, reject) => {
+    require("http")
+      .get(url, { headers: { "accept-encoding": "gzip" } }, (res) => {
+        let n = 0;
+        res.on("data", (c) => (n += c.length));
+        res.on("end", () => resolve(res.headers["content-encoding"] === "gzip" ? n : null));
+      })
+      .on("error", reject);
+  });
 }
 
 async function main() {

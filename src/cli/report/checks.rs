@@ -9,13 +9,14 @@ use time::{Date, Duration};
 
 use super::aggregate::{Aggregate, DayAggregate, Latency};
 use super::read::InputSummary;
+use super::stats::{two_proportion_z, wilson, z_one_sided};
 use crate::config::ChecksConfig;
 
 /// Identifies the JSON shape of the report; bumped on a breaking change.
 pub const REPORT_SCHEMA: &str = "touchgate-report/1";
 
-/// The direct-share jump is measured against the mean of the daily shares
-/// of at most this many calendar days before the day.
+/// The direct-share jump is measured against the direct share of the
+/// events of at most this many calendar days before the day.
 pub const TRAILING_DAYS: i64 = 7;
 
 /// Shares are ratios of counts, so a value exactly at a threshold can come
@@ -28,6 +29,11 @@ pub struct Report {
     pub schema: &'static str,
     /// Any check in alert on any day: `touchgate report` exits 1.
     pub alert: bool,
+    /// `alert` when any check is; `insufficient_data` when no check on any
+    /// day had `min_events` to judge by; `ok` otherwise.
+    pub status: Status,
+    /// Days on which at least one check had too few events to judge.
+    pub insufficient_days: u64,
     pub thresholds: Thresholds,
     pub input: InputSummary,
     /// Every day in alert, one entry per check (and per event name for parity).
@@ -67,6 +73,8 @@ pub struct Thresholds {
     pub direct_jump_pp: f64,
     pub valid_share_min: f64,
     pub parity_min: f64,
+    pub min_events: u64,
+    pub confidence: f64,
 }
 
 impl From<&ChecksConfig> for Thresholds {
@@ -76,7 +84,52 @@ impl From<&ChecksConfig> for Thresholds {
             direct_jump_pp: c.direct_jump_pp,
             valid_share_min: c.valid_share_min,
             parity_min: c.parity_min,
+            min_events: c.min_events,
+            confidence: c.confidence,
         }
+    }
+}
+
+/// The outcome of one check on one day.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Ok,
+    Alert,
+    /// Fewer than `min_events` in the check's denominator (or, for a jump,
+    /// no trailing day): neither OK nor in alert.
+    InsufficientData,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Alert => "ALERT",
+            Status::InsufficientData => "insufficient data",
+        }
+    }
+
+    fn of(enough: bool, alert: bool) -> Status {
+        match (enough, alert) {
+            (false, _) => Status::InsufficientData,
+            (true, true) => Status::Alert,
+            (true, false) => Status::Ok,
+        }
+    }
+
+    /// A day's (or the report's) status from its checks': any alert wins,
+    /// then any OK; only all-insufficient is insufficient.
+    fn combine(all: impl IntoIterator<Item = Status>) -> Status {
+        let mut out = Status::InsufficientData;
+        for s in all {
+            match s {
+                Status::Alert => return Status::Alert,
+                Status::Ok => out = Status::Ok,
+                Status::InsufficientData => {}
+            }
+        }
+        out
     }
 }
 
@@ -128,6 +181,8 @@ pub struct DayReport {
     pub day: String,
     /// Any check in alert on this day.
     pub alert: bool,
+    /// `alert`, else `ok` when any check had enough events, else `insufficient_data`.
+    pub status: Status,
     pub events: OriginCounts,
     pub landings: DirectShare,
     /// Landings per channel (the channel mix).
@@ -152,12 +207,23 @@ pub struct DirectShare {
     pub direct: u64,
     /// `direct / total`; null when `total` is 0.
     pub direct_share: Option<f64>,
-    /// Mean of the daily direct shares of the trailing days; null without any.
+    /// The lower Wilson bound of `direct_share` at the confidence: the share
+    /// alerts only when this is past the maximum.
+    pub share_bound: Option<f64>,
+    /// Events and direct ones over the trailing days together.
+    pub trailing_total: u64,
+    pub trailing_direct: u64,
+    /// `trailing_direct / trailing_total`; null without a trailing day.
     pub trailing_mean: Option<f64>,
     /// How many of the [`TRAILING_DAYS`] before this day had a share.
     pub trailing_days: u32,
     /// `(direct_share − trailing_mean) × 100`.
     pub jump_pp: Option<f64>,
+    /// The two-proportion z statistic of the day against the trailing days;
+    /// the jump alerts only when it is past the confidence's quantile.
+    pub jump_z: Option<f64>,
+    pub share_status: Status,
+    pub jump_status: Status,
     pub alert_share: bool,
     pub alert_jump: bool,
 }
@@ -170,6 +236,10 @@ pub struct ConversionsDay {
     pub valid: u64,
     /// `valid / total`; null when there is no conversion.
     pub valid_share: Option<f64>,
+    /// The upper Wilson bound of `valid_share`: it alerts only when this
+    /// is below the minimum.
+    pub valid_bound: Option<f64>,
+    pub valid_status: Status,
     pub alert_valid: bool,
 }
 
@@ -182,6 +252,10 @@ pub struct ParityDay {
     pub client: u64,
     /// `client / server`; null when `server` is 0.
     pub ratio: Option<f64>,
+    /// The upper Wilson bound of the ratio (beacons capped at the server
+    /// count): it alerts only when this is below the minimum.
+    pub bound: Option<f64>,
+    pub status: Status,
     pub alert: bool,
 }
 
@@ -235,38 +309,55 @@ fn pct(x: f64) -> String {
     format!("{:.1}%", x * 100.0)
 }
 
-/// The daily share of every day, and for each day the trailing mean and the
-/// two alerts, for one of the two direct shares.
+/// For each day, its direct share, the trailing window's, and the two
+/// checks, for one of the two direct shares.
 fn direct_shares(
     days: &BTreeMap<Date, DayAggregate>,
     counts: impl Fn(&DayAggregate) -> (u64, u64),
     t: &Thresholds,
+    z: f64,
 ) -> BTreeMap<Date, DirectShare> {
-    let shares: BTreeMap<Date, f64> = days
-        .iter()
-        .filter_map(|(d, a)| {
-            let (direct, total) = counts(a);
-            ratio(direct, total).map(|s| (*d, s))
-        })
-        .collect();
     days.iter()
         .map(|(d, a)| {
             let (direct, total) = counts(a);
             let share = ratio(direct, total);
             let window_start = d.saturating_sub(Duration::days(TRAILING_DAYS));
-            let trailing: Vec<f64> = shares.range(window_start..*d).map(|(_, s)| *s).collect();
-            let trailing_mean = (!trailing.is_empty())
-                .then(|| trailing.iter().sum::<f64>() / trailing.len() as f64);
+            let (mut trailing_direct, mut trailing_total, mut trailing_days) = (0, 0, 0);
+            for (_, a) in days.range(window_start..*d) {
+                let (direct, total) = counts(a);
+                if total > 0 {
+                    trailing_direct += direct;
+                    trailing_total += total;
+                    trailing_days += 1;
+                }
+            }
+            // Pooled rather than a mean of daily shares: a day of three
+            // events must not weigh as much as a day of three thousand.
+            let trailing_mean = ratio(trailing_direct, trailing_total);
             let jump_pp = share.zip(trailing_mean).map(|(s, m)| (s - m) * 100.0);
+            let jump_z = two_proportion_z(direct, total, trailing_direct, trailing_total);
+            let share_bound = wilson(direct, total, z).map(|(lo, _)| lo);
+            let enough = total > 0 && total >= t.min_events;
+            let alert_share = enough && share_bound.is_some_and(|b| b > t.direct_share_max + EPS);
+            // Only rises count, so the test is one-sided.
+            let alert_jump = enough
+                && jump_pp.is_some_and(|j| j > t.direct_jump_pp + EPS)
+                && jump_z.is_some_and(|jz| jz > z);
             let ds = DirectShare {
                 total,
                 direct,
                 direct_share: share,
+                share_bound,
+                trailing_total,
+                trailing_direct,
                 trailing_mean,
-                trailing_days: trailing.len() as u32,
+                trailing_days,
                 jump_pp,
-                alert_share: share.is_some_and(|s| s > t.direct_share_max + EPS),
-                alert_jump: jump_pp.is_some_and(|j| j > t.direct_jump_pp + EPS),
+                jump_z,
+                share_status: Status::of(enough, alert_share),
+                jump_status: Status::of(enough && trailing_total > 0, alert_jump),
+                alert_share,
+                alert_jump,
             };
             (*d, ds)
         })
@@ -276,8 +367,9 @@ fn direct_shares(
 /// Evaluates every check on every day.
 pub fn evaluate(agg: &Aggregate, input: InputSummary, checks: &ChecksConfig) -> Report {
     let t = Thresholds::from(checks);
-    let landing = direct_shares(&agg.days, |a| (a.landings_direct, a.landings), &t);
-    let conversion = direct_shares(&agg.days, |a| (a.conversions_direct, a.conversions), &t);
+    let z = z_one_sided(t.confidence);
+    let landing = direct_shares(&agg.days, |a| (a.landings_direct, a.landings), &t, z);
+    let conversion = direct_shares(&agg.days, |a| (a.conversions_direct, a.conversions), &t, z);
     // Parity is checked only for event names that have beacons somewhere in
     // the period: the snippet sends beacons only where the page asks it to,
     // and a server-only form is not a parity failure. A name whose beacons
@@ -291,12 +383,16 @@ pub fn evaluate(agg: &Aggregate, input: InputSummary, checks: &ChecksConfig) -> 
     let mut alerts = Vec::new();
     let mut days = Vec::new();
     let mut totals: BTreeMap<&str, ParityTotal> = BTreeMap::new();
+    let mut insufficient_days = 0;
+    let mut statuses_seen = Vec::new();
     for (d, a) in &agg.days {
         let day = format_day(*d);
         let l = landing[d];
         let c = conversion[d];
         let valid_share = ratio(a.conversions_valid, a.conversions);
-        let alert_valid = valid_share.is_some_and(|v| v < t.valid_share_min - EPS);
+        let valid_bound = wilson(a.conversions_valid, a.conversions, z).map(|(_, hi)| hi);
+        let valid_enough = a.conversions > 0 && a.conversions >= t.min_events;
+        let alert_valid = valid_enough && valid_bound.is_some_and(|v| v < t.valid_share_min - EPS);
         let mut push = |check: Check,
                         event_name: Option<&str>,
                         value: f64,
@@ -332,11 +428,13 @@ pub fn evaluate(agg: &Aggregate, input: InputSummary, checks: &ChecksConfig) -> 
                     s,
                     t.direct_share_max,
                     format!(
-                        "direct share of {what} {} > max {} ({} of {})",
+                        "direct share of {what} {} > max {} ({} of {}; lower bound {} at {} confidence)",
                         pct(s),
                         pct(t.direct_share_max),
                         ds.direct,
-                        ds.total
+                        ds.total,
+                        pct(ds.share_bound.unwrap_or(s)),
+                        pct(t.confidence)
                     ),
                 );
             }
@@ -349,11 +447,17 @@ pub fn evaluate(agg: &Aggregate, input: InputSummary, checks: &ChecksConfig) -> 
                     j,
                     t.direct_jump_pp,
                     format!(
-                        "direct share of {what} {} is {j:.1} pp over the trailing mean {} of {} day(s) (max {:.1} pp)",
+                        "direct share of {what} {} ({} of {}) is {j:.1} pp over the trailing {} of {} day(s) ({} of {}; max {:.1} pp; z = {:.2}, real at {} confidence)",
                         pct(s),
+                        ds.direct,
+                        ds.total,
                         pct(m),
                         ds.trailing_days,
-                        t.direct_jump_pp
+                        ds.trailing_direct,
+                        ds.trailing_total,
+                        t.direct_jump_pp,
+                        ds.jump_z.unwrap_or(0.0),
+                        pct(t.confidence)
                     ),
                 );
             }
@@ -365,11 +469,13 @@ pub fn evaluate(agg: &Aggregate, input: InputSummary, checks: &ChecksConfig) -> 
                 v,
                 t.valid_share_min,
                 format!(
-                    "valid source/medium share of conversions {} < min {} ({} of {})",
+                    "valid source/medium share of conversions {} < min {} ({} of {}; upper bound {} at {} confidence)",
                     pct(v),
                     pct(t.valid_share_min),
                     a.conversions_valid,
-                    a.conversions
+                    a.conversions,
+                    pct(valid_bound.unwrap_or(v)),
+                    pct(t.confidence)
                 ),
             );
         }
@@ -381,7 +487,9 @@ pub fn evaluate(agg: &Aggregate, input: InputSummary, checks: &ChecksConfig) -> 
                 continue;
             }
             let r = ratio(client, server);
-            let alert = r.is_some_and(|r| r < t.parity_min - EPS);
+            let bound = wilson(client.min(server), server, z).map(|(_, hi)| hi);
+            let enough = server > 0 && server >= t.min_events;
+            let alert = enough && bound.is_some_and(|b| b < t.parity_min - EPS);
             if let (true, Some(r)) = (alert, r) {
                 push(
                     Check::Parity,
@@ -389,8 +497,10 @@ pub fn evaluate(agg: &Aggregate, input: InputSummary, checks: &ChecksConfig) -> 
                     r,
                     t.parity_min,
                     format!(
-                        "client/server parity of {name} {r:.2} < min {:.2} ({client} beacons / {server} server events)",
-                        t.parity_min
+                        "client/server parity of {name} {r:.2} < min {:.2} ({client} beacons / {server} server events; upper bound {:.2} at {} confidence)",
+                        t.parity_min,
+                        bound.unwrap_or(r),
+                        pct(t.confidence)
                     ),
                 );
             }
@@ -413,18 +523,28 @@ pub fn evaluate(agg: &Aggregate, input: InputSummary, checks: &ChecksConfig) -> 
                 server,
                 client,
                 ratio: r,
+                bound,
+                status: Status::of(enough, alert),
                 alert,
             });
         }
-        let day_alert = l.alert_share
-            || l.alert_jump
-            || c.alert_share
-            || c.alert_jump
-            || alert_valid
-            || parity.iter().any(|p| p.alert);
+        let valid_status = Status::of(valid_enough, alert_valid);
+        let statuses = [
+            l.share_status,
+            l.jump_status,
+            c.share_status,
+            c.jump_status,
+            valid_status,
+        ];
+        let all = statuses.into_iter().chain(parity.iter().map(|p| p.status));
+        let status = Status::combine(all.clone());
+        insufficient_days += u64::from(all.clone().any(|s| s == Status::InsufficientData));
+        statuses_seen.push(status);
+        let day_alert = status == Status::Alert;
         days.push(DayReport {
             day,
             alert: day_alert,
+            status,
             events: OriginCounts {
                 proxy: a.events_proxy,
                 ingest: a.events_ingest,
@@ -436,6 +556,8 @@ pub fn evaluate(agg: &Aggregate, input: InputSummary, checks: &ChecksConfig) -> 
                 direct: c,
                 valid: a.conversions_valid,
                 valid_share,
+                valid_bound,
+                valid_status,
                 alert_valid,
             },
             latency: LatencyReport::from(&a.latency),
@@ -467,6 +589,8 @@ pub fn evaluate(agg: &Aggregate, input: InputSummary, checks: &ChecksConfig) -> 
     Report {
         schema: REPORT_SCHEMA,
         alert: !alerts.is_empty(),
+        status: Status::combine(statuses_seen),
+        insufficient_days,
         thresholds: t,
         input,
         alerts,

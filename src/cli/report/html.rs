@@ -13,7 +13,7 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use super::checks::{DayReport, DirectShare, Report};
+use super::checks::{DayReport, DirectShare, Report, Status};
 use super::text::{duration, jump};
 
 const W: f64 = 960.0;
@@ -63,6 +63,16 @@ pub fn render(r: &Report) -> String {
     let mut o = String::with_capacity(64 * 1024);
     let status = if r.alert {
         format!("ALERT: {} alert(s)", r.alerts.len())
+    } else if r.status == Status::InsufficientData {
+        format!(
+            "INSUFFICIENT DATA: no day has {} events for any check",
+            r.thresholds.min_events
+        )
+    } else if r.insufficient_days > 0 {
+        format!(
+            "OK: no check in alert; {} day(s) with too few events for some check",
+            r.insufficient_days
+        )
     } else {
         "OK: no check in alert".to_string()
     };
@@ -83,10 +93,16 @@ pub fn render(r: &Report) -> String {
 <header><h1>touchgate report</h1>
 <p class="status {cls}" id="status">{status}</p>
 <p>{period}. {files} file(s), {lines} line(s), {events} event(s), {malformed} malformed line(s).</p>
-<p>Thresholds: direct share &le; {dmax}, jump &le; {jump:.1} pp over the trailing 7-day mean, valid share &ge; {vmin}, parity &ge; {pmin:.2}.</p>
+<p>Thresholds: direct share &le; {dmax}, jump &le; {jump:.1} pp over the trailing 7 days, valid share &ge; {vmin}, parity &ge; {pmin:.2}; at {conf} confidence, on days with at least {min} events.</p>
 </header>
 "#,
-        cls = if r.alert { "alert" } else { "ok" },
+        cls = match r.status {
+            Status::Alert => "alert",
+            Status::InsufficientData => "insufficient",
+            Status::Ok => "ok",
+        },
+        conf = pct(Some(t.confidence)),
+        min = t.min_events,
         files = r.input.files.len(),
         lines = r.input.lines,
         events = r.input.events,
@@ -144,7 +160,7 @@ pub fn render(r: &Report) -> String {
 const CSS: &str = "body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:24px;color:#212121;max-width:1100px}\
 h1{margin:0 0 8px}h2{margin:28px 0 8px;font-size:1.15em}\
 .status{display:inline-block;padding:4px 10px;border-radius:4px;font-weight:600;color:#fff}\
-.status.ok{background:#2e7d32}.status.alert{background:#c62828}\
+.status.ok{background:#2e7d32}.status.alert{background:#c62828}.status.insufficient{background:#6d6d6d}\
 .badge{background:#c62828;color:#fff;border-radius:3px;padding:0 5px;font-size:.8em;font-weight:600}\
 table{border-collapse:collapse;font-size:.85em;margin:8px 0}\
 th,td{padding:3px 8px;border-bottom:1px solid #e0e0e0;text-align:right;white-space:nowrap}\
@@ -516,7 +532,7 @@ fn tables(o: &mut String, r: &Report, channels: &[(String, &str)]) {
             &pct(d.conversions.valid_share),
             d.conversions.alert_valid,
         );
-        td(o, if d.alert { "ALERT" } else { "ok" }, d.alert);
+        td(o, d.status.as_str(), d.alert);
         o.push_str("</tr>");
     }
     o.push_str("</tbody></table></section>\n");

@@ -10,7 +10,7 @@ use std::fmt::Write;
 
 use comfy_table::{Cell, CellAlignment, ContentArrangement, LineStyle, Table, TableStyle};
 
-use super::checks::{DirectShare, Report};
+use super::checks::{DirectShare, Report, Status};
 
 /// Channel columns shown in the channel-mix table; the rest are summed.
 const MAX_CHANNEL_COLUMNS: usize = 10;
@@ -29,13 +29,18 @@ pub fn render(r: &Report) -> String {
     );
     let _ = writeln!(
         out,
-        "thresholds: direct share <= {}, jump <= {:.1} pp over the trailing 7-day mean, valid share >= {}, parity >= {:.2}",
+        "thresholds: direct share <= {}, jump <= {:.1} pp over the trailing 7 days, valid share >= {}, parity >= {:.2}; at {} confidence, on days with >= {} events",
         pct(Some(t.direct_share_max)),
         t.direct_jump_pp,
         pct(Some(t.valid_share_min)),
-        t.parity_min
+        t.parity_min,
+        pct(Some(t.confidence)),
+        t.min_events
     );
-    let _ = writeln!(out, "'!' marks a value past its threshold.");
+    let _ = writeln!(
+        out,
+        "'!' marks a value past its threshold at that confidence; '?' one with too few events to judge."
+    );
 
     section(
         &mut out,
@@ -62,11 +67,11 @@ pub fn render(r: &Report) -> String {
         row.extend(direct_cells(&d.landings));
         row.extend(direct_cells(&d.conversions.direct));
         row.push(d.conversions.valid.to_string());
-        row.push(mark(
+        row.push(marked(
             pct(d.conversions.valid_share),
-            d.conversions.alert_valid,
+            d.conversions.valid_status,
         ));
-        row.push(alert_word(d.alert));
+        row.push(status_word(d.status));
         table.add_row(row);
     }
     push_table(&mut out, table);
@@ -146,8 +151,8 @@ pub fn render(r: &Report) -> String {
                     terminal_safe(&p.event_name),
                     p.server.to_string(),
                     p.client.to_string(),
-                    mark(ratio(p.ratio), p.alert),
-                    alert_word(p.alert),
+                    marked(ratio(p.ratio), p.status),
+                    status_word(p.status),
                 ]);
             }
         }
@@ -249,6 +254,18 @@ pub fn render(r: &Report) -> String {
     }
     if r.alert {
         let _ = writeln!(out, "\nstatus: ALERT ({} alert(s))", r.alerts.len());
+    } else if r.status == Status::InsufficientData {
+        let _ = writeln!(
+            out,
+            "none\n\nstatus: INSUFFICIENT DATA (no day has {} events for any check)",
+            t.min_events
+        );
+    } else if r.insufficient_days > 0 {
+        let _ = writeln!(
+            out,
+            "none\n\nstatus: OK ({} day(s) with too few events for some check)",
+            r.insufficient_days
+        );
     } else {
         let _ = writeln!(out, "none\n\nstatus: OK");
     }
@@ -293,11 +310,11 @@ fn direct_cells(d: &DirectShare) -> Vec<String> {
     vec![
         d.total.to_string(),
         d.direct.to_string(),
-        mark(pct(d.direct_share), d.alert_share),
+        marked(pct(d.direct_share), d.share_status),
         pct(d.trailing_mean),
-        mark(
+        marked(
             d.jump_pp.map_or("-".into(), |j| format!("{j:+.1}")),
-            d.alert_jump,
+            d.jump_status,
         ),
     ]
 }
@@ -311,12 +328,19 @@ pub fn jump(pp: Option<f64>) -> String {
     }
 }
 
-fn mark(value: String, alert: bool) -> String {
-    if alert { format!("{value} !") } else { value }
+fn status_word(s: Status) -> String {
+    match s {
+        Status::Ok => String::new(),
+        s => s.as_str().into(),
+    }
 }
 
-fn alert_word(alert: bool) -> String {
-    if alert { "ALERT".into() } else { String::new() }
+fn marked(value: String, s: Status) -> String {
+    match s {
+        Status::Ok => value,
+        Status::Alert => format!("{value} !"),
+        Status::InsufficientData => format!("{value} ?"),
+    }
 }
 
 fn pct(x: Option<f64>) -> String {
