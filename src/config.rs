@@ -221,6 +221,8 @@ impl Default for ClientConfig {
 pub struct TouchConfig {
     pub source_aliases: BTreeMap<String, String>,
     pub medium_aliases: BTreeMap<String, String>,
+    /// Channel rules: `"extended"` (default) or `"ga4"`.
+    pub channels: crate::touch::RuleSet,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -1,8 +1,14 @@
 //! The user agent reduced to what events may carry: a browser family from a
 //! fixed set and a bot flag. The raw string never leaves [`reduce`].
 //!
-//! Parsing costs a few microseconds (woothee's rules plus isbot's pattern
-//! set), and browsers send the same few hundred strings over and over, so
+//! Bots are what the MIT-licensed crawler-user-agents list
+//! (`data/crawler-user-agents.txt`, refreshed by
+//! `data/refresh-crawler-user-agents.sh`) or woothee's crawler category
+//! matches, less the known false positives of [`TIGHTENED`]. The list's
+//! ~1,500 patterns are compiled once into one regex.
+//!
+//! Parsing costs a few microseconds (woothee's rules plus the pattern set),
+//! and browsers send the same few hundred strings over and over, so
 //! [`reduce`] keeps a small per-thread memo of its answers: at most
 //! [`MEMO_ENTRIES`] strings of at most [`MEMO_MAX_LEN`] bytes each, emptied
 //! when full. Per thread, so there is no lock on the request path; the
@@ -13,14 +19,45 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::LazyLock;
 
+use regex::{Regex, RegexBuilder};
+
 use crate::event::UserAgent;
 
-static BOTS: LazyLock<isbot::Bots> = LazyLock::new(isbot::Bots::default);
+const CRAWLER_PATTERNS: &str = include_str!("../../data/crawler-user-agents.txt");
+
+/// Patterns of the list that match real browsers, each with the narrower
+/// form used instead: `Butterfly` (a crawler) is also the HTC Butterfly
+/// phone, `Blackboard` (a crawler) also the Blackboard app's web view.
+const TIGHTENED: &[(&str, &str)] = &[
+    ("Butterfly", r"^Butterfly|[ (]Butterfly/"),
+    ("Blackboard", r"^Blackboard|Blackboard Safeassign"),
+];
+
+static BOTS: LazyLock<Regex> = LazyLock::new(|| {
+    let alternation = CRAWLER_PATTERNS
+        .lines()
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            TIGHTENED
+                .iter()
+                .find(|(listed, _)| *listed == p)
+                .map_or(p, |(_, narrower)| narrower)
+        })
+        .map(|p| format!("(?:{p})"))
+        .collect::<Vec<_>>()
+        .join("|");
+    RegexBuilder::new(&alternation)
+        .size_limit(64 << 20)
+        .dfa_size_limit(64 << 20)
+        .build()
+        .expect("the shipped crawler patterns compile (a test checks each)")
+});
 static PARSER: woothee::parser::Parser = woothee::parser::Parser {};
 
 /// Browser family (woothee's name: "Chrome", "Firefox", "Safari", …, or
-/// "Other") and whether a crawler pattern (isbot's list, or woothee's
-/// crawler category) matches. An empty user agent counts as a bot: every
+/// "Other") and whether a crawler pattern (crawler-user-agents, or
+/// woothee's crawler category) matches. An empty user agent counts as a bot: every
 /// browser sends one, scripts often do not.
 pub fn reduce(ua: &str) -> UserAgent {
     let ua = ua.trim();
@@ -63,7 +100,7 @@ fn parse(ua: &str) -> UserAgent {
     let crawler = parsed.as_ref().is_some_and(|r| r.category == "crawler");
     UserAgent {
         family: family.to_string(),
-        bot: ua.is_empty() || crawler || BOTS.is_bot(ua),
+        bot: ua.is_empty() || crawler || BOTS.is_match(ua),
     }
 }
 
