@@ -138,6 +138,89 @@ mod tests {
         }
     }
 
+    /// One of each kind the crawler list names, none of them written
+    /// `…bot`-shaped on purpose.
+    #[test]
+    fn bots_of_every_kind() {
+        for ua in [
+            // SEO crawlers
+            "Mozilla/5.0 (compatible; AhrefsBot/7.0; +http://ahrefs.com/robot/)",
+            "Mozilla/5.0 (compatible; SemrushBot/7~bl; +http://www.semrush.com/bot.html)",
+            "Screaming Frog SEO Spider/19.0",
+            // uptime and monitoring
+            "Mozilla/5.0+(compatible; UptimeRobot/2.0; http://www.uptimerobot.com/)",
+            "Pingdom.com_bot_version_1.4_(http://www.pingdom.com/)",
+            "Datadog Agent/7.50.0",
+            // security scanners
+            "Mozilla/5.0 (compatible; CensysInspect/1.1; +https://about.censys.io/)",
+            "Mozilla/5.0 zgrab/0.x",
+            // link previews of social and chat apps
+            "facebookexternalhit/1.1 (+http://www.facebook.com/externalhit_uatext.php)",
+            "Slackbot-LinkExpanding 1.0 (+https://api.slack.com/robots)",
+            "WhatsApp/2.23.20.0",
+            "TelegramBot (like TwitterBot)",
+            "Mozilla/5.0 (compatible; Discordbot/2.0; +https://discordapp.com)",
+            // browser automation and headless browsers
+            "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) HeadlessChrome/120.0.0.0 Safari/537.36",
+            // feed readers
+            "Feedly/1.0 (+http://www.feedly.com/fetcher.html; 3 subscribers)",
+            // search engines
+            "Mozilla/5.0 (compatible; bingbot/2.0; +http://www.bing.com/bingbot.htm)",
+            "Mozilla/5.0 (compatible; YandexBot/3.0; +http://yandex.com/bots)",
+            // ad verification
+            "AdsBot-Google (+http://www.google.com/adsbot.html)",
+            // AI crawlers
+            "Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko; compatible; GPTBot/1.2; +https://openai.com/gptbot)",
+            "Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko); compatible; ClaudeBot/1.0; +claudebot@anthropic.com)",
+            "CCBot/2.0 (https://commoncrawl.org/faq/)",
+            // HTTP libraries
+            "Go-http-client/1.1",
+            "python-requests/2.32.3",
+            "Wget/1.21.4",
+            // archivers
+            "ia_archiver (+http://www.alexa.com/site/help/webmasters; crawler@alexa.com)",
+        ] {
+            assert!(parse(ua).bot, "{ua}");
+        }
+    }
+
+    /// Real browsers, among them brands that contain "bot" and the list's
+    /// patterns known to hit browsers.
+    #[test]
+    fn browsers_are_not_bots() {
+        for ua in [
+            CHROME,
+            FIREFOX,
+            SAFARI,
+            "Mozilla/5.0 (Linux; Android 9; CUBOT P30) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/116.0.0.0 Mobile Safari/537.36",
+            "Mozilla/5.0 (Linux; Android 10; CUBOT_X30) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.6099.144 Mobile Safari/537.36",
+            "Mozilla/5.0 (Linux; Android 6.0.1; HTC Butterfly 2 Build/MMB29M) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/54.0.2840.68 Mobile Safari/537.36",
+            "Mozilla/5.0 (Linux; Android 6.0.1; D6603 Build/23.5.A.1.291; wv) AppleWebKit/537.36 (KHTML, like Gecko) Version/4.0 Chrome/64.0.3282.137 Mobile Safari/537.36 Blackboard/3.5.0",
+            "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36 Edg/131.0.0.0",
+            "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/130.0.0.0 Safari/537.36 OPR/115.0.0.0",
+            "Mozilla/5.0 (Linux; Android 14; SM-S918B) AppleWebKit/537.36 (KHTML, like Gecko) SamsungBrowser/26.0 Chrome/122.0.0.0 Mobile Safari/537.36",
+            "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.1 Safari/605.1.15",
+            "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) CriOS/131.0.6778.73 Mobile/15E148 Safari/604.1",
+            "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/128.0.0.0 YaBrowser/24.10.0.0 Safari/537.36",
+            "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36 Vivaldi/7.0",
+            "Mozilla/5.0 (Android 14; Mobile; rv:132.0) Gecko/132.0 Firefox/132.0",
+        ] {
+            assert!(!parse(ua).bot, "{ua}");
+        }
+    }
+
+    #[test]
+    fn every_shipped_pattern_compiles() {
+        for p in CRAWLER_PATTERNS.lines().filter(|p| !p.trim().is_empty()) {
+            assert!(Regex::new(p).is_ok(), "{p}");
+        }
+        for (listed, narrower) in TIGHTENED {
+            assert!(CRAWLER_PATTERNS.lines().any(|p| p == *listed), "{listed}");
+            assert!(Regex::new(narrower).is_ok(), "{narrower}");
+        }
+        assert!(BOTS.is_match("Googlebot/2.1"));
+    }
+
     #[test]
     fn no_part_of_the_raw_string_survives() {
         let r = reduce("Mozilla/5.0 (secret-token-abc123) Chrome/1.0 Safari/537.36");
