@@ -206,10 +206,13 @@ pub fn observe(
     request_host: &str,
 ) -> Observation {
     let params = query.map(CampaignParams::parse).unwrap_or_default();
-    let referred = referrer.and_then(referrer::parse_url);
-    let internal = referred.as_ref().is_some_and(|(ref_host, ..)| {
-        host::bare(request_host).is_some_and(|req| host::same_site(ref_host, &req))
-    });
+    // Parsed only when it decides something: most tagged landings name
+    // their source.
+    let referred = || {
+        let (ref_host, path, ref_query) = referrer.and_then(referrer::parse_url)?;
+        let internal = host::bare(request_host).is_some_and(|req| host::same_site(&ref_host, &req));
+        Some((internal, ref_host, path, ref_query))
+    };
     if !params.is_empty() {
         let click = params.click_id;
         let touch = Touch {
@@ -231,8 +234,7 @@ pub fn observe(
         // GA4 leaves a missing source unset; the referrer usually names it.
         let mut extended = touch.clone();
         if extended.source.is_none()
-            && !internal
-            && let Some((ref_host, path, ref_query)) = referred
+            && let Some((false, ref_host, path, ref_query)) = referred()
         {
             let class = referrer::classify_url(ref_host, &path, &ref_query);
             extended.source = referrer_touch(rules, &class, RuleSet::Extended).0;
@@ -243,7 +245,7 @@ pub fn observe(
         };
     }
 
-    let Some((ref_host, path, ref_query)) = referred else {
+    let Some((internal, ref_host, path, ref_query)) = referred() else {
         return Observation::Direct;
     };
     if internal {

@@ -359,9 +359,8 @@ impl Table {
                 return Some(e);
             }
             key = key.split_once('.')?.1;
-            if host::site(key).is_none() {
-                return None;
-            }
+            // A bare public suffix (`co.uk`) names no one's site.
+            host::site(key)?;
         }
         None
     }
