@@ -44,6 +44,7 @@ fn envelope(i: usize) -> Envelope {
         campaign_id: None,
         click_id_type: Some("gclid".into()),
         channel: "Paid Search".into(),
+        channel_ga4: None,
         valid: true,
     };
     let mut e = Event::new(format!("{i:032x}"), "landing".into(), Origin::Proxy, t, t);

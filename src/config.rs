@@ -313,6 +313,8 @@ impl ClientConfig {
 pub struct TouchConfig {
     pub source_aliases: BTreeMap<String, String>,
     pub medium_aliases: BTreeMap<String, String>,
+    /// Channel rules: `"extended"` (default) or `"ga4"`.
+    pub channels: crate::touch::RuleSet,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -45,8 +45,12 @@ pub struct Touch {
     pub campaign_id: Option<String>,
     /// Which click id was present (`gclid`, `fbclid`, …), never its value.
     pub click_id_type: Option<String>,
-    /// GA4 default channel group name.
+    /// Channel group name under the configured rules (`touch.channels`).
     pub channel: String,
+    /// GA4's default channel group, when the extended rules give another
+    /// `channel`; absent when the two agree or GA4's rules are configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel_ga4: Option<String>,
     /// Source and medium present and the channel is not "Unassigned".
     pub valid: bool,
 }
@@ -474,6 +478,7 @@ mod full_event_json {
             campaign_id: Some("123".into()),
             click_id_type: Some("gclid".into()),
             channel: "Paid Search".into(),
+            channel_ga4: None,
             valid: true,
         };
         let mut e = Event::new(

@@ -35,6 +35,7 @@ fn base_event() -> Event {
         campaign_id: Some("123456".into()),
         click_id_type: Some("gclid".into()),
         channel: "Paid Search".into(),
+        channel_ga4: None,
         valid: true,
     });
     e.first_touch = Some(TouchAt {

@@ -1769,3 +1769,37 @@ mod properties {
         }
     }
 }
+
+// ------------------------------------------------------- channel rule sets
+
+#[test]
+fn landings_whose_channel_differs_under_ga4_rules_are_shown() {
+    let mut events = landings(0, "Organic Search", 5);
+    for mut e in landings(0, "Email", 3) {
+        if let Some(t) = &mut e.touch {
+            t.channel_ga4 = Some("Referral".into());
+        }
+        events.push(e);
+    }
+    let o = report_over(&events, ChecksConfig::default());
+    let diff = &o.report.days[0].channel_rule_differences;
+    assert_eq!(diff.len(), 1);
+    assert_eq!(diff["Email → Referral"], 3);
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.jsonl");
+    std::fs::write(&path, jsonl(&events)).unwrap();
+    run_quiet(
+        vec![path],
+        ChecksConfig::default(),
+        ReportFormat::Text,
+        dir.path(),
+    );
+    let text = std::fs::read_to_string(dir.path().join("report.out")).unwrap();
+    assert!(text.contains("differs under GA4's rules"), "{text}");
+    assert!(text.contains("Email → Referral"), "{text}");
+
+    let same = landings(0, "Organic Search", 5);
+    let o = report_over(&same, ChecksConfig::default());
+    assert!(o.report.days[0].channel_rule_differences.is_empty());
+}

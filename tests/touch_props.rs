@@ -26,6 +26,7 @@ const CHANNELS: &[&str] = &[
     "SMS",
     "Mobile Push Notifications",
     "Unassigned",
+    "AI Assistants",
 ];
 
 fn assert_clean(v: &str) {
@@ -72,6 +73,8 @@ fn referrer() -> impl Strategy<Value = String> {
         "(https?|android-app)://[a-zA-Z0-9.\\-\\[\\]:]{0,30}(/[a-z/?=&#.]{0,20})?",
         Just("https://www.google.co.uk/".to_string()),
         Just("https://x.com/i/grok".to_string()),
+        "https://[a-z0-9]{1,6}\\.(mail\\.live\\.com|mail\\.yahoo\\.net|images\\.search\\.yahoo\\.com|google\\.(de|co\\.uk)|doubleclick\\.net)/[a-z?=&]{0,12}",
+        "https://(chatgpt\\.com|deref-gmx\\.net|www\\.google\\.com/(aclk|url\\?sa=D)|www\\.amazon\\.de)/?[a-z]{0,8}",
     ]
 }
 
@@ -140,6 +143,50 @@ proptest! {
     #[test]
     fn canonical_url_never_panics(scheme in any::<String>(), host in any::<String>(), path in any::<String>(), q in any::<String>()) {
         let _ = canonical_url(&scheme, &host, &path, Some(&q));
+    }
+
+    /// Classification is total: every referrer and query, under either
+    /// rule set, gives exactly one known channel (or says internal/direct),
+    /// and the referrer's work is bounded by its length.
+    #[test]
+    fn classification_is_total(q in query(), r in referrer(), ext in any::<bool>()) {
+        let channels = if ext { touch::RuleSet::Extended } else { touch::RuleSet::Ga4 };
+        let rules = TouchRules::new(&touchgate::config::TouchConfig { channels, ..Default::default() });
+        for query in [Some(q.as_str()), None] {
+            match touch::observe(&rules, query, Some(&r), "www.example.com") {
+                Observation::Touch { touch, .. } => {
+                    prop_assert!(CHANNELS.contains(&touch.channel.as_str()));
+                    if !ext {
+                        prop_assert!(touch.channel != "AI Assistants");
+                        prop_assert_eq!(touch.channel_ga4.as_deref(), None);
+                    }
+                    if let Some(g) = &touch.channel_ga4 {
+                        prop_assert!(CHANNELS.contains(&g.as_str()) && *g != touch.channel);
+                    }
+                }
+                Observation::Internal | Observation::Direct => {}
+            }
+        }
+    }
+
+    /// Hosts with many labels (the parent walk is bounded) and long paths.
+    #[test]
+    fn deep_hosts_classify(labels in prop::collection::vec("[a-z0-9-]{1,12}", 1..200), path in "(/[a-z]{0,20}){0,50}") {
+        let host = labels.join(".");
+        let c = touch::referrer::classify(&format!("https://{host}{path}"));
+        if let Some(c) = c {
+            prop_assert!(c.host.len() <= host.len());
+        }
+    }
+
+    /// Every user agent gets one family and one bot flag, without panic.
+    #[test]
+    fn every_user_agent_reduces(ua in any::<String>()) {
+        let r = touchgate::capture::user_agent::reduce(&ua);
+        prop_assert!(!r.family.is_empty());
+        if ua.trim().is_empty() {
+            prop_assert!(r.bot);
+        }
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use touchgate::config::TouchConfig;
 use touchgate::event::Touch;
 use touchgate::touch::{
-    self, Observation, ReferrerKind, TouchRules, canonical_url, channel, normalize,
+    self, Observation, ReferrerKind, RuleSet, TouchRules, canonical_url, channel, normalize,
     query_may_carry_campaign, referrer_host,
 };
 
@@ -14,6 +14,13 @@ const HOST: &str = "www.example.com";
 
 fn rules() -> TouchRules {
     TouchRules::default()
+}
+
+fn ga4_rules() -> TouchRules {
+    TouchRules::new(&TouchConfig {
+        channels: RuleSet::Ga4,
+        ..TouchConfig::default()
+    })
 }
 
 fn observe(query: Option<&str>, referrer: Option<&str>) -> Observation {
@@ -121,7 +128,8 @@ fn every_click_id() {
         ("rdt_cid", "reddit", "cpc", "Paid Social"),
         ("qclid", "quora", "cpc", "Paid Social"),
     ];
-    assert_eq!(cases.len(), touch::click_id::CLICK_IDS.len());
+    // These and the eight of `more_click_ids` are every listed id.
+    assert_eq!(cases.len() + 8, touch::click_id::CLICK_IDS.len());
     for (key, source, medium, ch) in cases {
         let q = format!("page=1&{key}=AbC-123_x");
         assert!(query_may_carry_campaign(&q), "{key}");
@@ -202,8 +210,10 @@ fn fbclid_is_returned_raw_only_when_plausible() {
     assert_eq!(f, None);
 }
 
+/// Under GA4's rules (`touch.channels = "ga4"`): webmail, AI assistants
+/// and shops are referrals named by their host.
 #[test]
-fn referrers() {
+fn referrers_under_ga4_rules() {
     // (referrer, source, medium, channel)
     let cases = [
         (
@@ -329,8 +339,9 @@ fn referrers() {
         ),
     ];
     for (referrer, source, medium, ch) in cases {
-        let (t, fbclid) = touch_of(observe(None, Some(referrer)));
+        let (t, fbclid) = touch_of(touch::observe(&ga4_rules(), None, Some(referrer), HOST));
         assert_eq!(smc(&t), (Some(source), Some(medium), ch), "{referrer}");
+        assert_eq!(t.channel_ga4, None, "GA4's own channel: {referrer}");
         assert_eq!((t.campaign, t.term, t.click_id_type), (None, None, None));
         assert_eq!(fbclid, None);
         assert!(t.valid, "{referrer}");
@@ -478,6 +489,7 @@ fn configured_aliases_are_normalized_and_override_defaults() {
             ("   ".to_string(), "ignored".to_string()),
         ]),
         medium_aliases: BTreeMap::from([("Mail".to_string(), "EMAIL".to_string())]),
+        ..TouchConfig::default()
     };
     let rules = TouchRules::new(&cfg);
     let obs = |q: &str| touch_of(touch::observe(&rules, Some(q), None, HOST)).0;
@@ -765,4 +777,550 @@ fn touch_validity() {
     assert!(!t.valid, "no source");
     let (t, _) = touch_of(observe(Some("utm_source=x&utm_medium=email"), None));
     assert!(t.valid);
+}
+
+/// (referrer, channel under the extended rules, source, GA4's channel).
+fn assert_extended(cases: &[(&str, &str, &str, &str)]) {
+    for (referrer, ch, source, ga4) in cases {
+        let (t, _) = touch_of(observe(None, Some(referrer)));
+        assert_eq!(
+            (t.channel.as_str(), t.source.as_deref()),
+            (*ch, Some(*source)),
+            "{referrer}"
+        );
+        let want_ga4 = (ch != ga4).then_some(*ga4);
+        assert_eq!(t.channel_ga4.as_deref(), want_ga4, "{referrer}");
+        assert!(t.valid, "{referrer}");
+        let (g, _) = touch_of(touch::observe(&ga4_rules(), None, Some(referrer), HOST));
+        assert_eq!(g.channel, *ga4, "GA4 rules: {referrer}");
+    }
+}
+
+#[test]
+fn webmail_referrers_are_email() {
+    assert_extended(&[
+        (
+            "https://mail.google.com/mail/u/0/",
+            "Email",
+            "gmail",
+            "Referral",
+        ),
+        (
+            "android-app://com.google.android.gm/",
+            "Email",
+            "gmail",
+            "Referral",
+        ),
+        (
+            "https://outlook.live.com/mail/0/inbox",
+            "Email",
+            "outlook.com",
+            "Referral",
+        ),
+        (
+            "https://co106w.col106.mail.live.com/default.aspx",
+            "Email",
+            "outlook.com",
+            "Referral",
+        ),
+        (
+            "https://outlook.office.com/mail/",
+            "Email",
+            "outlook.com",
+            "Referral",
+        ),
+        (
+            "https://us-mg6.mail.yahoo.com/neo/launch",
+            "Email",
+            "yahoo mail",
+            "Referral",
+        ),
+        (
+            "https://f12c.yom.mail.yahoo.net/om/api/1.0/",
+            "Email",
+            "yahoo mail",
+            "Referral",
+        ),
+        (
+            "https://deref-gmx.net/mail/client/abc/dereferrer/",
+            "Email",
+            "gmx",
+            "Referral",
+        ),
+        ("https://navigator.gmx.net/mail", "Email", "gmx", "Referral"),
+        (
+            "https://deref-web.de/mail/client/x/dereferrer/",
+            "Email",
+            "web.de",
+            "Referral",
+        ),
+        (
+            "https://messagerie.orange.fr/",
+            "Email",
+            "orange",
+            "Referral",
+        ),
+        (
+            "https://mail01.orange.fr/webmail/fr_FR/read.html",
+            "Email",
+            "orange",
+            "Referral",
+        ),
+        (
+            "https://webmail.bluewin.ch/cp/ps/main/",
+            "Email",
+            "bluewin",
+            "Referral",
+        ),
+        ("https://e.mail.ru/inbox/", "Email", "mail.ru", "Referral"),
+        // GA4's own list has this host as a search engine.
+        (
+            "https://mail.yandex.ru/",
+            "Email",
+            "yandex mail",
+            "Organic Search",
+        ),
+        ("https://poczta.onet.pl/", "Email", "onet", "Referral"),
+        // Any provider's webmail front end, by its first label or path.
+        (
+            "https://webmail.example-isp.de/?_task=mail",
+            "Email",
+            "example-isp.de",
+            "Referral",
+        ),
+        (
+            "https://mail.acme-corp.com/owa/",
+            "Email",
+            "acme-corp.com",
+            "Referral",
+        ),
+        (
+            "https://intranet.acme-corp.com/roundcube/?_task=mail",
+            "Email",
+            "acme-corp.com",
+            "Referral",
+        ),
+    ]);
+    // A mail brand's portal and search are not its webmail.
+    let (t, _) = touch_of(observe(None, Some("https://go.mail.ru/search?q=x")));
+    assert_eq!(t.channel, "Organic Search");
+}
+
+#[test]
+fn search_engines_by_subdomain_country_and_partner() {
+    assert_extended(&[
+        (
+            "https://images.search.yahoo.com/search/images",
+            "Organic Search",
+            "yahoo! images",
+            "Organic Search",
+        ),
+        (
+            "https://de.images.search.yahoo.com/search/images",
+            "Organic Search",
+            "yahoo! images",
+            "Organic Search",
+        ),
+        (
+            "https://uk.images.search.yahoo.com/",
+            "Organic Search",
+            "yahoo! images",
+            "Organic Search",
+        ),
+        (
+            "https://images.google.co.jp/imgres",
+            "Organic Search",
+            "google images",
+            "Organic Search",
+        ),
+        (
+            "https://news.google.com.au/",
+            "Organic Search",
+            "google news",
+            "Organic Search",
+        ),
+        (
+            "https://ipv4.google.fr/",
+            "Organic Search",
+            "google",
+            "Organic Search",
+        ),
+        (
+            "https://s1-eu4.ixquick.com/do/search",
+            "Organic Search",
+            "ixquick",
+            "Organic Search",
+        ),
+        (
+            "https://aolsearch.aol.co.uk/aol/search?q=x",
+            "Organic Search",
+            "aol",
+            "Organic Search",
+        ),
+        (
+            "https://search.aol.com/aol/search",
+            "Organic Search",
+            "aol",
+            "Organic Search",
+        ),
+        (
+            "https://www.dogpile.com/serp?q=x",
+            "Organic Search",
+            "infospace",
+            "Organic Search",
+        ),
+        (
+            "https://www.google.com/cse?cx=0123:abc&q=x",
+            "Organic Search",
+            "google custom search",
+            "Organic Search",
+        ),
+        (
+            "https://www.partner-site.example/results?cx=partner-pub-1234:5678&q=x",
+            "Organic Search",
+            "google",
+            "Organic Search",
+        ),
+        (
+            "https://www.idealo.de/preisvergleich/",
+            "Organic Search",
+            "idealo",
+            "Organic Search",
+        ),
+        (
+            "https://www.pricerunner.dk/",
+            "Organic Search",
+            "pricerunner",
+            "Organic Search",
+        ),
+        (
+            "https://search.brave.com/search?q=x",
+            "Organic Search",
+            "brave",
+            "Organic Search",
+        ),
+    ]);
+}
+
+#[test]
+fn non_search_pages_of_search_companies_are_referrals() {
+    for (referrer, source) in [
+        (
+            "https://support.google.com/analytics/answer/1",
+            "support.google.com",
+        ),
+        (
+            "https://docs.google.com/document/d/1/edit",
+            "docs.google.com",
+        ),
+        (
+            "https://www.google.com/url?q=https://example.org/&sa=D&usg=x",
+            "google.com",
+        ),
+        ("https://www.google.com/intl/en/about/", "google.com"),
+    ] {
+        let (t, _) = touch_of(observe(None, Some(referrer)));
+        assert_eq!(
+            smc(&t),
+            (Some(source), Some("referral"), "Referral"),
+            "{referrer}"
+        );
+    }
+    let (t, _) = touch_of(observe(None, Some("https://www.google.com/url?q=x&sa=t")));
+    assert_eq!(t.channel, "Organic Search", "a search result's redirect");
+}
+
+#[test]
+fn ai_assistants_have_their_own_channel() {
+    assert_extended(&[
+        (
+            "https://chatgpt.com/",
+            "AI Assistants",
+            "chatgpt",
+            "Referral",
+        ),
+        (
+            "https://chat.openai.com/c/1",
+            "AI Assistants",
+            "chatgpt",
+            "Referral",
+        ),
+        (
+            "https://www.perplexity.ai/search/x",
+            "AI Assistants",
+            "perplexity",
+            "Referral",
+        ),
+        (
+            "https://gemini.google.com/app",
+            "AI Assistants",
+            "gemini",
+            "Referral",
+        ),
+        (
+            "https://copilot.microsoft.com/",
+            "AI Assistants",
+            "copilot",
+            "Referral",
+        ),
+        (
+            "https://claude.ai/chat/1",
+            "AI Assistants",
+            "claude",
+            "Referral",
+        ),
+        (
+            "https://x.com/i/grok?conversation=1",
+            "AI Assistants",
+            "grok",
+            "Referral",
+        ),
+    ]);
+    // ChatGPT tags its own links with utm_source=chatgpt.com.
+    let (t, _) = touch_of(observe(Some("utm_source=chatgpt.com"), None));
+    assert_eq!(t.channel, "AI Assistants");
+    assert_eq!(t.channel_ga4.as_deref(), Some("Unassigned"));
+    let (t, _) = touch_of(observe(
+        Some("utm_source=chatgpt.com&utm_medium=referral"),
+        None,
+    ));
+    assert_eq!(t.channel, "AI Assistants");
+    // Paid stays paid.
+    let (t, _) = touch_of(observe(Some("utm_source=chatgpt&utm_medium=cpc"), None));
+    assert_eq!(t.channel, "Paid Other");
+}
+
+#[test]
+fn ad_network_referrers_are_paid() {
+    assert_extended(&[
+        (
+            "https://www.googleadservices.com/pagead/aclk?sa=L",
+            "Paid Search",
+            "google",
+            "Referral",
+        ),
+        (
+            "https://www.google.com/aclk?sa=l&ai=x",
+            "Paid Search",
+            "google",
+            "Referral",
+        ),
+        (
+            "https://www.bing.com/aclk?ld=x",
+            "Paid Search",
+            "bing",
+            "Referral",
+        ),
+        (
+            "https://ad.doubleclick.net/ddm/trackclk/x",
+            "Display",
+            "google",
+            "Referral",
+        ),
+        (
+            "https://tpc.googlesyndication.com/safeframe/1-0-40/html/container.html",
+            "Display",
+            "google",
+            "Referral",
+        ),
+        (
+            "https://trc.taboola.com/x",
+            "Display",
+            "taboola",
+            "Referral",
+        ),
+        (
+            "https://paid.outbrain.com/network/redir",
+            "Display",
+            "outbrain",
+            "Referral",
+        ),
+        (
+            "https://cas.criteo.com/delivery/ck.php",
+            "Display",
+            "criteo",
+            "Referral",
+        ),
+        (
+            "https://aax-eu.amazon-adsystem.com/x/c/x",
+            "Paid Shopping",
+            "amazon",
+            "Referral",
+        ),
+        (
+            "https://www.awin1.com/cread.php?awinmid=1",
+            "Affiliates",
+            "awin",
+            "Referral",
+        ),
+        (
+            "https://www.anrdoezrs.net/click-1-2",
+            "Affiliates",
+            "cj",
+            "Referral",
+        ),
+        (
+            "https://brand.sjv.io/c/1/2/3",
+            "Affiliates",
+            "impact",
+            "Referral",
+        ),
+    ]);
+}
+
+#[test]
+fn missing_utm_source_is_taken_from_the_referrer() {
+    let obs = |q, r| touch_of(observe(Some(q), Some(r))).0;
+    let t = obs("utm_medium=cpc", "https://www.google.de/");
+    assert_eq!(smc(&t), (Some("google"), Some("cpc"), "Paid Search"));
+    assert_eq!(t.channel_ga4.as_deref(), Some("Paid Other"));
+    let t = obs(
+        "utm_medium=email&utm_campaign=jan",
+        "https://mail.google.com/",
+    );
+    assert_eq!(smc(&t), (Some("gmail"), Some("email"), "Email"));
+    let t = obs("utm_medium=referral", "https://blog.partner.example/post");
+    assert_eq!(
+        smc(&t),
+        (Some("blog.partner.example"), Some("referral"), "Referral")
+    );
+    // A same-site referrer names nothing; a given source is never replaced.
+    let t = obs("utm_medium=cpc", "https://www.example.com/cart");
+    assert_eq!(t.source, None);
+    let t = obs(
+        "utm_source=newsletter&utm_medium=email",
+        "https://www.google.de/",
+    );
+    assert_eq!(t.source.as_deref(), Some("newsletter"));
+    // GA4's rules leave the source empty.
+    let (g, _) = touch_of(touch::observe(
+        &ga4_rules(),
+        Some("utm_medium=cpc"),
+        Some("https://www.google.de/"),
+        HOST,
+    ));
+    assert_eq!(smc(&g), (None, Some("cpc"), "Paid Other"));
+}
+
+#[test]
+fn community_chat_and_shopping_sites() {
+    assert_extended(&[
+        (
+            "https://discord.com/channels/1/2",
+            "Organic Social",
+            "discord",
+            "Organic Social",
+        ),
+        (
+            "https://app.slack.com/client/T1",
+            "Organic Social",
+            "slack",
+            "Organic Social",
+        ),
+        (
+            "https://web.telegram.org/k/",
+            "Organic Social",
+            "telegram",
+            "Organic Social",
+        ),
+        (
+            "https://web.whatsapp.com/",
+            "Organic Social",
+            "whatsapp",
+            "Organic Social",
+        ),
+        (
+            "https://news.ycombinator.com/item?id=1",
+            "Organic Social",
+            "hacker news",
+            "Organic Social",
+        ),
+        (
+            "https://bsky.app/profile/x",
+            "Organic Social",
+            "bluesky",
+            "Organic Social",
+        ),
+        (
+            "https://www.threads.net/@x",
+            "Organic Social",
+            "threads",
+            "Organic Social",
+        ),
+        (
+            "https://mastodon.social/@x",
+            "Organic Social",
+            "mastodon",
+            "Organic Social",
+        ),
+        (
+            "https://www.amazon.de/dp/1",
+            "Organic Shopping",
+            "amazon",
+            "Referral",
+        ),
+        (
+            "https://www.ebay.fr/itm/1",
+            "Organic Shopping",
+            "ebay",
+            "Referral",
+        ),
+        (
+            "https://www.zalando.de/x",
+            "Organic Shopping",
+            "zalando",
+            "Referral",
+        ),
+        (
+            "https://www.aliexpress.com/item/1",
+            "Organic Shopping",
+            "aliexpress",
+            "Referral",
+        ),
+    ]);
+}
+
+#[test]
+fn more_click_ids() {
+    // (parameter, source, medium, channel)
+    for (key, source, medium, ch) in [
+        ("gclsrc", "google", "cpc", "Paid Search"),
+        ("irclid", "impact", "affiliate", "Affiliates"),
+        ("_kx", "klaviyo", "email", "Email"),
+        ("yclid", "yandex", "cpc", "Paid Search"),
+        ("ScCid", "snapchat", "cpc", "Paid Social"),
+        ("tblci", "taboola", "display", "Display"),
+        ("cjevent", "cj", "affiliate", "Affiliates"),
+        ("awc", "awin", "affiliate", "Affiliates"),
+    ] {
+        let q = format!("{key}=abc123");
+        assert!(query_may_carry_campaign(&q), "{key}");
+        let (t, _) = touch_of(observe(Some(&q), None));
+        assert_eq!(smc(&t), (Some(source), Some(medium), ch), "{key}");
+        assert_eq!(t.click_id_type.as_deref(), Some(key));
+    }
+    // gclid names the touch when gclsrc comes with it.
+    let (t, _) = touch_of(observe(Some("gclsrc=aw.ds&gclid=x"), None));
+    assert_eq!(t.click_id_type.as_deref(), Some("gclid"));
+}
+
+#[test]
+fn channels_key_is_validated() {
+    use touchgate::config::Config;
+    let env = |k: &str| (k == "TOUCHGATE_SECRET").then(|| "s".repeat(40));
+    for (value, want) in [("ga4", RuleSet::Ga4), ("extended", RuleSet::Extended)] {
+        let cfg = Config::parse(
+            "t.toml",
+            &format!("[touch]\nchannels = \"{value}\"\n"),
+            &env,
+        )
+        .expect("a valid rule set");
+        assert_eq!(cfg.touch.channels, want);
+    }
+    let cfg = Config::parse("t.toml", "", &env).expect("defaults");
+    assert_eq!(cfg.touch.channels, RuleSet::Extended);
+    let err = Config::parse("t.toml", "[touch]\nchannels = \"GA-4\"\n", &env)
+        .expect_err("an unknown rule set");
+    let msg = format!("{err:#}");
+    assert!(msg.contains("ga4") && msg.contains("extended"), "{msg}");
 }

@@ -203,7 +203,7 @@ impl Capture {
                         self.previous_keys.as_ref(),
                         name,
                         value,
-                        touch::channel,
+                        |s, m, c| self.rules.channel(s, m, c),
                     );
                     let (stored, dirty) = match decoded {
                         Verified::Current(t) => (Some(t), false),

@@ -320,6 +320,8 @@ fn parse_payload(
                 campaign_id,
                 click_id_type,
                 channel: ch.to_string(),
+                // A cookie keeps no GA4 reading of its own referrer.
+                channel_ga4: None,
                 valid,
             },
             at,

@@ -155,6 +155,8 @@ impl Findings {
             campaign_id,
             click_id_type,
             channel,
+            // One of the fixed GA4 channel names, set by touchgate.
+            channel_ga4: _,
             // A flag: no text.
             valid: _,
         } = t;
@@ -508,6 +510,7 @@ mod every_field {
             campaign_id: Some(text(&format!("{of}.campaign_id"))),
             click_id_type: Some(text(&format!("{of}.click_id_type"))),
             channel: text(&format!("{of}.channel")),
+            channel_ga4: None,
             valid: true,
         };
         let object = |value: serde_json::Value| match value {

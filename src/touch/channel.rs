@@ -1,11 +1,37 @@
 //! GA4's default channel grouping, rule for rule as Google publishes it,
-//! with the source lists from `data/ga4-source-categories.csv`.
+//! with the source lists from `data/ga4-source-categories.csv`, and the
+//! extended grouping: GA4's plus an `AI Assistants` channel and the sources
+//! of `data/referrers-extra.csv` on the search, social and shopping lists.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::LazyLock;
 
 use regex::Regex;
+use serde::Deserialize;
+
+use super::referrer;
+
+/// Which channel rules apply (`touch.channels`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuleSet {
+    /// GA4's published default channel grouping, exactly; referrers from
+    /// webmail, AI assistants, ad networks and shops are referrals.
+    Ga4,
+    /// GA4's grouping plus what it gets wrong (see the README's table).
+    #[default]
+    Extended,
+}
+
+impl RuleSet {
+    pub fn name(self) -> &'static str {
+        match self {
+            RuleSet::Ga4 => "ga4",
+            RuleSet::Extended => "extended",
+        }
+    }
+}
 
 /// Which of GA4's source lists a source is on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -17,6 +43,27 @@ pub enum SourceCategory {
 }
 
 const SOURCE_CATEGORIES_CSV: &str = include_str!("../../data/ga4-source-categories.csv");
+const EXTRA_CSV: &str = include_str!("../../data/referrers-extra.csv");
+
+/// The names touchgate's own referrer list gives search engines, social
+/// and community sites and shops, for the extended grouping only.
+static EXTRA_CATEGORIES: LazyLock<HashMap<String, SourceCategory>> = LazyLock::new(|| {
+    EXTRA_CSV
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let mut cols = line.trim_end().split(',');
+            let (_, kind, name) = (cols.next()?, cols.next()?, cols.next()?);
+            let category = match kind {
+                "search" => SourceCategory::Search,
+                "social" => SourceCategory::Social,
+                "shopping" => SourceCategory::Shopping,
+                _ => return None,
+            };
+            (!name.is_empty()).then(|| (name.to_string(), category))
+        })
+        .collect()
+});
 
 static CATEGORIES: LazyLock<HashMap<String, SourceCategory>> = LazyLock::new(|| {
     SOURCE_CATEGORIES_CSV
@@ -54,9 +101,10 @@ pub fn source_category(source: &str) -> Option<SourceCategory> {
     CATEGORIES.get(lowercase(source).as_ref()).copied()
 }
 
-/// Number of sources on GA4's lists; forces them to load.
+/// Number of sources on GA4's lists (and on the extended ones); forces
+/// them to load.
 pub fn source_category_count() -> usize {
-    CATEGORIES.len()
+    CATEGORIES.len() + EXTRA_CATEGORIES.len()
 }
 
 fn lowercase(s: &str) -> Cow<'_, str> {
@@ -87,6 +135,31 @@ const EMAIL_WORDS: &[&str] = &["email", "e-mail", "e_mail", "e mail"];
 /// Social, Organic Video, Organic Search, Referral, Email, Affiliates,
 /// Audio, SMS, Mobile Push Notifications, else Unassigned.
 pub fn channel(source: Option<&str>, medium: Option<&str>, campaign: Option<&str>) -> &'static str {
+    grouping(RuleSet::Ga4, source, medium, campaign)
+}
+
+/// The channel under either rule set. `Extended` is [`channel`] with two
+/// differences: a source on touchgate's own search, social or shopping
+/// list counts as on GA4's, and an AI assistant's source (`chatgpt`,
+/// `perplexity.ai`) with an unpaid medium is `AI Assistants`, and the
+/// medium `email` is Email, both decided after the paid channels and before
+/// the organic ones.
+pub fn channel_under(
+    rules: RuleSet,
+    source: Option<&str>,
+    medium: Option<&str>,
+    campaign: Option<&str>,
+) -> &'static str {
+    grouping(rules, source, medium, campaign)
+}
+
+fn grouping(
+    rules: RuleSet,
+    source: Option<&str>,
+    medium: Option<&str>,
+    campaign: Option<&str>,
+) -> &'static str {
+    let extended = rules == RuleSet::Extended;
     let s = lowercase(source.unwrap_or(""));
     let m = lowercase(medium.unwrap_or(""));
     let c = lowercase(campaign.unwrap_or(""));
@@ -94,7 +167,10 @@ pub fn channel(source: Option<&str>, medium: Option<&str>, campaign: Option<&str
     let category = if s.is_empty() {
         None
     } else {
-        CATEGORIES.get(s).copied()
+        CATEGORIES
+            .get(s)
+            .or_else(|| extended.then(|| EXTRA_CATEGORIES.get(s)).flatten())
+            .copied()
     };
     let is = |cat| category == Some(cat);
     let paid = PAID_MEDIUM.is_match(m);
@@ -116,6 +192,12 @@ pub fn channel(source: Option<&str>, medium: Option<&str>, campaign: Option<&str
         "Display"
     } else if paid {
         "Paid Other"
+    } else if extended && !s.is_empty() && referrer::is_ai_assistant(s) {
+        "AI Assistants"
+    } else if extended && m == "email" {
+        // GA4 puts `google / email` in Organic Search: its source lists
+        // come before the Email rule.
+        "Email"
     } else if is(SourceCategory::Shopping) || shopping_campaign {
         "Organic Shopping"
     } else if is(SourceCategory::Social) || SOCIAL_MEDIA.contains(&m) {

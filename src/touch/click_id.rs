@@ -27,18 +27,32 @@ pub const CLICK_IDS: &[ClickId] = &[
     id("gbraid", "google", "cpc"),
     id("wbraid", "google", "cpc"),
     id("dclid", "google", "cpc"),
+    // Google Ads' and Search Ads 360's companion of gclid (`aw.ds`, `ds`).
+    id("gclsrc", "google", "cpc"),
     id("msclkid", "bing", "cpc"),
+    // Yandex Direct.
+    id("yclid", "yandex", "cpc"),
     id("ttclid", "tiktok", "cpc"),
     id("li_fat_id", "linkedin", "cpc"),
     id("twclid", "twitter", "cpc"),
     id("epik", "pinterest", "cpc"),
     id("sccid", "snapchat", "cpc"),
+    // Snapchat's own spelling; keys are case-sensitive.
+    id("ScCid", "snapchat", "cpc"),
     id("rdt_cid", "reddit", "cpc"),
     id("qclid", "quora", "cpc"),
+    // Taboola's native ads.
+    id("tblci", "taboola", "display"),
+    // Affiliate networks: Impact, CJ, Awin.
+    id("irclid", "impact", "affiliate"),
+    id("cjevent", "cj", "affiliate"),
+    id("awc", "awin", "affiliate"),
     id("gad_source", "google", "cpc"),
     // Meta adds fbclid to organic clicks too, so it alone means social.
     id("fbclid", "facebook", "social"),
     id("igshid", "instagram", "social"),
+    // Klaviyo's e-mail and SMS click tracking.
+    id("_kx", "klaviyo", "email"),
     // Google's free merchant listings (organic shopping results).
     id("srsltid", "google", "organic"),
 ];
@@ -58,17 +72,25 @@ pub fn is_click_id_key(key: &str) -> bool {
             | "gbraid"
             | "wbraid"
             | "dclid"
+            | "gclsrc"
             | "msclkid"
+            | "yclid"
             | "ttclid"
             | "li_fat_id"
             | "twclid"
             | "epik"
             | "sccid"
+            | "ScCid"
             | "rdt_cid"
             | "qclid"
+            | "tblci"
+            | "irclid"
+            | "cjevent"
+            | "awc"
             | "gad_source"
             | "fbclid"
             | "igshid"
+            | "_kx"
             | "srsltid"
     )
 }
@@ -100,17 +122,25 @@ mod tests {
             "gbraid",
             "wbraid",
             "dclid",
+            "gclsrc",
             "msclkid",
+            "yclid",
             "ttclid",
             "li_fat_id",
             "twclid",
             "epik",
             "sccid",
+            "ScCid",
             "rdt_cid",
             "qclid",
+            "tblci",
+            "irclid",
+            "cjevent",
+            "awc",
             "gad_source",
             "fbclid",
             "igshid",
+            "_kx",
             "srsltid",
         ];
         assert_eq!(matched.len(), CLICK_IDS.len());

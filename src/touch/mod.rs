@@ -17,7 +17,7 @@ use crate::config::TouchConfig;
 use crate::event::Touch;
 
 pub use canonical::canonical_url;
-pub use channel::{SourceCategory, channel, source_category};
+pub use channel::{RuleSet, SourceCategory, channel, channel_under, source_category};
 pub use normalize::{clean, normalize};
 pub use params::{CampaignParams, query_may_carry_campaign};
 pub use referrer::{Referrer, ReferrerKind};
@@ -93,6 +93,7 @@ pub const DEFAULT_MEDIUM_ALIASES: &[(&str, &str)] = &[
 pub struct TouchRules {
     source_aliases: HashMap<String, String>,
     medium_aliases: HashMap<String, String>,
+    channels: RuleSet,
 }
 
 impl TouchRules {
@@ -106,7 +107,23 @@ impl TouchRules {
         TouchRules {
             source_aliases: merge(DEFAULT_SOURCE_ALIASES, &cfg.source_aliases),
             medium_aliases: merge(DEFAULT_MEDIUM_ALIASES, &cfg.medium_aliases),
+            channels: cfg.channels,
         }
+    }
+
+    /// The configured rule set (`touch.channels`).
+    pub fn channels(&self) -> RuleSet {
+        self.channels
+    }
+
+    /// The channel of a source/medium/campaign under the configured rules.
+    pub fn channel(
+        &self,
+        source: Option<&str>,
+        medium: Option<&str>,
+        campaign: Option<&str>,
+    ) -> &'static str {
+        channel_under(self.channels, source, medium, campaign)
     }
 
     /// The alias of a normalized source, or the source itself.
@@ -170,11 +187,18 @@ pub enum Observation {
 /// Read the touch from a request's query string and `Referer`.
 ///
 /// UTM values win; a click id fills only what they leave empty (and is
-/// recorded in `click_id_type` either way); without either, the referrer
+/// recorded in `click_id_type` either way); under the extended rules, the
+/// referrer then fills a missing source. Without either, the referrer
 /// decides: same site → [`Observation::Internal`], search engine →
-/// `organic`, social network → `social`, AI assistant or other site →
-/// `referral`. No usable referrer → [`Observation::Direct`]. Aliases apply
-/// to UTM source and medium and to the lists' names, never to a host.
+/// `organic`, social network → `social`, other site → `referral`; under the
+/// extended rules also webmail → the provider and `email`, ad network → the
+/// network and its medium, AI assistant or shop → its name and `referral`
+/// (under GA4's they are the host and `referral`). No usable referrer →
+/// [`Observation::Direct`]. Aliases apply to UTM source and medium and to
+/// the lists' names, never to a host.
+///
+/// The touch carries the configured rule set's channel; under the extended
+/// rules, `channel_ga4` holds GA4's when it is another.
 pub fn observe(
     rules: &TouchRules,
     query: Option<&str>,
@@ -182,6 +206,13 @@ pub fn observe(
     request_host: &str,
 ) -> Observation {
     let params = query.map(CampaignParams::parse).unwrap_or_default();
+    // Parsed only when it decides something: most tagged landings name
+    // their source.
+    let referred = || {
+        let (ref_host, path, ref_query) = referrer.and_then(referrer::parse_url)?;
+        let internal = host::bare(request_host).is_some_and(|req| host::same_site(&ref_host, &req));
+        Some((internal, ref_host, path, ref_query))
+    };
     if !params.is_empty() {
         let click = params.click_id;
         let touch = Touch {
@@ -200,57 +231,100 @@ pub fn observe(
             click_id_type: click.map(|c| c.key.to_string()),
             ..Touch::default()
         };
+        // GA4 leaves a missing source unset; the referrer usually names it.
+        let mut extended = touch.clone();
+        if extended.source.is_none()
+            && let Some((false, ref_host, path, ref_query)) = referred()
+        {
+            let class = referrer::classify_url(ref_host, &path, &ref_query);
+            extended.source = referrer_touch(rules, &class, RuleSet::Extended).0;
+        }
         return Observation::Touch {
-            touch: finish(touch),
+            touch: finish(rules, touch, extended),
             fbclid: params.fbclid,
         };
     }
 
-    let Some((ref_host, path)) = referrer.and_then(referrer::parse) else {
+    let Some((internal, ref_host, path, ref_query)) = referred() else {
         return Observation::Direct;
     };
-    if host::bare(request_host).is_some_and(|req| host::same_site(&ref_host, &req)) {
+    if internal {
         return Observation::Internal;
     }
-    let class = referrer::classify_host(ref_host, &path);
-    // Aliases rename the list names ("yahoo!" → "yahoo"), never a host: the
-    // host of an AI assistant (x.com/i/grok) is not the network it shares.
-    let site = || clean(host::without_www(&class.host));
-    let (source, medium) = match (class.kind, class.name.clone()) {
-        (ReferrerKind::SearchEngine, Some(name)) => (Some(rules.source_alias(name)), "organic"),
-        (ReferrerKind::Social, Some(name)) => {
-            let name = rules.source_alias(name);
-            // GA4 puts video platforms (YouTube, Vimeo) in Organic Video;
-            // "social" would force Organic Social.
-            let medium = if channel::source_category(&name) == Some(SourceCategory::Video) {
-                "referral"
-            } else {
-                "social"
-            };
-            (Some(name), medium)
+    let class = referrer::classify_url(ref_host, &path, &ref_query);
+    let touch_under = |set| {
+        let (source, medium) = referrer_touch(rules, &class, set);
+        Touch {
+            source,
+            medium: Some(medium),
+            ..Touch::default()
         }
-        _ => (site(), "referral"),
-    };
-    let touch = Touch {
-        source,
-        medium: Some(medium.to_string()),
-        ..Touch::default()
     };
     Observation::Touch {
-        touch: finish(touch),
+        touch: finish(
+            rules,
+            touch_under(RuleSet::Ga4),
+            touch_under(RuleSet::Extended),
+        ),
         fbclid: None,
     }
 }
 
-/// Channel and validity.
-fn finish(mut t: Touch) -> Touch {
-    let ch = channel(
-        t.source.as_deref(),
-        t.medium.as_deref(),
-        t.campaign.as_deref(),
+/// Source and medium of a classified referrer under a rule set.
+fn referrer_touch(rules: &TouchRules, class: &Referrer, set: RuleSet) -> (Option<String>, String) {
+    let extended = set == RuleSet::Extended;
+    // Aliases rename the list names ("yahoo!" → "yahoo"), never a host: the
+    // host of an AI assistant (x.com/i/grok) is not the network it shares.
+    let site = || clean(host::without_www(&class.host));
+    let name = || class.name.clone().map(|n| rules.source_alias(n));
+    match class.kind {
+        ReferrerKind::SearchEngine if class.name.is_some() => (name(), "organic".into()),
+        ReferrerKind::Social if class.name.is_some() => {
+            let name = name();
+            // GA4 puts video platforms (YouTube, Vimeo) in Organic Video;
+            // "social" would force Organic Social.
+            let video = name
+                .as_deref()
+                .is_some_and(|n| channel::source_category(n) == Some(SourceCategory::Video));
+            let medium = if video { "referral" } else { "social" };
+            (name, medium.into())
+        }
+        ReferrerKind::Webmail if extended => (name(), "email".into()),
+        ReferrerKind::AdNetwork if extended => (
+            name(),
+            class.medium.clone().unwrap_or_else(|| "referral".into()),
+        ),
+        ReferrerKind::AiAssistant | ReferrerKind::Shopping if extended => {
+            (name(), "referral".into())
+        }
+        _ => (site(), "referral".into()),
+    }
+}
+
+/// The configured rule set's touch, its channel and validity; under the
+/// extended rules, GA4's channel beside it when the two differ.
+fn finish(rules: &TouchRules, ga4: Touch, extended: Touch) -> Touch {
+    let ga4_channel = channel_under(
+        RuleSet::Ga4,
+        ga4.source.as_deref(),
+        ga4.medium.as_deref(),
+        ga4.campaign.as_deref(),
     );
+    let (mut t, ch) = match rules.channels {
+        RuleSet::Ga4 => (ga4, ga4_channel),
+        RuleSet::Extended => {
+            let ch = channel_under(
+                RuleSet::Extended,
+                extended.source.as_deref(),
+                extended.medium.as_deref(),
+                extended.campaign.as_deref(),
+            );
+            (extended, ch)
+        }
+    };
     t.valid = t.source.is_some() && t.medium.is_some() && ch != "Unassigned";
     t.channel = ch.to_string();
+    t.channel_ga4 = (ch != ga4_channel).then(|| ga4_channel.to_string());
     t
 }
 

@@ -1,12 +1,15 @@
-//! Referrer classification (search engine, social network, AI assistant,
-//! website) from Matomo's CC0 lists in `data/matomo/`.
+//! Referrer classification (AI assistant, ad network, webmail, social
+//! network, search engine, shop, website) from Matomo's CC0 lists in
+//! `data/matomo/` and touchgate's own host lists (`data/webmail.csv`,
+//! `data/ad-networks.csv`, `data/referrers-extra.csv`).
 //!
-//! The YAML is embedded and parsed once on first use (`TouchRules::new`
-//! forces it): ~900 patterns load in a few milliseconds, once, the shipped files
-//! stay the single source with no build script or generated code, and a test
-//! proves they parse.
+//! The files are embedded and parsed once on first use (`TouchRules::new`
+//! forces it): ~1,300 patterns load in a few milliseconds, once, into host
+//! tables, so a request costs a few hash look-ups and no regex. The shipped
+//! files stay the single source with no build script or generated code, and
+//! a test proves they parse.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::LazyLock;
 
 use saphyr::{LoadableYamlNode, Scalar, Yaml};
@@ -17,13 +20,50 @@ use super::normalize::normalize;
 const SEARCH_ENGINES_YML: &str = include_str!("../../data/matomo/SearchEngines.yml");
 const SOCIALS_YML: &str = include_str!("../../data/matomo/Socials.yml");
 const AI_ASSISTANTS_YML: &str = include_str!("../../data/matomo/AIAssistants.yml");
+const WEBMAIL_CSV: &str = include_str!("../../data/webmail.csv");
+const AD_NETWORKS_CSV: &str = include_str!("../../data/ad-networks.csv");
+const EXTRA_CSV: &str = include_str!("../../data/referrers-extra.csv");
 
+/// First labels that name a webmail front end on any provider's domain
+/// (`webmail.isp.example`, `mail.company.example/owa/`).
+const WEBMAIL_LABELS: &[&str] = &[
+    "mail",
+    "webmail",
+    "email",
+    "e-mail",
+    "correo",
+    "poczta",
+    "posta",
+    "messagerie",
+    "owa",
+];
+/// Path prefixes of the common self-hosted webmail applications.
+const WEBMAIL_PATHS: &[&str] = &[
+    "/owa/",
+    "/webmail/",
+    "/roundcube/",
+    "/zimbra/",
+    "/squirrelmail/",
+    "/horde/",
+    "/rainloop/",
+    "/snappymail/",
+    "/sogo/",
+];
+/// How many leading labels the parent-domain walk drops at most: enough for
+/// `co106w.col106.mail.live.com`, and a bound on hostile hosts.
+const MAX_PARENT_STEPS: usize = 8;
 /// What kind of site sent the visitor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReferrerKind {
     SearchEngine,
     Social,
     AiAssistant,
+    /// A webmail front end: the visitor clicked a link in an e-mail.
+    Webmail,
+    /// An ad server's click or redirect host: the visit was paid.
+    AdNetwork,
+    /// A marketplace or shop (`amazon.de`, `etsy.com`).
+    Shopping,
     Website,
 }
 
@@ -34,68 +74,176 @@ pub struct Referrer {
     pub host: String,
     pub kind: ReferrerKind,
     /// The list's name for the engine, network or assistant, normalized
-    /// (`google`, `facebook`, `chatgpt`); `None` for a plain website.
+    /// (`google`, `facebook`, `chatgpt`), the webmail provider (`gmail`),
+    /// the ad network (`criteo`) or the shop (`amazon`); `None` for a plain
+    /// website.
     pub name: Option<String>,
+    /// The medium an ad network's click stands for (`cpc`, `display`,
+    /// `affiliate`); `None` for every other kind.
+    pub medium: Option<String>,
 }
 
 /// Parse a `Referer` value: its bare host and path. `None` when it is not an
 /// absolute URL with a host.
 pub fn parse(referrer: &str) -> Option<(String, String)> {
+    parse_url(referrer).map(|(host, path, _)| (host, path))
+}
+
+/// [`parse`], with the query string (empty when absent).
+pub fn parse_url(referrer: &str) -> Option<(String, String, String)> {
     let url = url::Url::parse(referrer.trim()).ok()?;
     let host = host::bare(url.host_str()?)?;
-    Some((host, url.path().to_string()))
+    Some((
+        host,
+        url.path().to_string(),
+        url.query().unwrap_or_default().to_string(),
+    ))
 }
 
 /// Classify a `Referer` value; `None` when it has no host.
 pub fn classify(referrer: &str) -> Option<Referrer> {
-    let (host, path) = parse(referrer)?;
-    Some(classify_host(host, &path))
+    let (host, path, query) = parse_url(referrer)?;
+    Some(classify_url(host, &path, &query))
 }
 
-/// Classify a bare host and its path. Assistants first (`x.com/i/grok` is
-/// Grok, not Twitter), then social networks (`www.facebook.com` is also on
-/// the search list, for its site search), then search engines.
-///
-/// Matching follows Matomo. Search engines: the exact host, then the lossy
-/// host (see [`lossy`]), each with the list's path (`google.{}/imgres`)
-/// before without. Social networks and assistants: the host or its nearest
-/// listed parent domain (`l.facebook.com` is `facebook.com`), with an
-/// optional path prefix. Matomo also wants a keyword parameter from a search
-/// referrer; browsers stopped sending those, so the host alone decides.
+/// Classify a bare host and its path (no query).
 pub fn classify_host(host: String, path: &str) -> Referrer {
+    classify_url(host, path, "")
+}
+
+/// Classify a bare host, its path and its query. First match wins:
+///
+/// 1. AI assistants (`x.com/i/grok` is Grok, not Twitter);
+/// 2. ad networks' click and redirect hosts (`google.com/aclk` is a paid
+///    click, not a search);
+/// 3. webmail: the list, then a `mail.`/`webmail.`… first label or a webmail
+///    application's path on any provider's domain;
+/// 4. social networks, community and chat sites (`www.facebook.com` is also
+///    on the search list, for its site search);
+/// 5. hosts that belong to a search company but are no search
+///    (`support.google.com`, Google Docs' `google.com/url?sa=D` links) are
+///    websites;
+/// 6. search engines; Google Custom Search on a partner's domain (a `cx`
+///    parameter naming a `partner-pub-` engine) is Google;
+/// 7. shops and marketplaces;
+/// 8. any other host is a website.
+///
+/// Hosts match as Matomo intends: the exact host, then the lossy host (see
+/// [`lossy`]; `{}` stands for a country), each with the list's path
+/// (`google.{}/imgres`) before without, and then the same for each parent
+/// domain (`de.images.search.yahoo.com` is `images.search.yahoo.com`,
+/// `l.facebook.com` is `facebook.com`). Matomo also wants a keyword
+/// parameter from a search referrer; browsers stopped sending those, so the
+/// host alone decides.
+pub fn classify_url(host: String, path: &str, query: &str) -> Referrer {
     let t = &*TABLES;
-    let found =
-        t.ai.find_domain(&host, path)
-            .map(|n| (ReferrerKind::AiAssistant, n))
-            .or_else(|| {
-                t.social
-                    .find_domain(&host, path)
-                    .map(|n| (ReferrerKind::Social, n))
-            })
-            .or_else(|| {
-                t.search
-                    .find_exact(&host, path)
-                    .or_else(|| t.search.find_exact(&lossy(&host), path))
-                    .map(|n| (ReferrerKind::SearchEngine, n))
-            });
-    match found {
-        Some((kind, name)) => Referrer {
-            host,
-            kind,
-            name: Some(name.to_string()),
-        },
-        None => Referrer {
-            host,
-            kind: ReferrerKind::Website,
-            name: None,
-        },
+    let named = |kind, entry: &Entry| Referrer {
+        host: host.clone(),
+        kind,
+        name: Some(entry.name.clone()),
+        medium: entry.medium.clone(),
+    };
+    if let Some(e) = t.ai.find(&host, path) {
+        return named(ReferrerKind::AiAssistant, e);
+    }
+    if let Some(e) = t.ads.find(&host, path) {
+        return named(ReferrerKind::AdNetwork, e);
+    }
+    if let Some(e) = t.webmail.find(&host, path) {
+        return named(ReferrerKind::Webmail, e);
+    }
+    if let Some(provider) = webmail_by_shape(&host, path) {
+        return Referrer {
+            kind: ReferrerKind::Webmail,
+            name: Some(provider),
+            ..website(&host)
+        };
+    }
+    if let Some(e) = t.social.find(&host, path) {
+        return named(ReferrerKind::Social, e);
+    }
+    if t.not_search.find(&host, path).is_some() || is_docs_link(&host, path, query) {
+        return website(&host);
+    }
+    if let Some(e) = t.search.find(&host, path) {
+        return named(ReferrerKind::SearchEngine, e);
+    }
+    if is_partner_search(query) {
+        return Referrer {
+            host: host.clone(),
+            kind: ReferrerKind::SearchEngine,
+            name: Some("google".into()),
+            medium: None,
+        };
+    }
+    if let Some(e) = t.shopping.find(&host, path) {
+        return named(ReferrerKind::Shopping, e);
+    }
+    website(&host)
+}
+
+fn website(host: &str) -> Referrer {
+    Referrer {
+        host: host.to_string(),
+        kind: ReferrerKind::Website,
+        name: None,
+        medium: None,
     }
 }
 
-/// Number of host patterns per list (search, social, AI); forces loading.
-pub fn pattern_counts() -> (usize, usize, usize) {
+/// A webmail host by its shape: a webmail first label below the provider's
+/// registrable domain, or a webmail application's path. The provider is the
+/// registrable domain (`webmail.example-isp.de` → `example-isp.de`).
+fn webmail_by_shape(host: &str, path: &str) -> Option<String> {
+    let site = host::site(host)?;
+    let below = host.strip_suffix(site)?.strip_suffix('.');
+    let by_label = below.is_some_and(|b| {
+        let first = b.split('.').next().unwrap_or_default();
+        WEBMAIL_LABELS.contains(&first) || first.starts_with("webmail")
+    });
+    let path = path.to_ascii_lowercase();
+    let by_path = WEBMAIL_PATHS
+        .iter()
+        .any(|p| path.starts_with(p) || path == p.trim_end_matches('/'));
+    (by_label || by_path).then(|| site.to_string())
+}
+
+/// Google's `/url` redirect with `sa=D` is a link followed out of Google
+/// Docs, Sheets or Slides, not a search result.
+fn is_docs_link(host: &str, path: &str, query: &str) -> bool {
+    path == "/url"
+        && host::site(host).is_some_and(|s| s.starts_with("google."))
+        && form_urlencoded::parse(query.as_bytes()).any(|(k, v)| k == "sa" && v == "D")
+}
+
+/// Google Custom Search hosted on a partner's own domain: the engine id in
+/// `cx` is `partner-pub-…`.
+fn is_partner_search(query: &str) -> bool {
+    !query.is_empty()
+        && form_urlencoded::parse(query.as_bytes())
+            .any(|(k, v)| k == "cx" && v.starts_with("partner-pub-"))
+}
+
+/// Number of host patterns per list (search, social, AI, webmail, ad
+/// networks, shopping, not search); forces loading.
+pub fn pattern_counts() -> [usize; 7] {
     let t = &*TABLES;
-    (t.search.len(), t.social.len(), t.ai.len())
+    [
+        t.search.len(),
+        t.social.len(),
+        t.ai.len(),
+        t.webmail.len(),
+        t.ads.len(),
+        t.shopping.len(),
+        t.not_search.len(),
+    ]
+}
+
+/// Is this (normalized) source an AI assistant: a name on Matomo's list
+/// (`chatgpt`) or one of its hosts (`chatgpt.com`, `www.perplexity.ai`)?
+pub fn is_ai_assistant(source: &str) -> bool {
+    let t = &*TABLES;
+    t.ai_sources.contains(source) || t.ai_sources.contains(host::without_www(source))
 }
 
 /// Matomo's lossy host: leading `www.`/`ww2.`/`search.` and `m.` labels
@@ -144,6 +292,8 @@ struct Entry {
     /// With its leading `/`; `None` matches any path.
     path: Option<String>,
     name: String,
+    /// Ad networks only: the medium their click stands for.
+    medium: Option<String>,
 }
 
 #[derive(Default)]
@@ -154,6 +304,10 @@ struct Table {
 
 impl Table {
     fn insert(&mut self, pattern: &str, name: &str) {
+        self.insert_with(pattern, name, None);
+    }
+
+    fn insert_with(&mut self, pattern: &str, name: &str, medium: Option<&str>) {
         let pattern = pattern.trim().to_lowercase();
         let (host, path) = match pattern.find('/') {
             Some(i) => (&pattern[..i], Some(pattern[i..].to_string())),
@@ -170,6 +324,7 @@ impl Table {
             .push(Entry {
                 path,
                 name: name.to_string(),
+                medium: medium.map(str::to_string),
             });
     }
 
@@ -179,25 +334,35 @@ impl Table {
 
     /// Entries for exactly this host key: one whose path is a prefix of
     /// `path` (the longest) wins over one without a path.
-    fn find_exact(&self, key: &str, path: &str) -> Option<&str> {
+    fn find_exact(&self, key: &str, path: &str) -> Option<&Entry> {
         let entries = self.by_host.get(key)?;
         entries
             .iter()
             .filter(|e| e.path.as_deref().is_some_and(|p| path_has_prefix(path, p)))
             .max_by_key(|e| e.path.as_ref().map_or(0, String::len))
             .or_else(|| entries.iter().find(|e| e.path.is_none()))
-            .map(|e| e.name.as_str())
     }
 
-    /// The host or its nearest parent domain that is listed.
-    fn find_domain(&self, host: &str, path: &str) -> Option<&str> {
+    /// The host, then its lossy form, then the same for each parent domain
+    /// (at most [`MAX_PARENT_STEPS`] labels dropped, never down to a bare
+    /// public suffix such as `co.uk`).
+    fn find(&self, host: &str, path: &str) -> Option<&Entry> {
+        if self.by_host.is_empty() {
+            return None;
+        }
         let mut key = host;
-        loop {
-            if let Some(name) = self.find_exact(key, path) {
-                return Some(name);
+        for _ in 0..=MAX_PARENT_STEPS {
+            if let Some(e) = self
+                .find_exact(key, path)
+                .or_else(|| self.find_exact(&lossy(key), path))
+            {
+                return Some(e);
             }
             key = key.split_once('.')?.1;
+            // A bare public suffix (`co.uk`) names no one's site.
+            host::site(key)?;
         }
+        None
     }
 }
 
@@ -212,13 +377,74 @@ struct Tables {
     search: Table,
     social: Table,
     ai: Table,
+    webmail: Table,
+    ads: Table,
+    shopping: Table,
+    not_search: Table,
+    /// Names and host patterns (without path) of the AI assistants.
+    ai_sources: HashSet<String>,
 }
 
-static TABLES: LazyLock<Tables> = LazyLock::new(|| Tables {
-    search: load(SEARCH_ENGINES_YML, true),
-    social: load(SOCIALS_YML, false),
-    ai: load(AI_ASSISTANTS_YML, false),
+static TABLES: LazyLock<Tables> = LazyLock::new(|| {
+    let mut search = load(SEARCH_ENGINES_YML, true);
+    let mut social = load(SOCIALS_YML, false);
+    let ai = load(AI_ASSISTANTS_YML, false);
+    let mut webmail = Table::default();
+    for row in csv_rows(WEBMAIL_CSV) {
+        if let [pattern, provider] = row[..] {
+            webmail.insert(pattern, provider);
+        }
+    }
+    let mut ads = Table::default();
+    for row in csv_rows(AD_NETWORKS_CSV) {
+        if let [pattern, source, medium] = row[..] {
+            ads.insert_with(pattern, source, Some(medium));
+        }
+    }
+    let (mut shopping, mut not_search) = (Table::default(), Table::default());
+    for row in csv_rows(EXTRA_CSV) {
+        let [pattern, kind, name] = row[..] else {
+            continue;
+        };
+        let table = match kind {
+            "search" => &mut search,
+            "social" => &mut social,
+            "shopping" => &mut shopping,
+            "website" => &mut not_search,
+            _ => continue,
+        };
+        table.insert(pattern, name);
+    }
+    let mut ai_sources = HashSet::new();
+    for (host, entries) in &ai.by_host {
+        for e in entries {
+            ai_sources.insert(e.name.clone());
+            if e.path.is_none() {
+                ai_sources.insert(host.clone());
+            }
+        }
+    }
+    Tables {
+        search,
+        social,
+        ai,
+        webmail,
+        ads,
+        shopping,
+        not_search,
+        ai_sources,
+    }
 });
+
+/// The rows of a shipped CSV after its header, split on commas (no quoting:
+/// the files hold hosts and plain names).
+fn csv_rows(csv: &str) -> impl Iterator<Item = Vec<&str>> {
+    csv.lines()
+        .skip(1)
+        .map(str::trim_end)
+        .filter(|l| !l.is_empty())
+        .map(|l| l.split(',').map(str::trim).collect())
+}
 
 /// Socials and AI assistants map a name to host patterns; search engines map
 /// a name to a list of `{urls: [patterns], params, …}` blocks.
@@ -263,10 +489,14 @@ mod tests {
 
     #[test]
     fn lists_load() {
-        let (search, social, ai) = pattern_counts();
-        assert_eq!(search, 664);
-        assert_eq!(social, 218);
+        let [search, social, ai, webmail, ads, shopping, not_search] = pattern_counts();
+        assert!(search > 664, "Matomo's 664 and touchgate's own");
+        assert!(social > 218, "Matomo's 218 and touchgate's own");
         assert_eq!(ai, 25);
+        assert!(webmail > 100);
+        assert!(ads > 50);
+        assert!(shopping > 30);
+        assert!(not_search > 30);
     }
 
     #[test]
@@ -319,7 +549,8 @@ mod tests {
             kind("https://lm.facebook.com/l.php"),
             (Social, s("facebook"))
         );
-        assert_eq!(kind("https://mail.google.com/"), (Website, None));
+        assert_eq!(kind("https://mail.google.com/"), (Webmail, s("gmail")));
+        assert_eq!(kind("https://support.google.com/x"), (Website, None));
         assert_eq!(kind("https://notfacebook.com/"), (Website, None));
         assert_eq!(
             kind("android-app://com.reddit.frontpage/"),

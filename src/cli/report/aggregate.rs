@@ -49,6 +49,8 @@ pub struct DayAggregate {
     pub landings_direct: u64,
     /// Landings per channel.
     pub channels: BTreeMap<String, u64>,
+    /// Landings whose `touch.channel_ga4` differs, per `"extended → GA4"`.
+    pub channel_rule_differences: BTreeMap<String, u64>,
     pub conversions: u64,
     /// Conversions whose last touch is Direct (or null).
     pub conversions_direct: u64,
@@ -117,6 +119,12 @@ impl Aggregate {
                     day.landings_direct += 1;
                 }
                 bump(&mut day.channels, channel);
+                if let Some(ga4) = e.touch.as_ref().and_then(|t| t.channel_ga4.as_deref()) {
+                    bump(
+                        &mut day.channel_rule_differences,
+                        &format!("{channel} → {ga4}"),
+                    );
+                }
                 bump(&mut day.server, &e.event_name);
             }
             Kind::Conversion => {

@@ -187,6 +187,9 @@ pub struct DayReport {
     pub landings: DirectShare,
     /// Landings per channel (the channel mix).
     pub channels: BTreeMap<String, u64>,
+    /// Landings whose GA4 channel differs, per `"extended → GA4"` pair.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub channel_rule_differences: BTreeMap<String, u64>,
     pub conversions: ConversionsDay,
     pub latency: LatencyReport,
     /// Event names that have beacons in the period, with their counts on this day.
@@ -552,6 +555,7 @@ pub fn evaluate(agg: &Aggregate, input: InputSummary, checks: &ChecksConfig) -> 
             },
             landings: l,
             channels: a.channels.clone(),
+            channel_rule_differences: a.channel_rule_differences.clone(),
             conversions: ConversionsDay {
                 direct: c,
                 valid: a.conversions_valid,

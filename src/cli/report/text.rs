@@ -117,6 +117,8 @@ pub fn render(r: &Report) -> String {
     }
     push_table(&mut out, table);
 
+    channel_rule_differences(&mut out, r);
+
     section(
         &mut out,
         "Delivery latency (received_at - occurred_at), per UTC day",
@@ -374,4 +376,24 @@ pub fn terminal_safe(s: &str) -> String {
         }
     }
     out
+}
+
+/// Landings the extended rules and GA4's put in different channels, summed
+/// over the period; nothing when they agree everywhere.
+fn channel_rule_differences(out: &mut String, r: &Report) {
+    let mut totals: BTreeMap<&str, u64> = BTreeMap::new();
+    for d in &r.days {
+        for (pair, n) in &d.channel_rule_differences {
+            *totals.entry(pair).or_default() += n;
+        }
+    }
+    if totals.is_empty() {
+        return;
+    }
+    section(out, "Landings whose channel differs under GA4's rules");
+    let mut table = new_table(&["extended → GA4", "landings"]);
+    for (pair, n) in totals {
+        table.add_row(vec![terminal_safe(pair), n.to_string()]);
+    }
+    push_table(out, table);
 }
