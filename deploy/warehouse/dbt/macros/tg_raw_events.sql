@@ -16,7 +16,7 @@
    next: tg_events adds every event_id it does not have yet, whenever it
    shows up. #}
 {% macro duckdb__tg_raw_events() %}
-  {%- set touch = 'STRUCT(source VARCHAR, medium VARCHAR, campaign VARCHAR, term VARCHAR, content VARCHAR, click_id_type VARCHAR, channel VARCHAR, valid BOOLEAN' -%}
+  {%- set touch = 'STRUCT(source VARCHAR, medium VARCHAR, campaign VARCHAR, term VARCHAR, content VARCHAR, click_id_type VARCHAR, channel VARCHAR, channel_ga4 VARCHAR, valid BOOLEAN' -%}
   {%- set columns = {
       'event_id': 'VARCHAR',
       'event_name': 'VARCHAR',
@@ -55,6 +55,7 @@
     page.path as page_path,
     page.referrer_host as referrer_host,
     touch.channel as channel,
+    touch.channel_ga4 as channel_ga4,
     touch.source as source,
     touch.medium as medium,
     touch.campaign as campaign,
@@ -110,6 +111,7 @@
     page_path,
     payload->'page'->>'referrer_host' as referrer_host,
     channel,
+    payload->'touch'->>'channel_ga4' as channel_ga4,
     source,
     medium,
     campaign,

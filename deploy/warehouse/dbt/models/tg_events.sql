@@ -48,6 +48,7 @@ select
   page_path,
   referrer_host,
   channel,
+  channel_ga4,
   source,
   medium,
   campaign,

@@ -1,4 +1,6 @@
-{# Every landing touch: the visit's channel, source, medium and campaign,
+{# Every landing touch: the visit's channel (and, in channel_ga4, the
+   channel under GA4's own rules, which differs where touchgate's
+   extended rules do), source, medium and campaign,
    with its device, session and person, at the time of the landing. A
    landing carries no lead or user: its person is its device's. #}
 select
@@ -10,6 +12,7 @@ select
   e.session_id,
   person_device.person_id,
   e.channel,
+  coalesce(e.channel_ga4, e.channel) as channel_ga4,
   e.source,
   e.medium,
   e.campaign,
