@@ -154,10 +154,15 @@ async fn visit(
 
 #[tokio::main]
 async fn main() {
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| a != "--bench")
-        .collect();
+    let raw: Vec<String> = std::env::args().skip(1).collect();
+    // `cargo test --all-targets` runs every bench binary once without
+    // arguments (`cargo bench` passes `--bench`): there is nothing to drive
+    // then, since benches/warehouse.sh starts the proxy this writes to.
+    if raw.is_empty() {
+        println!("warehouse_events: run by benches/warehouse.sh; nothing to do without arguments");
+        return;
+    }
+    let args: Vec<String> = raw.into_iter().filter(|a| a != "--bench").collect();
     let [proxy, visitors, seed, state, rest @ ..] = &args[..] else {
         eprintln!("usage: warehouse_events PROXY_ADDR VISITORS SEED STATE_FILE [RETURNING]");
         std::process::exit(2);
